@@ -1,0 +1,1 @@
+"""The dicom-sender: delivers queued instances to DICOM destinations by C-STORE."""

@@ -1,0 +1,165 @@
+"""A reusable association with one DICOM destination.
+
+The association stays open while the destination's queue is busy and is released when idle. It proposes
+one presentation context per (SOP class, transfer syntax) pair seen for the destination, so each
+instance goes in its own transfer syntax (an SCP picks one syntax per context). A pair the SCP rejects is
+a permanent failure for that instance; a pair not yet proposed makes the link re-associate.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pynetdicom import AE, _config, evt
+from pynetdicom.association import Association
+
+from karnak_shared.errors import PermanentDeliveryError, TransientDeliveryError
+from karnak_shared.logs import EventLogger
+from karnak_dicom_sender.status import Outcome, classify, describe
+
+log = EventLogger("karnak.dicom-sender")
+
+# Send files in chunks straight from disk: the bytes go out as received, nothing is decoded or re-encoded.
+_config.STORE_SEND_CHUNKED_DATASET = True
+# PS3.8: at most 128 presentation contexts per association (odd ids 1..255).
+MAX_CONTEXTS = 128
+
+
+@dataclass(frozen=True)
+class Peer:
+    """Where and as whom to associate."""
+
+    destination_id: str
+    host: str
+    port: int
+    called_ae: str
+    calling_ae: str
+    max_pdu: int = 131072
+    acse_timeout: float = 30.0
+    dimse_timeout: float = 30.0
+    network_timeout: float = 30.0
+
+
+def _set_nodelay(event: evt.Event) -> None:
+    sock = getattr(getattr(event.assoc.dul, "socket", None), "socket", None)
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+
+
+class DestinationLink:
+    """C-STORE to one destination over an association kept open while there is work."""
+
+    def __init__(self, peer: Peer) -> None:
+        self.peer = peer
+        self._contexts: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._assoc: Association | None = None
+        self._last_used = 0.0
+        self.associations_opened = 0
+
+    @property
+    def is_open(self) -> bool:
+        return self._assoc is not None and self._assoc.is_established
+
+    def store(self, path: Path, sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str) -> Outcome:
+        """Send one Part 10 file; return SUCCESS or WARNING, raise a `DeliveryError` otherwise."""
+        pair = (sop_class_uid, transfer_syntax)
+        for attempt in (1, 2):
+            assoc = self._association_for(pair)
+            context_ok = any(
+                cx.abstract_syntax == sop_class_uid and cx.transfer_syntax[0] == transfer_syntax
+                for cx in assoc.accepted_contexts
+            )
+            if not context_ok:
+                raise PermanentDeliveryError(
+                    f"destination {self.peer.destination_id} ({self.peer.called_ae}) does not accept SOP Class "
+                    f"{sop_class_uid} in transfer syntax {transfer_syntax}"
+                )
+            try:
+                status = assoc.send_c_store(path)
+            except (OSError, RuntimeError) as exc:
+                self.abort()
+                raise TransientDeliveryError(f"connection to {self._where()} failed during C-STORE: {exc}") from None
+            self._last_used = time.monotonic()
+            if "Status" in status:
+                value = int(status.Status)
+                outcome = classify(value)
+                if outcome is Outcome.TRANSIENT:
+                    raise TransientDeliveryError(f"{self._where()} answered {describe(value)}")
+                if outcome is Outcome.PERMANENT:
+                    raise PermanentDeliveryError(f"{self._where()} answered {describe(value)}")
+                return outcome
+            # No response: pynetdicom occasionally never sees one (or the peer went away). Abort and try
+            # the instance once more on a fresh association before handing it to the delay queues.
+            self.abort()
+            log.warning(
+                "c-store.no-response", destination=self.peer.destination_id, sop_instance_uid=sop_instance_uid, attempt=attempt
+            )
+        raise TransientDeliveryError(f"no C-STORE response from {self._where()} (timeout or connection lost)")
+
+    def release_if_idle(self, idle_seconds: float) -> None:
+        if self._assoc is not None and time.monotonic() - self._last_used >= idle_seconds:
+            self.release()
+
+    def release(self) -> None:
+        assoc, self._assoc = self._assoc, None
+        if assoc is not None and assoc.is_established:
+            assoc.release()
+            log.debug("association.released", destination=self.peer.destination_id)
+
+    def abort(self) -> None:
+        assoc, self._assoc = self._assoc, None
+        if assoc is not None:
+            assoc.abort()
+
+    def _where(self) -> str:
+        return f"{self.peer.destination_id} ({self.peer.called_ae}@{self.peer.host}:{self.peer.port})"
+
+    def _association_for(self, pair: tuple[str, str]) -> Association:
+        if self._assoc is not None and self._assoc.is_established and pair in self._contexts:
+            return self._assoc
+        if pair not in self._contexts:
+            self._contexts[pair] = None
+            while len(self._contexts) > MAX_CONTEXTS:
+                self._contexts.popitem(last=False)
+        self.release()
+        self._assoc = self._associate()
+        return self._assoc
+
+    def _associate(self) -> Association:
+        ae = AE(ae_title=self.peer.calling_ae)
+        ae.acse_timeout = self.peer.acse_timeout
+        ae.dimse_timeout = self.peer.dimse_timeout
+        ae.network_timeout = self.peer.network_timeout
+        ae.maximum_pdu_size = self.peer.max_pdu
+        for sop_class, syntax in self._contexts:
+            ae.add_requested_context(sop_class, syntax)
+        handlers: list[Any] = [(evt.EVT_CONN_OPEN, _set_nodelay)]
+        assoc = ae.associate(
+            self.peer.host,
+            self.peer.port,
+            ae_title=self.peer.called_ae,
+            max_pdu=self.peer.max_pdu,
+            evt_handlers=handlers,
+        )
+        if assoc.is_established:
+            self.associations_opened += 1
+            self._last_used = time.monotonic()
+            log.debug("association.opened", destination=self.peer.destination_id, contexts=len(self._contexts))
+            return assoc
+        if assoc.is_rejected:
+            primitive = assoc.acceptor.primitive
+            result = getattr(primitive, "result", None)
+            diagnostic = getattr(primitive, "diagnostic", None)
+            reason = f"{self._where()} rejected the association (result {result}, diagnostic {diagnostic})"
+            if result == 0x01:
+                raise PermanentDeliveryError(reason + ": check the AE titles")
+            raise TransientDeliveryError(reason)
+        raise TransientDeliveryError(f"cannot associate with {self._where()}: connection refused, aborted or timed out")

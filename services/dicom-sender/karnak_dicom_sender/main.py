@@ -1,0 +1,90 @@
+"""Entry point of the dicom-sender: one consumer over every dicom send queue, one worker per destination."""
+
+from __future__ import annotations
+
+from karnak_shared.broker import Consumer, Delivery, Publisher, Settlement
+from karnak_shared.config import DicomDestination, GatewayConfig
+from karnak_shared.logs import EventLogger
+from karnak_shared.ops import broker_state_recorder
+from karnak_shared.retry import RetryPolicy
+from karnak_shared.runtime import prepare_service, wait_for_signal
+from karnak_dicom_sender.link import DestinationLink, Peer
+from karnak_dicom_sender.sender import DicomSender
+from karnak_dicom_sender.workers import DestinationWorker
+
+log = EventLogger("karnak.dicom-sender")
+
+
+def peers(config: GatewayConfig) -> list[Peer]:
+    """The DICOM destinations of the configuration, with the calling AE title each one is sent from."""
+    out = []
+    for node, dest in config.destinations():
+        if isinstance(dest, DicomDestination):
+            out.append(
+                Peer(
+                    destination_id=dest.id,
+                    host=dest.hostname,
+                    port=dest.port,
+                    called_ae=dest.ae_title,
+                    calling_ae=dest.ae_title if dest.use_aetitle_destination else node.ae_title,
+                    max_pdu=config.dicom_sender.max_pdu_bytes,
+                    acse_timeout=config.dicom_sender.acse_timeout,
+                    dimse_timeout=config.dicom_sender.dimse_timeout,
+                    network_timeout=config.dicom_sender.network_timeout,
+                )
+            )
+    return out
+
+
+def run(config: GatewayConfig, metrics_port: int | None = None) -> None:
+    """Run the dicom-sender until SIGTERM/SIGINT."""
+    ctx = prepare_service("dicom-sender", config, metrics_port)
+    publisher = Publisher(
+        ctx.broker_url,
+        ctx.topology,
+        heartbeat=config.broker.heartbeat,
+        confirm_timeout=config.broker.confirm_timeout,
+        name="karnak-dicom-sender-publisher",
+        on_state=broker_state_recorder("dicom-sender", "publisher"),
+    ).start()
+    sender = DicomSender(publisher, ctx.topology, ctx.blobs, RetryPolicy(tuple(config.broker.retry_delays)))
+
+    def work(delivery: Delivery, link: DestinationLink) -> None:
+        try:
+            verdict = sender.handle(delivery, link)
+        except Exception:  # noqa: BLE001 - a bug must not lose the message: it comes back
+            log.error("instance.handler-crashed", exc_info=True, queue=delivery.queue)
+            consumer.settle(delivery, Settlement.REQUEUE)
+            return
+        consumer.settle(delivery, verdict.settlement)
+        if verdict.delete_blob:
+            sender.delete_blob(verdict.delete_blob)
+
+    workers = {
+        ctx.topology.send_queue("dicom", peer.destination_id): DestinationWorker(
+            DestinationLink(peer), work, config.dicom_sender.idle_release_seconds
+        ).start()
+        for peer in peers(config)
+    }
+    if not workers:
+        log.warning("sender.idle", reason="the configuration has no dicom destination")
+    consumer = Consumer(
+        ctx.broker_url,
+        ctx.topology,
+        list(workers),
+        lambda delivery: workers[delivery.queue].submit(delivery),
+        prefetch=config.broker.prefetch,
+        heartbeat=config.broker.heartbeat,
+        name="karnak-dicom-sender-consumer",
+        on_state=broker_state_recorder("dicom-sender", "consumer"),
+    ).start()
+    ctx.ops.add_check("broker", lambda: consumer.connected and publisher.connected)
+    try:
+        wait_for_signal(ctx.stopping)
+    finally:
+        log.info("service.stopping")
+        consumer.stop()
+        for worker in workers.values():
+            worker.stop()
+        publisher.stop()
+        ctx.ops.stop()

@@ -1,0 +1,177 @@
+"""Handling one send message: C-STORE it, then ack, retry through the delay queues, or park it."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Protocol
+
+from prometheus_client import Counter, Histogram
+
+from karnak_shared.blobstore import BlobStore
+from karnak_shared.broker import Delivery, Settlement
+from karnak_shared.envelope import Envelope, TransferEvent
+from karnak_shared.errors import BlobStoreError, BrokerUnavailable, DeliveryError, EnvelopeError
+from karnak_shared.logs import EventLogger
+from karnak_shared.retry import RetryPolicy, park, schedule_retry
+from karnak_shared.topology import Topology
+from karnak_dicom_sender.link import DestinationLink
+from karnak_dicom_sender.status import Outcome
+
+log = EventLogger("karnak.dicom-sender")
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600)
+SENT = Counter(
+    "karnak_instances_sent_total",
+    "Delivery outcomes per destination: sent, retried, failed (parked)",
+    ["destination", "outcome"],
+)
+SENT_BYTES = Counter("karnak_sent_bytes_total", "Bytes delivered per destination", ["destination"])
+DELIVERY_SECONDS = Histogram(
+    "karnak_delivery_seconds", "Time of one C-STORE (association set-up included)", ["destination"], buckets=_LATENCY_BUCKETS
+)
+TRANSIT_SECONDS = Histogram(
+    "karnak_instance_transit_seconds",
+    "Time from the C-STORE received by the gateway to its delivery at the destination",
+    ["destination"],
+    buckets=_LATENCY_BUCKETS,
+)
+
+
+class ConfirmingPublisher(Protocol):
+    def publish(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        headers: dict[str, object] | None = None,
+        *,
+        mandatory: bool = True,
+    ) -> None: ...
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """How to settle a delivery, and the blob to delete once it is acked (only after a delivery)."""
+
+    settlement: Settlement
+    delete_blob: str | None = None
+
+
+class DicomSender:
+    """Delivers messages of the dicom send queues through per-destination links."""
+
+    def __init__(self, publisher: ConfirmingPublisher, topology: Topology, blobs: BlobStore, policy: RetryPolicy) -> None:
+        self._publisher = publisher
+        self._topology = topology
+        self._blobs = blobs
+        self._policy = policy
+
+    def handle(self, delivery: Delivery, link: DestinationLink) -> Verdict:
+        """Deliver one message over `link` and say how to settle it."""
+        try:
+            envelope = Envelope.from_headers(delivery.headers)
+        except EnvelopeError as exc:
+            return self._park(delivery, None, f"invalid envelope: {exc}")
+        started = time.perf_counter()
+        try:
+            with self._payload_file(envelope, delivery.body) as path:
+                outcome = link.store(path, envelope.sop_class_uid, envelope.sop_instance_uid, envelope.transfer_syntax)
+        except BlobStoreError as exc:
+            return self._park(delivery, envelope, str(exc))
+        except DeliveryError as exc:
+            return self._failed(delivery, envelope, exc)
+        destination = link.peer.destination_id
+        DELIVERY_SECONDS.labels(destination).observe(time.perf_counter() - started)
+        TRANSIT_SECONDS.labels(destination).observe(max(0.0, time.time() - envelope.received_at))
+        SENT.labels(destination, "sent").inc()
+        SENT_BYTES.labels(destination).inc(envelope.size)
+        reason = "stored with a warning status" if outcome is Outcome.WARNING else None
+        try:
+            self._event(envelope, "sent", reason)
+        except BrokerUnavailable as exc:
+            # Delivered, but the event cannot be published: requeue; a second C-STORE of the same
+            # instance is harmless, a missing event in the notification is not.
+            log.warning("event.unpublished", reason=str(exc), **envelope.log_fields())
+            return Verdict(Settlement.REQUEUE)
+        log.debug("instance.sent", **envelope.log_fields())
+        return Verdict(Settlement.ACK, delete_blob=envelope.blob)
+
+    def delete_blob(self, reference: str) -> None:
+        """Delete a delivered message's blob once its ack is on its way (a retried or parked one keeps it)."""
+        try:
+            self._blobs.delete(reference)
+        except BlobStoreError as exc:
+            log.warning("blob.delete-failed", blob=reference, reason=str(exc))
+
+    # --- failures ----------------------------------------------------------------------------------
+
+    def _failed(self, delivery: Delivery, envelope: Envelope, error: DeliveryError) -> Verdict:
+        destination = envelope.destination or "-"
+        delay = self._policy.delay_for(envelope.attempt) if error.transient else None
+        if delay is not None:
+            routing_key = self._topology.send_queue("dicom", destination)
+            try:
+                schedule_retry(self._publisher, self._topology, routing_key, envelope, delivery.body, delay)  # type: ignore[arg-type]
+            except BrokerUnavailable:
+                return Verdict(Settlement.REQUEUE)
+            SENT.labels(destination, "retried").inc()
+            log.warning("instance.retry-scheduled", reason=error.reason, delay=delay, **envelope.log_fields())
+            return Verdict(Settlement.ACK)
+        reason = error.reason
+        if error.transient:
+            reason = f"gave up after {envelope.attempt + 1} attempts: {reason}"
+        return self._park(delivery, envelope, reason)
+
+    def _park(self, delivery: Delivery, envelope: Envelope | None, reason: str) -> Verdict:
+        destination = envelope.destination if envelope and envelope.destination else delivery.queue
+        try:
+            park(
+                self._publisher,  # type: ignore[arg-type]
+                self._topology,
+                exchange=self._topology.send_exchange,
+                routing_key=delivery.queue or delivery.routing_key,
+                headers=delivery.headers,
+                body=delivery.body,
+                reason=reason,
+            )
+            if envelope is not None:
+                self._event(envelope, "failed", reason)
+        except BrokerUnavailable:
+            return Verdict(Settlement.REQUEUE)
+        SENT.labels(destination, "failed").inc()
+        fields = envelope.log_fields() if envelope else {"queue": delivery.queue}
+        log.error("instance.parked", reason=reason, **fields)
+        return Verdict(Settlement.ACK)
+
+    def _event(self, envelope: Envelope, kind: Literal["sent", "failed", "rejected"], reason: str | None) -> None:
+        event = TransferEvent.for_envelope(envelope, kind, envelope.destination or "-", reason)
+        self._publisher.publish(self._topology.events_exchange, event.routing_key, event.to_body(), mandatory=False)
+
+    @contextmanager
+    def _payload_file(self, envelope: Envelope, body: bytes) -> Iterator[Path]:
+        """A file holding the instance: its blob, or a temporary copy of an inline body."""
+        if envelope.blob:
+            path = self._blobs.path(envelope.blob)
+            if not path.exists():
+                raise BlobStoreError(f"blob {envelope.blob} is missing from {self._blobs.root}")
+            yield path
+            return
+        if not body:
+            raise BlobStoreError("message has neither a body nor a blob reference")
+        fd, name = tempfile.mkstemp(prefix="karnak-", suffix=".dcm", dir=_scratch_dir())
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(body)
+            yield Path(name)
+        finally:
+            os.unlink(name)
+
+
+def _scratch_dir() -> str | None:
+    return "/dev/shm" if os.access("/dev/shm", os.W_OK) else None

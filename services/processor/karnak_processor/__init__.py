@@ -1,0 +1,1 @@
+"""The processor: decides per destination what leaves, transforms it and queues it for its sender."""

@@ -1,0 +1,62 @@
+"""Entry point of the processor: wires configuration, router, publisher and the `received` consumer."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+from karnak_shared.broker import Consumer, Delivery, Publisher, Settlement
+from karnak_shared.config import GatewayConfig
+from karnak_shared.logs import EventLogger
+from karnak_shared.ops import broker_state_recorder
+from karnak_shared.runtime import prepare_service, wait_for_signal
+from karnak_processor.processor import Processor
+from karnak_processor.routing import Router
+
+log = EventLogger("karnak.processor")
+WORKERS = 4
+
+
+def run(config: GatewayConfig, metrics_port: int | None = None) -> None:
+    """Run the processor until SIGTERM/SIGINT."""
+    router = Router(config)  # refuses an unsupported configuration before anything starts
+    ctx = prepare_service("processor", config, metrics_port)
+    publisher = Publisher(
+        ctx.broker_url,
+        ctx.topology,
+        heartbeat=config.broker.heartbeat,
+        confirm_timeout=config.broker.confirm_timeout,
+        name="karnak-processor-publisher",
+        on_state=broker_state_recorder("processor", "publisher"),
+    ).start()
+    processor = Processor(router, publisher, ctx.topology, ctx.blobs, config.blob_store.max_inline_bytes)
+    workers = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="processor-worker")
+
+    def work(delivery: Delivery) -> None:
+        try:
+            settlement = processor.handle(delivery)
+        except Exception:  # noqa: BLE001 - a bug must not kill the worker; the message comes back
+            log.error("instance.handler-crashed", exc_info=True, queue=delivery.queue)
+            settlement = Settlement.REQUEUE
+        consumer.settle(delivery, settlement)
+        if settlement is Settlement.ACK:
+            processor.after_ack(delivery)
+
+    consumer = Consumer(
+        ctx.broker_url,
+        ctx.topology,
+        [ctx.topology.received_queue],
+        lambda delivery: workers.submit(work, delivery),
+        prefetch=config.broker.prefetch,
+        heartbeat=config.broker.heartbeat,
+        name="karnak-processor-consumer",
+        on_state=broker_state_recorder("processor", "consumer"),
+    ).start()
+    ctx.ops.add_check("broker", lambda: consumer.connected and publisher.connected)
+    try:
+        wait_for_signal(ctx.stopping)
+    finally:
+        log.info("service.stopping")
+        consumer.stop()
+        workers.shutdown(wait=True)
+        publisher.stop()
+        ctx.ops.stop()

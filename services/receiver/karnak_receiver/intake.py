@@ -1,0 +1,112 @@
+"""Taking in one instance: store its bytes durably, publish it, and choose the C-STORE status."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+from prometheus_client import Counter, Histogram
+
+from karnak_shared.blobstore import BlobStore
+from karnak_shared.envelope import Envelope
+from karnak_shared.errors import BlobStoreError, BrokerUnavailable
+from karnak_shared.logs import EventLogger
+from karnak_shared.payload import store_payload
+from karnak_shared.topology import Topology
+
+log = EventLogger("karnak.receiver")
+
+STATUS_SUCCESS = 0x0000
+STATUS_OUT_OF_RESOURCES = 0xA700
+
+RECEIVED = Counter(
+    "karnak_instances_received_total",
+    "Instances received by C-STORE, by forward node and outcome",
+    ["forward_node", "outcome"],
+)
+RECEIVED_BYTES = Counter("karnak_received_bytes_total", "Bytes of instances received", ["forward_node"])
+INTAKE_SECONDS = Histogram(
+    "karnak_intake_seconds",
+    "Time from a C-STORE's dataset in hand to its answer (store, publish, confirm)",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+
+
+class ConfirmingPublisher(Protocol):
+    def publish(
+        self, exchange: str, routing_key: str, body: bytes, headers: dict[str, object] | None = None
+    ) -> None: ...
+
+
+@dataclass(frozen=True)
+class ReceivedInstance:
+    """What the listener knows of a C-STORE request, without decoding its dataset."""
+
+    forward_node: str
+    calling_ae: str
+    sop_class_uid: str
+    sop_instance_uid: str
+    transfer_syntax: str
+    part10: bytes
+
+
+class Intake:
+    """Puts received instances on the `received` queue; answers Success only after the confirm."""
+
+    def __init__(
+        self, publisher: ConfirmingPublisher, topology: Topology, blobs: BlobStore, max_inline_bytes: int
+    ) -> None:
+        self._publisher = publisher
+        self._topology = topology
+        self._blobs = blobs
+        self._max_inline = max_inline_bytes
+
+    def take(self, instance: ReceivedInstance) -> int:
+        """Store and publish one instance; return the DICOM status for its C-STORE response."""
+        started = time.perf_counter()
+        blob: str | None = None
+        try:
+            body, blob = store_payload(instance.part10, self._blobs, self._max_inline)
+            envelope = Envelope(
+                forward_node=instance.forward_node,
+                calling_ae=instance.calling_ae,
+                sop_class_uid=instance.sop_class_uid,
+                sop_instance_uid=instance.sop_instance_uid,
+                transfer_syntax=instance.transfer_syntax,
+                blob=blob,
+                size=len(instance.part10),
+            )
+            self._publisher.publish(
+                self._topology.ingest_exchange, self._topology.received_queue, body, envelope.to_headers()
+            )
+        except (BrokerUnavailable, BlobStoreError) as exc:
+            if blob is not None:
+                self._discard(blob)
+            RECEIVED.labels(instance.forward_node, "out-of-resources").inc()
+            log.error(
+                "c-store.refused",
+                forward_node=instance.forward_node,
+                sop_instance_uid=instance.sop_instance_uid,
+                status="0xA700",
+                reason=str(exc),
+            )
+            return STATUS_OUT_OF_RESOURCES
+        RECEIVED.labels(instance.forward_node, "accepted").inc()
+        RECEIVED_BYTES.labels(instance.forward_node).inc(len(instance.part10))
+        INTAKE_SECONDS.observe(time.perf_counter() - started)
+        log.debug(
+            "c-store.accepted",
+            instance_id=envelope.instance_id,
+            forward_node=instance.forward_node,
+            sop_instance_uid=instance.sop_instance_uid,
+            size=len(instance.part10),
+            blob=blob is not None,
+        )
+        return STATUS_SUCCESS
+
+    def _discard(self, blob: str) -> None:
+        try:
+            self._blobs.delete(blob)
+        except BlobStoreError:
+            pass

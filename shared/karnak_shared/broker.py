@@ -1,0 +1,435 @@
+"""A robust RabbitMQ client on pika for the gateway's services (DESIGN.md section 4b).
+
+pika's BlockingConnection is not thread-safe and does not reconnect by itself, so each connection here
+lives in one thread of its own:
+
+- `Publisher` owns a connection in a background thread; any thread calls `publish`, which returns only
+  once the broker has confirmed the message and raises `BrokerUnavailable` otherwise (nack, unroutable,
+  connection lost, timeout). Nothing is ever reported published that the broker did not take.
+- `Consumer` owns another connection, hands each delivery to the service's `dispatch` callable (which
+  does the slow work in a worker thread) and settles it later through `add_callback_threadsafe`, so slow
+  work never starves the heartbeats. After a connection loss it reconnects with back-off and redeclares
+  the topology; deliveries that were not settled are redelivered by the broker, and settlements of
+  deliveries from a previous connection are dropped (the handlers are idempotent).
+"""
+
+from __future__ import annotations
+
+import enum
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+import pika
+import pika.exceptions
+from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
+
+from karnak_shared.errors import BrokerUnavailable
+from karnak_shared.logs import EventLogger, redact_url
+from karnak_shared.topology import Topology
+
+log = EventLogger("karnak.broker")
+
+_CONNECTION_ERRORS = (
+    pika.exceptions.AMQPError,
+    OSError,
+)
+
+
+def connection_parameters(url: str, heartbeat: int = 30, name: str = "karnak") -> pika.URLParameters:
+    """Parameters for a connection: heartbeats, a blocked-connection timeout and a client name."""
+    params = pika.URLParameters(url)
+    params.heartbeat = heartbeat
+    params.blocked_connection_timeout = 60
+    params.connection_attempts = 1
+    params.socket_timeout = 5
+    params.client_properties = {"connection_name": name}
+    return params
+
+
+def open_connection(url: str, heartbeat: int = 30, name: str = "karnak") -> BlockingConnection:
+    """Open a blocking connection, raising `BrokerUnavailable` (without the password) when it fails."""
+    try:
+        return BlockingConnection(connection_parameters(url, heartbeat, name))
+    except _CONNECTION_ERRORS as exc:
+        raise BrokerUnavailable(f"cannot connect to RabbitMQ at {redact_url(url)}: {exc!r}") from None
+
+
+@dataclass
+class _PublishRequest:
+    exchange: str
+    routing_key: str
+    body: bytes
+    headers: dict[str, Any]
+    mandatory: bool
+    future: Future[None] = field(default_factory=Future)
+
+
+class Publisher:
+    """Publishes with confirms from any thread through one connection owned by a background thread."""
+
+    def __init__(
+        self,
+        url: str,
+        topology: Topology,
+        *,
+        heartbeat: int = 30,
+        confirm_timeout: float = 30.0,
+        name: str = "karnak-publisher",
+        on_state: Callable[[bool], None] | None = None,
+    ) -> None:
+        self._url = url
+        self._topology = topology
+        self._heartbeat = heartbeat
+        self._confirm_timeout = confirm_timeout
+        self._name = name
+        self._on_state = on_state
+        self._requests: queue.Queue[_PublishRequest | None] = queue.Queue()
+        self._stop = threading.Event()
+        self._connected = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._connection: BlockingConnection | None = None
+        self._channel: BlockingChannel | None = None
+        self._next_attempt = 0.0
+        self._backoff = 0.5
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def start(self) -> Publisher:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._requests.put(None)
+        self._thread.join(timeout=10)
+
+    def publish(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        headers: dict[str, Any] | None = None,
+        *,
+        mandatory: bool = True,
+    ) -> None:
+        """Publish persistently and wait for the broker's confirm; raise `BrokerUnavailable` otherwise."""
+        if self._stop.is_set():
+            raise BrokerUnavailable("publisher is stopped")
+        request = _PublishRequest(exchange, routing_key, body, dict(headers or {}), mandatory)
+        self._requests.put(request)
+        try:
+            request.future.result(timeout=self._confirm_timeout)
+        except TimeoutError:
+            raise BrokerUnavailable(
+                f"no confirm from RabbitMQ within {self._confirm_timeout:g} s for {exchange}/{routing_key}"
+            ) from None
+
+    # --- the connection's own thread ------------------------------------------------------------
+
+    def _set_connected(self, value: bool) -> None:
+        if value != self._connected.is_set():
+            (self._connected.set if value else self._connected.clear)()
+            if self._on_state:
+                self._on_state(value)
+
+    def _ensure_connection(self) -> BlockingChannel:
+        if self._channel is not None and self._channel.is_open:
+            return self._channel
+        self._drop_connection()
+        now = time.monotonic()
+        if now < self._next_attempt:
+            raise BrokerUnavailable("RabbitMQ is unreachable (waiting before the next connection attempt)")
+        try:
+            connection = open_connection(self._url, self._heartbeat, self._name)
+            channel = connection.channel()
+            channel.confirm_delivery()
+            self._topology.declare(channel)
+        except BrokerUnavailable:
+            self._next_attempt = time.monotonic() + self._backoff
+            self._backoff = min(self._backoff * 2, 5.0)
+            raise
+        except _CONNECTION_ERRORS as exc:
+            self._next_attempt = time.monotonic() + self._backoff
+            self._backoff = min(self._backoff * 2, 5.0)
+            raise BrokerUnavailable(f"cannot set up the publishing channel: {exc!r}") from None
+        self._connection, self._channel = connection, channel
+        self._backoff = 0.5
+        self._set_connected(True)
+        log.info("broker.connected", role="publisher", url=redact_url(self._url))
+        return channel
+
+    def _drop_connection(self) -> None:
+        connection, self._connection, self._channel = self._connection, None, None
+        if connection is not None:
+            self._set_connected(False)
+            try:
+                if connection.is_open:
+                    connection.close()
+            except _CONNECTION_ERRORS:
+                pass
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                request = self._requests.get(timeout=0.5)
+            except queue.Empty:
+                self._keep_alive()
+                continue
+            if request is None:
+                break
+            self._handle(request)
+        while True:
+            try:
+                pending = self._requests.get_nowait()
+            except queue.Empty:
+                break
+            if pending is not None:
+                pending.future.set_exception(BrokerUnavailable("publisher is stopping"))
+        self._drop_connection()
+
+    def _keep_alive(self) -> None:
+        if self._connection is None:
+            # Reconnect in the background so readiness recovers without waiting for traffic.
+            try:
+                self._ensure_connection()
+            except BrokerUnavailable:
+                pass
+            return
+        try:
+            self._connection.process_data_events(time_limit=0)
+        except _CONNECTION_ERRORS as exc:
+            log.warning("broker.connection-lost", role="publisher", error=repr(exc))
+            self._drop_connection()
+
+    def _handle(self, request: _PublishRequest) -> None:
+        if request.future.done():  # the caller gave up (timeout)
+            return
+        try:
+            channel = self._ensure_connection()
+        except BrokerUnavailable as exc:
+            request.future.set_exception(exc)
+            return
+        properties = pika.BasicProperties(
+            delivery_mode=pika.DeliveryMode.Persistent,
+            headers=request.headers,
+            content_type="application/dicom" if request.body else None,
+        )
+        try:
+            channel.basic_publish(
+                request.exchange,
+                request.routing_key,
+                request.body,
+                properties=properties,
+                mandatory=request.mandatory,
+            )
+        except pika.exceptions.UnroutableError:
+            request.future.set_exception(
+                BrokerUnavailable(f"message to {request.exchange}/{request.routing_key} is unroutable (no queue)")
+            )
+            return
+        except pika.exceptions.NackError:
+            request.future.set_exception(
+                BrokerUnavailable(f"RabbitMQ refused the message to {request.exchange}/{request.routing_key}")
+            )
+            return
+        except _CONNECTION_ERRORS as exc:
+            log.warning("broker.connection-lost", role="publisher", error=repr(exc))
+            self._drop_connection()
+            request.future.set_exception(BrokerUnavailable(f"connection to RabbitMQ lost while publishing: {exc!r}"))
+            return
+        request.future.set_result(None)
+
+
+class Settlement(enum.Enum):
+    """What becomes of a delivery once its handler is done."""
+
+    ACK = "ack"
+    REQUEUE = "requeue"  # handed back to the queue: counts against x-delivery-limit
+    DEAD_LETTER = "dead-letter"  # rejected without requeue: the broker dead-letters it
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One message received from a queue, with what is needed to settle it later."""
+
+    queue: str
+    routing_key: str
+    delivery_tag: int
+    redelivered: bool
+    headers: dict[str, Any]
+    body: bytes
+    generation: int
+    exchange: str = ""
+
+
+class Consumer:
+    """Consumes queues in a background thread and dispatches each delivery to the service."""
+
+    def __init__(
+        self,
+        url: str,
+        topology: Topology,
+        queues: list[str],
+        dispatch: Callable[[Delivery], None],
+        *,
+        prefetch: int = 20,
+        heartbeat: int = 30,
+        name: str = "karnak-consumer",
+        on_state: Callable[[bool], None] | None = None,
+    ) -> None:
+        self._url = url
+        self._topology = topology
+        self._queues = queues
+        self._dispatch = dispatch
+        self._prefetch = prefetch
+        self._heartbeat = heartbeat
+        self._name = name
+        self._on_state = on_state
+        self._stop = threading.Event()
+        self._connected = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._connection: BlockingConnection | None = None
+        self._channel: BlockingChannel | None = None
+        self._generation = 0
+        self._in_flight = 0
+        self._lock = threading.Lock()
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    @property
+    def in_flight(self) -> int:
+        with self._lock:
+            return self._in_flight
+
+    def start(self) -> Consumer:
+        self._thread.start()
+        return self
+
+    def stop(self, drain_timeout: float = 30.0) -> None:
+        """Stop taking deliveries, let the ones in flight finish (up to `drain_timeout`), disconnect."""
+        self._drain_deadline = time.monotonic() + drain_timeout
+        self._stop.set()
+        self._thread.join(timeout=drain_timeout + 10)
+
+    def settle(self, delivery: Delivery, settlement: Settlement) -> None:
+        """Ack, requeue or dead-letter a delivery; safe from any thread."""
+        with self._lock:
+            connection = self._connection
+            current = self._generation
+            if delivery.generation == current:
+                self._in_flight -= 1
+        if delivery.generation != current or connection is None:
+            # Its channel is gone; the broker has already put the message back in its queue.
+            log.info("broker.stale-settlement", queue=delivery.queue, settlement=settlement.value)
+            return
+
+        def do() -> None:
+            channel = self._channel
+            if channel is None or not channel.is_open or self._generation != delivery.generation:
+                return
+            if settlement is Settlement.ACK:
+                channel.basic_ack(delivery.delivery_tag)
+            else:
+                channel.basic_nack(delivery.delivery_tag, requeue=settlement is Settlement.REQUEUE)
+
+        try:
+            connection.add_callback_threadsafe(do)
+        except _CONNECTION_ERRORS:
+            log.info("broker.stale-settlement", queue=delivery.queue, settlement=settlement.value)
+
+    # --- the connection's own thread ------------------------------------------------------------
+
+    def _set_connected(self, value: bool) -> None:
+        if value != self._connected.is_set():
+            (self._connected.set if value else self._connected.clear)()
+            if self._on_state:
+                self._on_state(value)
+
+    def _on_message(self, channel: BlockingChannel, method: Any, properties: Any, body: bytes) -> None:
+        delivery = Delivery(
+            queue=self._queue_of.get(method.consumer_tag, ""),
+            routing_key=method.routing_key,
+            delivery_tag=method.delivery_tag,
+            redelivered=method.redelivered,
+            headers=dict(properties.headers or {}),
+            body=body,
+            generation=self._generation,
+            exchange=method.exchange,
+        )
+        with self._lock:
+            self._in_flight += 1
+        self._dispatch(delivery)
+
+    def _connect(self) -> None:
+        connection = open_connection(self._url, self._heartbeat, self._name)
+        try:
+            channel = connection.channel()
+            channel.basic_qos(prefetch_count=self._prefetch)
+            self._topology.declare(channel)
+            self._queue_of: dict[str, str] = {}
+            with self._lock:
+                self._generation += 1
+                self._in_flight = 0
+                self._connection, self._channel = connection, channel
+            for name in self._queues:
+                tag = channel.basic_consume(name, self._on_message, auto_ack=False)
+                self._queue_of[tag] = name
+        except _CONNECTION_ERRORS:
+            with self._lock:
+                self._connection = self._channel = None
+            try:
+                connection.close()
+            except _CONNECTION_ERRORS:
+                pass
+            raise
+        self._set_connected(True)
+        log.info("broker.connected", role="consumer", queues=",".join(self._queues), url=redact_url(self._url))
+
+    def _run(self) -> None:
+        backoff = 0.5
+        while not self._stop.is_set():
+            try:
+                self._connect()
+                backoff = 0.5
+                assert self._connection is not None
+                while not self._stop.is_set():
+                    self._connection.process_data_events(time_limit=0.5)
+                self._drain()
+            except (BrokerUnavailable, *_CONNECTION_ERRORS) as exc:
+                log.warning("broker.connection-lost", role="consumer", error=repr(exc), retry_in=backoff)
+            finally:
+                self._disconnect()
+            if not self._stop.is_set():
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    def _drain(self) -> None:
+        """Cancel the consumers and keep serving settlements until the work in flight is done."""
+        assert self._connection is not None and self._channel is not None
+        for tag in list(self._queue_of):
+            self._channel.basic_cancel(tag)
+        deadline = getattr(self, "_drain_deadline", time.monotonic() + 30)
+        while self.in_flight > 0 and time.monotonic() < deadline:
+            self._connection.process_data_events(time_limit=0.1)
+        # Let the last settlements scheduled by add_callback_threadsafe run.
+        self._connection.process_data_events(time_limit=0)
+
+    def _disconnect(self) -> None:
+        with self._lock:
+            connection, self._connection, self._channel = self._connection, None, None
+        self._set_connected(False)
+        if connection is not None:
+            try:
+                if connection.is_open:
+                    connection.close()
+            except _CONNECTION_ERRORS:
+                pass

@@ -1,0 +1,257 @@
+"""The `karnak` command: run a service, check a configuration, run every service locally, tend the dead queue.
+
+Services are found through the ``karnak.services`` entry points that each service package declares, so
+this module knows no service by name.
+
+Exit codes: 0 success, 1 runtime failure, 2 invalid configuration or usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any
+
+from karnak_shared.config import GatewayConfig, load_config
+from karnak_shared.errors import ConfigError, KarnakError
+
+EXIT_RUNTIME = 1
+EXIT_CONFIG = 2
+
+
+def services() -> dict[str, Callable[..., None]]:
+    """The installed services, by name, from the ``karnak.services`` entry points."""
+    return {ep.name: ep.load() for ep in entry_points(group="karnak.services")}
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"karnak: {message}", file=sys.stderr)
+    return code
+
+
+# --- karnak run / config check --------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    available = services()
+    if args.service not in available:
+        return _fail(f"unknown service {args.service!r}; installed: {', '.join(sorted(available))}", EXIT_CONFIG)
+    try:
+        config = load_config(args.config)
+        available[args.service](config, metrics_port=args.metrics_port)
+    except ConfigError as exc:
+        return _fail(f"invalid configuration:\n{exc}", EXIT_CONFIG)
+    except KarnakError as exc:
+        return _fail(str(exc), EXIT_RUNTIME)
+    return 0
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.file)
+    except ConfigError as exc:
+        return _fail(f"invalid configuration:\n{exc}", EXIT_CONFIG)
+    destinations = sum(len(node.destinations) for node in config.forward_nodes)
+    print(f"{args.file}: valid ({len(config.forward_nodes)} forward node(s), {destinations} destination(s))")
+    for node, dest in config.destinations():
+        state = "enabled" if dest.enabled else "disabled"
+        print(f"  {node.ae_title} -> {dest.id} ({dest.type}, {state})")
+    return 0
+
+
+# --- karnak up --------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Child:
+    service: str
+    replica: int
+    metrics_port: int
+    process: subprocess.Popen[bytes] | None = None
+    restarts: list[float] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return self.service if self.replica == 0 else f"{self.service}#{self.replica}"
+
+
+SCALABLE = ("processor", "dicom-sender", "stow-sender")
+
+
+def _plan(config: GatewayConfig, names: Sequence[str], replicas: int) -> list[_Child]:
+    children = []
+    for name in names:
+        base = config.metrics.ports.get(name, 0)
+        count = replicas if name in SCALABLE else 1
+        for replica in range(count):
+            children.append(_Child(name, replica, base + 10 * replica if base else 0))
+    return children
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        return _fail(f"invalid configuration:\n{exc}", EXIT_CONFIG)
+    config_path = os.path.abspath(args.config or os.environ.get("KARNAK_CONFIG", ""))
+    names = sorted(services())
+    if args.only:
+        unknown = set(args.only) - set(names)
+        if unknown:
+            return _fail(f"unknown service(s): {', '.join(sorted(unknown))}", EXIT_CONFIG)
+        names = [n for n in names if n in args.only]
+    children = _plan(config, names, args.replicas)
+    stopping = False
+
+    def stop(signum: int, frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+
+    def spawn(child: _Child) -> None:
+        command = [sys.executable, "-m", "karnak_shared.cli", "run", child.service, "--config", config_path]
+        command += ["--metrics-port", str(child.metrics_port)]
+        child.process = subprocess.Popen(command, stdin=subprocess.DEVNULL)
+
+    for child in children:
+        spawn(child)
+        where = f"http://{_display_host(config.metrics.host)}:{child.metrics_port}/metrics" if child.metrics_port else "-"
+        print(f"karnak up: started {child.label} (pid {child.process.pid if child.process else '?'}), metrics {where}", flush=True)
+    print(f"karnak up: DICOM listener on {config.listener.host}:{config.listener.port}; Ctrl-C stops everything", flush=True)
+    exit_code = 0
+    while not stopping:
+        time.sleep(0.2)
+        for child in children:
+            assert child.process is not None
+            code = child.process.poll()
+            if code is None:
+                continue
+            if code == EXIT_CONFIG:
+                print(f"karnak up: {child.label} refused the configuration; stopping", file=sys.stderr, flush=True)
+                stopping, exit_code = True, EXIT_CONFIG
+                break
+            now = time.monotonic()
+            child.restarts = [t for t in child.restarts if now - t < 60] + [now]
+            if len(child.restarts) > 5:
+                print(f"karnak up: {child.label} keeps failing (exit {code}); stopping", file=sys.stderr, flush=True)
+                stopping, exit_code = True, EXIT_RUNTIME
+                break
+            print(f"karnak up: {child.label} exited with {code}; restarting", file=sys.stderr, flush=True)
+            spawn(child)
+    _terminate(children)
+    print("karnak up: stopped", flush=True)
+    return exit_code
+
+
+def _display_host(host: str) -> str:
+    return "localhost" if host in ("0.0.0.0", "::", "") else host
+
+
+def _terminate(children: list[_Child], timeout: float = 30.0) -> None:
+    running = [c.process for c in children if c.process is not None and c.process.poll() is None]
+    for process in running:
+        process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for process in running:
+        try:
+            process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+# --- karnak dead list / replay ---------------------------------------------------------------------
+
+
+def cmd_dead(args: argparse.Namespace) -> int:
+    from karnak_shared.deadletters import DeadLetterQueue
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        return _fail(f"invalid configuration:\n{exc}", EXIT_CONFIG)
+    try:
+        dead = DeadLetterQueue.connect(config)
+        try:
+            if args.action == "list":
+                entries = dead.list(limit=args.limit)
+                if args.json:
+                    print(json.dumps([e.as_dict() for e in entries], indent=2))
+                else:
+                    print(f"{len(entries)} parked message(s) in {dead.queue}")
+                    for e in entries:
+                        print(
+                            f"- instance {e.instance_id} destination={e.destination} sop_instance={e.sop_instance_uid} "
+                            f"parked_at={e.parked_at} origin={e.origin_routing_key}\n  reason: {e.reason}"
+                        )
+                return 0
+            if not (args.all or args.instance_id or args.destination):
+                return _fail("replay needs --all, --instance-id ID or --destination ID", EXIT_CONFIG)
+            replayed = dead.replay(
+                instance_ids=set(args.instance_id or ()),
+                destination=args.destination,
+                everything=args.all,
+            )
+            print(f"replayed {replayed} message(s)")
+            return 0
+        finally:
+            dead.close()
+    except KarnakError as exc:
+        return _fail(str(exc), EXIT_RUNTIME)
+
+
+# --- argument parsing -----------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="karnak", description="Karnak DICOM gateway (Python edition)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run one service in the foreground")
+    run.add_argument("service", help="receiver, processor, dicom-sender, ...")
+    run.add_argument("--config", help="configuration file (default: $KARNAK_CONFIG)")
+    run.add_argument("--metrics-port", type=int, default=None, help="port of /metrics, /healthz, /readyz")
+    run.set_defaults(func=cmd_run)
+
+    config = sub.add_parser("config", help="configuration tools")
+    config_sub = config.add_subparsers(dest="config_command", required=True)
+    check = config_sub.add_parser("check", help="validate a configuration file")
+    check.add_argument("file")
+    check.set_defaults(func=cmd_config_check)
+
+    up = sub.add_parser("up", help="run every service as a local process (for machines without Docker)")
+    up.add_argument("--config", help="configuration file (default: $KARNAK_CONFIG)")
+    up.add_argument("--replicas", type=int, default=1, help="processes per scalable service (processor, senders)")
+    up.add_argument("--only", nargs="+", help="run only these services")
+    up.set_defaults(func=cmd_up)
+
+    dead = sub.add_parser("dead", help="show or replay messages parked in the dead-letter queue")
+    dead.add_argument("action", choices=["list", "replay"])
+    dead.add_argument("--config", help="configuration file (default: $KARNAK_CONFIG)")
+    dead.add_argument("--limit", type=int, default=1000, help="list at most this many")
+    dead.add_argument("--json", action="store_true", help="list as JSON")
+    dead.add_argument("--all", action="store_true", help="replay every parked message")
+    dead.add_argument("--instance-id", action="append", help="replay this instance id (repeatable)")
+    dead.add_argument("--destination", help="replay the messages of this destination")
+    dead.set_defaults(func=cmd_dead)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

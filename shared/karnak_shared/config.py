@@ -1,0 +1,518 @@
+"""The gateway's configuration: one YAML file read by every service (DESIGN.md section 5).
+
+`load_config` reads the file, resolves `${ENV}` and `${file:/path}` references, validates it with the
+pydantic models below and raises `ConfigError` whose lines name the field and the line of the file, e.g.
+``forward_nodes[0].destinations[1].port: must be between 1 and 65535 (line 12)``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from karnak_shared.errors import ConfigError
+
+CONFIG_ENV = "KARNAK_CONFIG"
+
+
+def _check_port(value: int) -> int:
+    if not 1 <= value <= 65535:
+        raise ValueError("must be between 1 and 65535")
+    return value
+
+
+def _check_ae_title(value: str) -> str:
+    stripped = value.strip()
+    if not 1 <= len(stripped) <= 16:
+        raise ValueError("an AE title must have 1 to 16 characters")
+    if "\\" in stripped or any(ord(c) < 32 or ord(c) == 127 for c in stripped):
+        raise ValueError("an AE title may not contain a backslash or control characters")
+    return stripped
+
+
+_UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
+
+
+def _check_uid(value: str) -> str:
+    if len(value) > 64 or not _UID.match(value):
+        raise ValueError(f"'{value}' is not a DICOM UID (dot-separated numbers, at most 64 characters)")
+    return value
+
+
+_DESTINATION_ID = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
+
+
+def _check_destination_id(value: str) -> str:
+    if not _DESTINATION_ID.match(value):
+        raise ValueError(
+            "must be 1 to 64 characters of a-z, 0-9 and '-', not starting or ending with '-' "
+            "(it names the destination's queue)"
+        )
+    return value
+
+
+_EMAIL = re.compile(r"^[^@\s,;<>]+@[^@\s,;<>]+\.[^@\s,;<>]+$")
+
+
+def _check_email(value: str) -> str:
+    if not _EMAIL.match(value.strip()):
+        raise ValueError(f"'{value}' is not an email address")
+    return value.strip()
+
+
+def _check_condition(value: str) -> str:
+    from karnak_shared.conditions import ConditionError, parse_condition
+
+    try:
+        parse_condition(value)
+    except ConditionError as exc:
+        # pydantic reports ValueErrors beside the field's path; ConditionError is a ConfigError.
+        raise ValueError(f"invalid condition: {exc}") from None
+    return value
+
+
+def _check_http_url(value: str) -> str:
+    if not re.match(r"^https?://[^/\s]+", value):
+        raise ValueError(f"'{value}' is not an http:// or https:// URL")
+    return value
+
+
+Port = Annotated[int, AfterValidator(_check_port)]
+AETitle = Annotated[str, AfterValidator(_check_ae_title)]
+Uid = Annotated[str, AfterValidator(_check_uid)]
+DestinationId = Annotated[str, AfterValidator(_check_destination_id)]
+Email = Annotated[str, AfterValidator(_check_email)]
+HttpUrl = Annotated[str, AfterValidator(_check_http_url)]
+ConditionText = Annotated[str, AfterValidator(_check_condition)]
+PositiveInt = Annotated[int, Field(gt=0)]
+
+
+class StrictModel(BaseModel):
+    """Base of every configuration model: unknown keys are errors, so a typo never goes unnoticed."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ListenerConfig(StrictModel):
+    host: str = "0.0.0.0"
+    port: Port = 11112
+    max_pdu_bytes: PositiveInt = 131072
+    max_associations: PositiveInt = 32
+
+
+class Source(StrictModel):
+    ae_title: AETitle
+    hostname: str | None = None
+
+
+class Notifications(StrictModel):
+    emails: list[Email]
+    error_prefix: str = "ERROR"
+    rejection_prefix: str = "REJECTED"
+    subject_pattern: str = "[Karnak Notification] %s %.30s"
+    subject_values: list[Literal["PatientID", "StudyDescription", "StudyDate", "StudyInstanceUID"]] = [
+        "PatientID",
+        "StudyDescription",
+    ]
+    interval: PositiveInt = 45
+
+    @field_validator("emails", mode="before")
+    @classmethod
+    def _split_comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part for part in (p.strip() for p in value.split(",")) if part]
+        return value
+
+
+class Pseudonym(StrictModel):
+    type: Literal["hash", "cache", "tag", "api"] = "hash"
+    tag: str | None = None
+    delimiter: str | None = None
+    position: Annotated[int, Field(ge=0)] | None = None
+    url: HttpUrl | None = None
+    method: Literal["GET", "POST"] = "GET"
+    body: str | None = None
+    response_path: str | None = None
+    timeout: float = 10.0
+
+
+class Deidentification(StrictModel):
+    project: str
+    pseudonym: Pseudonym = Pseudonym()
+    issuer_of_patient_id: str | None = None
+
+
+class TagMorphing(StrictModel):
+    project: str
+
+
+class KheopsAlbum(StrictModel):
+    url_api: HttpUrl
+    token_destination: SecretStr
+    token_source: SecretStr
+    condition: ConditionText = ""
+
+
+class _DestinationBase(StrictModel):
+    id: DestinationId
+    condition: ConditionText = ""
+    enabled: bool = True
+    authorized_sop_classes: list[Uid] = []
+    transfer_syntax: str = "keep"
+    transcode_only_uncompressed: bool = True
+    deidentification: Deidentification | None = None
+    tag_morphing: TagMorphing | None = None
+    notifications: Notifications | None = None
+
+    @field_validator("transfer_syntax")
+    @classmethod
+    def _keep_or_uid(cls, value: str) -> str:
+        if value != "keep":
+            _check_uid(value)
+        return value
+
+    @model_validator(mode="after")
+    def _one_transformation(self) -> _DestinationBase:
+        if self.deidentification is not None and self.tag_morphing is not None:
+            raise ValueError("deidentification and tag_morphing are mutually exclusive")
+        return self
+
+
+class DicomDestination(_DestinationBase):
+    type: Literal["dicom"]
+    ae_title: AETitle
+    hostname: str
+    port: Port
+    use_aetitle_destination: bool = False
+
+    @property
+    def queue_kind(self) -> str:
+        return "dicom"
+
+
+class StowDestination(_DestinationBase):
+    type: Literal["stow"]
+    url: HttpUrl
+    headers: str | dict[str, str] = {}
+    kheops_albums: list[KheopsAlbum] = []
+
+    @property
+    def queue_kind(self) -> str:
+        return "stow"
+
+
+Destination = Annotated[DicomDestination | StowDestination, Field(discriminator="type")]
+
+
+class ForwardNode(StrictModel):
+    ae_title: AETitle
+    sources: list[Source] = []
+    destinations: list[Destination] = []
+
+    def accepts(self, calling_ae_title: str, peer_host: str | None) -> bool:
+        """Whether a sender with this calling AE title (and address) may send to this node."""
+        if not self.sources:
+            return True
+        return any(
+            source.ae_title == calling_ae_title.strip()
+            and (source.hostname is None or _host_matches(source.hostname, peer_host))
+            for source in self.sources
+        )
+
+
+def _host_matches(expected: str, peer_host: str | None) -> bool:
+    if peer_host is None:
+        return False
+    if expected == peer_host:
+        return True
+    import socket
+
+    try:
+        return peer_host in {info[4][0] for info in socket.getaddrinfo(expected, None)}
+    except OSError:
+        return False
+
+
+class Project(StrictModel):
+    name: str
+    secret: SecretStr
+    profile: str
+
+    @field_validator("secret")
+    @classmethod
+    def _sixteen_bytes(cls, value: SecretStr) -> SecretStr:
+        digits = value.get_secret_value().replace("-", "")
+        if not re.fullmatch(r"[0-9a-fA-F]{32}", digits):
+            raise ValueError("must be 32 hexadecimal digits (dashes allowed)")
+        return value
+
+
+class SmtpConfig(StrictModel):
+    host: str = "localhost"
+    port: Port = 25
+    starttls: bool = False
+    tls: bool = False
+    username: str | None = None
+    password: SecretStr | None = None
+    sender: Email = "karnak@localhost.localdomain"
+
+
+class DatabaseConfig(StrictModel):
+    url: SecretStr = SecretStr("sqlite:///karnak.db")
+
+
+class BrokerConfig(StrictModel):
+    url: SecretStr = SecretStr("amqp://guest:guest@localhost:5672/")
+    # Every exchange and queue name starts with this, so test runs (or two gateways) can share a broker.
+    prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] = "karnak"
+    prefetch: Annotated[int, Field(ge=1, le=1000)] = 20
+    delivery_limit: Annotated[int, Field(ge=1)] = 20
+    retry_delays: Annotated[list[PositiveInt], Field(min_length=1)] = [5, 30, 120, 600, 3600]
+    heartbeat: Annotated[int, Field(ge=0)] = 30
+    confirm_timeout: Annotated[float, Field(gt=0)] = 30.0
+
+    @field_validator("retry_delays")
+    @classmethod
+    def _increasing(cls, value: list[int]) -> list[int]:
+        if len(set(value)) != len(value):
+            raise ValueError("retry delays must be distinct (each names a delay queue)")
+        return value
+
+
+class BlobStoreConfig(StrictModel):
+    path: str = "/var/lib/karnak/blobs"
+    max_inline_bytes: Annotated[int, Field(ge=0)] = 65536
+
+
+class DicomSenderConfig(StrictModel):
+    dimse_timeout: Annotated[float, Field(gt=0)] = 30.0
+    acse_timeout: Annotated[float, Field(gt=0)] = 30.0
+    network_timeout: Annotated[float, Field(gt=0)] = 30.0
+    idle_release_seconds: Annotated[float, Field(gt=0)] = 5.0
+    max_pdu_bytes: PositiveInt = 131072
+
+
+class MetricsConfig(StrictModel):
+    host: str = "0.0.0.0"
+    ports: dict[str, Port] = {"receiver": 9101, "processor": 9102, "dicom-sender": 9103}
+
+
+class LoggingConfig(StrictModel):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["kv", "json"] = "kv"
+
+
+class GatewayConfig(StrictModel):
+    """The whole configuration file."""
+
+    listener: ListenerConfig = ListenerConfig()
+    forward_nodes: Annotated[list[ForwardNode], Field(min_length=1)]
+    projects: list[Project] = []
+    smtp: SmtpConfig = SmtpConfig()
+    database: DatabaseConfig = DatabaseConfig()
+    broker: BrokerConfig = BrokerConfig()
+    blob_store: BlobStoreConfig = BlobStoreConfig()
+    dicom_sender: DicomSenderConfig = DicomSenderConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    logging: LoggingConfig = LoggingConfig()
+
+    @model_validator(mode="after")
+    def _cross_references(self) -> GatewayConfig:
+        problems: list[str] = []
+        seen_nodes: dict[str, int] = {}
+        seen_destinations: dict[str, str] = {}
+        project_names = {p.name for p in self.projects}
+        for n, node in enumerate(self.forward_nodes):
+            if node.ae_title in seen_nodes:
+                problems.append(
+                    f"forward_nodes[{n}].ae_title: '{node.ae_title}' is already the AE title of "
+                    f"forward_nodes[{seen_nodes[node.ae_title]}]"
+                )
+            seen_nodes.setdefault(node.ae_title, n)
+            for d, dest in enumerate(node.destinations):
+                here = f"forward_nodes[{n}].destinations[{d}]"
+                if dest.id in seen_destinations:
+                    problems.append(
+                        f"{here}.id: '{dest.id}' is already used by {seen_destinations[dest.id]} "
+                        "(destination ids name queues and must be unique)"
+                    )
+                seen_destinations.setdefault(dest.id, here)
+                for field, ref in (("deidentification", dest.deidentification), ("tag_morphing", dest.tag_morphing)):
+                    if ref is not None and ref.project not in project_names:
+                        problems.append(f"{here}.{field}.project: no project named '{ref.project}' in projects")
+        if problems:
+            # Raised as a ValueError so pydantic reports it beside the field errors.
+            raise ValueError("\n".join(problems))
+        return self
+
+    def forward_node(self, ae_title: str) -> ForwardNode | None:
+        """The forward node whose AE title is the given called AE title, if any."""
+        wanted = ae_title.strip()
+        return next((node for node in self.forward_nodes if node.ae_title == wanted), None)
+
+    def destinations(self) -> Iterator[tuple[ForwardNode, DicomDestination | StowDestination]]:
+        """Every (forward node, destination) pair of the configuration."""
+        for node in self.forward_nodes:
+            for dest in node.destinations:
+                yield node, dest
+
+    def destination(self, destination_id: str) -> DicomDestination | StowDestination | None:
+        return next((d for _, d in self.destinations() if d.id == destination_id), None)
+
+
+# --- loading ---------------------------------------------------------------------------------------
+
+_REFERENCE = re.compile(r"\$\{(file:)?([^}]*)\}")
+
+
+def _line_map(node: yaml.Node, path: tuple[str | int, ...], lines: dict[tuple[str | int, ...], int]) -> None:
+    lines[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            _line_map(value_node, (*path, str(key_node.value)), lines)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _line_map(item, (*path, index), lines)
+
+
+def _format_path(path: tuple[str | int, ...]) -> str:
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _resolve_references(
+    value: Any, path: tuple[str | int, ...], problems: list[tuple[tuple[str | int, ...], str]]
+) -> Any:
+    if isinstance(value, dict):
+        return {k: _resolve_references(v, (*path, str(k)), problems) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_resolve_references(v, (*path, i), problems) for i, v in enumerate(value)]
+    if not isinstance(value, str) or "${" not in value:
+        return value
+
+    def substitute(match: re.Match[str]) -> str:
+        is_file, name = match.group(1), match.group(2).strip()
+        if is_file:
+            try:
+                return Path(name).read_text(encoding="utf-8").rstrip("\r\n")
+            except OSError as exc:
+                problems.append((path, f"cannot read secret file {name}: {exc.strerror or exc}"))
+                return ""
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            problems.append((path, f"'${{{name}}}' is not a valid environment variable reference"))
+            return ""
+        if name not in os.environ:
+            problems.append((path, f"environment variable {name} is not set"))
+            return ""
+        return os.environ[name]
+
+    return _REFERENCE.sub(substitute, value)
+
+
+def _pydantic_location(loc: tuple[str | int, ...]) -> tuple[str | int, ...]:
+    # The discriminated union adds the tag ('dicom'/'stow') after a destination's index: drop it so the
+    # path reads as the file does.
+    out: list[str | int] = []
+    for i, part in enumerate(loc):
+        if part in ("dicom", "stow") and i > 0 and isinstance(loc[i - 1], int):
+            continue
+        if isinstance(part, str) and part.startswith("function-"):
+            continue
+        out.append(part)
+    return tuple(out)
+
+
+def _pydantic_message(error: Any) -> str:
+    message = str(error["msg"])
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if message.startswith(prefix):
+            message = message[len(prefix) :]
+    if error["type"] == "extra_forbidden":
+        return "unknown field (check its spelling)"
+    if error["type"] == "missing":
+        return "is required"
+    if error["type"] == "union_tag_invalid":
+        return "must be one of: dicom, stow"
+    if error["type"] == "union_tag_not_found":
+        return "is required (dicom or stow)"
+    return message[:1].lower() + message[1:]
+
+
+def parse_config(text: str, source: str = "<config>") -> GatewayConfig:
+    """Validate the YAML text of a configuration; raise `ConfigError` naming every wrong field."""
+    try:
+        root = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise ConfigError(f"{source}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the configuration must be a YAML mapping")
+    lines: dict[tuple[str | int, ...], int] = {}
+    if root is not None:
+        _line_map(root, (), lines)
+
+    def located(path: tuple[str | int, ...], message: str) -> str:
+        line = next((lines[path[:i]] for i in range(len(path), -1, -1) if path[:i] in lines), None)
+        name = _format_path(path) or "(top level)"
+        return f"{name}: {message}" + (f" (line {line})" if line else "")
+
+    reference_problems: list[tuple[tuple[str | int, ...], str]] = []
+    resolved = _resolve_references(data, (), reference_problems)
+    if reference_problems:
+        raise ConfigError([located(p, m) for p, m in reference_problems])
+    try:
+        return GatewayConfig.model_validate(resolved)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            path = _pydantic_location(tuple(error["loc"]))
+            if error["type"] in ("union_tag_invalid", "union_tag_not_found"):
+                path = (*path, "type")
+            message = _pydantic_message(error)
+            for part in message.split("\n"):
+                # Cross-reference problems carry their own path ("forward_nodes[0]...: message").
+                if re.match(r"^[a-z_]+(\[\d+\])?(\.|\[|:)", part) and ": " in part and not path:
+                    field, _, rest = part.partition(": ")
+                    problems.append(f"{field}: {rest}" + _line_suffix(field, lines))
+                else:
+                    problems.append(located(path, part))
+        raise ConfigError(problems) from None
+
+
+def _line_suffix(field: str, lines: dict[tuple[str | int, ...], int]) -> str:
+    path: list[str | int] = []
+    for name, index in re.findall(r"([a-z_]+)|\[(\d+)\]", field):
+        path.append(int(index) if index else name)
+    line = next((lines[tuple(path[:i])] for i in range(len(path), 0, -1) if tuple(path[:i]) in lines), None)
+    return f" (line {line})" if line else ""
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> GatewayConfig:
+    """Load the configuration from `path`, or from the file named by $KARNAK_CONFIG."""
+    chosen = path or os.environ.get(CONFIG_ENV)
+    if not chosen:
+        raise ConfigError(f"no configuration file: pass --config FILE or set {CONFIG_ENV}")
+    try:
+        text = Path(chosen).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read configuration file {chosen}: {exc.strerror or exc}") from None
+    return parse_config(text, source=str(chosen))

@@ -1,0 +1,153 @@
+"""The messages that travel between services (DESIGN.md section 4).
+
+An instance message is the Part 10 bytes of the instance as its body (or an empty body and a blob
+reference) and an `Envelope` as its AMQP headers. Events (`transfer.sent|failed|rejected`) are JSON
+bodies described by `TransferEvent`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from karnak_shared.errors import EnvelopeError
+
+ENVELOPE_SCHEMA = "karnak.instance/1"
+EVENT_SCHEMA = "karnak.event/1"
+_PREFIX = "karnak-"
+# Study-level values shown in notification emails. They are the values as sent (de-identified for a
+# de-identifying destination) and are never logged.
+DISPLAY_KEYWORDS = ("PatientID", "StudyDescription", "StudyDate", "SeriesDescription")
+
+
+class Envelope(BaseModel):
+    """The versioned headers of an instance message."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    schema_: str = Field(ENVELOPE_SCHEMA, alias="schema")
+    instance_id: str = Field(default_factory=lambda: str(uuid.uuid4()))
+    forward_node: str
+    calling_ae: str = ""
+    destination: str | None = None
+    sop_class_uid: str
+    sop_instance_uid: str
+    transfer_syntax: str
+    study_instance_uid: str | None = None
+    series_instance_uid: str | None = None
+    attempt: int = 0
+    blob: str | None = None
+    size: int = 0
+    received_at: float = Field(default_factory=time.time)
+    kheops_albums: list[int] = []
+    display: dict[str, str] = {}
+
+    def to_headers(self) -> dict[str, Any]:
+        """AMQP headers: one `karnak-<field>` header per set field; lists and mappings as JSON."""
+        headers: dict[str, Any] = {}
+        for name, value in self.model_dump(by_alias=True).items():
+            if value is None:
+                continue
+            if isinstance(value, (list, dict)):
+                if not value:
+                    continue
+                value = json.dumps(value)
+            elif isinstance(value, float):
+                value = repr(value)  # AMQP field tables have no portable float: send it as text
+            headers[_PREFIX + name.replace("_", "-")] = value
+        return headers
+
+    @classmethod
+    def from_headers(cls, headers: dict[str, Any] | None) -> Envelope:
+        """Read an envelope from AMQP headers; raise `EnvelopeError` when it is missing or invalid."""
+        fields: dict[str, Any] = {}
+        for key, value in (headers or {}).items():
+            if not key.startswith(_PREFIX):
+                continue
+            name = key[len(_PREFIX) :].replace("-", "_")
+            if isinstance(value, bytes):
+                value = value.decode("utf-8", "replace")
+            if name in ("kheops_albums", "display") and isinstance(value, str):
+                try:
+                    value = json.loads(value)
+                except ValueError as exc:
+                    raise EnvelopeError(f"header {key} is not JSON: {exc}") from None
+            fields[name] = value
+        schema = fields.get("schema")
+        if schema is None:
+            raise EnvelopeError("message has no karnak-schema header: not a gateway instance message")
+        if schema != ENVELOPE_SCHEMA:
+            raise EnvelopeError(f"unsupported envelope schema {schema!r} (this version reads {ENVELOPE_SCHEMA})")
+        try:
+            return cls.model_validate(fields)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            raise EnvelopeError(f"invalid envelope: {problems}") from None
+
+    def log_fields(self) -> dict[str, Any]:
+        """Fields safe to log: identifiers of the message and the instance, never patient data."""
+        return {
+            "instance_id": self.instance_id,
+            "forward_node": self.forward_node,
+            "destination": self.destination or "-",
+            "sop_instance_uid": self.sop_instance_uid,
+            "attempt": self.attempt,
+        }
+
+
+class TransferEvent(BaseModel):
+    """A `transfer.sent|failed|rejected.<destination>` event."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    schema_: str = Field(EVENT_SCHEMA, alias="schema")
+    kind: Literal["sent", "failed", "rejected"]
+    destination: str
+    forward_node: str
+    instance_id: str
+    sop_class_uid: str
+    sop_instance_uid: str
+    study_instance_uid: str | None = None
+    series_instance_uid: str | None = None
+    reason: str | None = None
+    attempt: int = 0
+    received_at: float
+    at: float = Field(default_factory=time.time)
+    display: dict[str, str] = {}
+
+    @property
+    def routing_key(self) -> str:
+        return f"transfer.{self.kind}.{self.destination}"
+
+    def to_body(self) -> bytes:
+        return self.model_dump_json(by_alias=True).encode()
+
+    @classmethod
+    def from_body(cls, body: bytes) -> TransferEvent:
+        try:
+            return cls.model_validate_json(body)
+        except ValidationError as exc:
+            raise EnvelopeError(f"invalid transfer event: {exc.errors()[0]['msg']}") from None
+
+    @classmethod
+    def for_envelope(
+        cls, envelope: Envelope, kind: Literal["sent", "failed", "rejected"], destination: str, reason: str | None
+    ) -> TransferEvent:
+        return cls(
+            kind=kind,
+            destination=destination,
+            forward_node=envelope.forward_node,
+            instance_id=envelope.instance_id,
+            sop_class_uid=envelope.sop_class_uid,
+            sop_instance_uid=envelope.sop_instance_uid,
+            study_instance_uid=envelope.study_instance_uid,
+            series_instance_uid=envelope.series_instance_uid,
+            reason=reason,
+            attempt=envelope.attempt,
+            received_at=envelope.received_at,
+            display=envelope.display,
+        )

@@ -1,0 +1,152 @@
+"""RabbitMQ topology of the gateway (DESIGN.md section 3), declared idempotently by every service.
+
+All names start with the configured prefix (``karnak`` by default), so the names below read
+``karnak.ingest``, ``karnak.received``, ``karnak.send.dicom.<destination>`` and so on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from karnak_shared.config import GatewayConfig
+
+RETRY_TIER_HEADER = "x-retry-tier"
+REASON_HEADER = "x-karnak-reason"
+ORIGIN_EXCHANGE_HEADER = "x-karnak-origin-exchange"
+ORIGIN_ROUTING_KEY_HEADER = "x-karnak-origin-routing-key"
+PARKED_AT_HEADER = "x-karnak-parked-at"
+# The dead queue is only ever read by operators; listing it returns messages to it, which counts as a
+# delivery, so its limit is high enough that listing never discards anything.
+DEAD_DELIVERY_LIMIT = 1_000_000
+
+
+@dataclass(frozen=True)
+class Topology:
+    """Names and arguments of the exchanges and queues for one prefix and set of destinations."""
+
+    prefix: str
+    retry_delays: tuple[int, ...]
+    delivery_limit: int
+    send_queues: tuple[str, ...]
+
+    @classmethod
+    def from_config(cls, config: GatewayConfig) -> Topology:
+        return cls(
+            prefix=config.broker.prefix,
+            retry_delays=tuple(config.broker.retry_delays),
+            delivery_limit=config.broker.delivery_limit,
+            send_queues=tuple(
+                f"{config.broker.prefix}.send.{dest.queue_kind}.{dest.id}" for _, dest in config.destinations()
+            ),
+        )
+
+    @property
+    def ingest_exchange(self) -> str:
+        return f"{self.prefix}.ingest"
+
+    @property
+    def received_queue(self) -> str:
+        return f"{self.prefix}.received"
+
+    @property
+    def send_exchange(self) -> str:
+        return f"{self.prefix}.send"
+
+    @property
+    def retry_exchange(self) -> str:
+        return f"{self.prefix}.retry"
+
+    @property
+    def events_exchange(self) -> str:
+        return f"{self.prefix}.events"
+
+    @property
+    def dead_exchange(self) -> str:
+        return f"{self.prefix}.dead"
+
+    @property
+    def dead_queue(self) -> str:
+        return f"{self.prefix}.dead"
+
+    def send_queue(self, kind: str, destination_id: str) -> str:
+        """The queue (and routing key) of a destination: ``<prefix>.send.<kind>.<id>``."""
+        return f"{self.prefix}.send.{kind}.{destination_id}"
+
+    def retry_queue(self, delay_seconds: int) -> str:
+        return f"{self.prefix}.retry.{delay_seconds}"
+
+    def all_queues(self) -> list[str]:
+        return [
+            self.received_queue,
+            *self.send_queues,
+            *(self.retry_queue(d) for d in self.retry_delays),
+            self.dead_queue,
+        ]
+
+    def _work_queue_arguments(self) -> dict[str, Any]:
+        return {
+            "x-queue-type": "quorum",
+            "x-delivery-limit": self.delivery_limit,
+            "x-dead-letter-exchange": self.dead_exchange,
+            # at-least-once dead-lettering: a message moving between queues cannot vanish on the way.
+            "x-dead-letter-strategy": "at-least-once",
+            "x-overflow": "reject-publish",
+        }
+
+    def declare(self, channel: Any) -> None:
+        """Declare every exchange, queue and binding on a pika channel (idempotent)."""
+        channel.exchange_declare(self.ingest_exchange, exchange_type="direct", durable=True)
+        channel.exchange_declare(self.send_exchange, exchange_type="direct", durable=True)
+        channel.exchange_declare(self.retry_exchange, exchange_type="headers", durable=True)
+        channel.exchange_declare(self.events_exchange, exchange_type="topic", durable=True)
+        channel.exchange_declare(self.dead_exchange, exchange_type="fanout", durable=True)
+
+        channel.queue_declare(
+            self.dead_queue,
+            durable=True,
+            arguments={"x-queue-type": "quorum", "x-delivery-limit": DEAD_DELIVERY_LIMIT},
+        )
+        channel.queue_bind(self.dead_queue, self.dead_exchange)
+
+        channel.queue_declare(self.received_queue, durable=True, arguments=self._work_queue_arguments())
+        channel.queue_bind(self.received_queue, self.ingest_exchange, routing_key=self.received_queue)
+
+        for queue in self.send_queues:
+            channel.queue_declare(queue, durable=True, arguments=self._work_queue_arguments())
+            channel.queue_bind(queue, self.send_exchange, routing_key=queue)
+
+        for delay in self.retry_delays:
+            queue = self.retry_queue(delay)
+            channel.queue_declare(
+                queue,
+                durable=True,
+                arguments={
+                    "x-queue-type": "quorum",
+                    "x-message-ttl": delay * 1000,
+                    # No dead-letter routing key: an expired message keeps its original routing key, the
+                    # name of its destination queue, and so goes back to that queue.
+                    "x-dead-letter-exchange": self.send_exchange,
+                    "x-dead-letter-strategy": "at-least-once",
+                    "x-overflow": "reject-publish",
+                    "x-delivery-limit": self.delivery_limit,
+                },
+            )
+            channel.queue_bind(
+                queue,
+                self.retry_exchange,
+                arguments={"x-match": "all", RETRY_TIER_HEADER: str(delay)},
+            )
+
+    def delete(self, channel: Any) -> None:
+        """Delete every queue and exchange of this prefix (used by tests to clean up after a run)."""
+        for queue in self.all_queues():
+            channel.queue_delete(queue)
+        for exchange in (
+            self.ingest_exchange,
+            self.send_exchange,
+            self.retry_exchange,
+            self.events_exchange,
+            self.dead_exchange,
+        ):
+            channel.exchange_delete(exchange)
