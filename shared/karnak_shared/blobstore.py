@@ -14,7 +14,7 @@ import re
 import uuid
 from pathlib import Path
 
-from karnak_shared.errors import BlobStoreError
+from karnak_shared.errors import BlobMissing, BlobStoreError
 
 _REFERENCE = re.compile(r"^[0-9a-f]{2}/[0-9a-f]{32}\.dcm$")
 
@@ -82,7 +82,7 @@ class BlobStore:
             self._sync_directory(target.parent)
             return new_reference
         except FileNotFoundError:
-            raise BlobStoreError(f"blob {reference} is missing from {self.root}") from None
+            raise BlobMissing(f"blob {reference} is missing from {self.root}") from None
         except OSError as exc:
             if exc.errno in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
                 return self.put(self.get(reference))
@@ -93,7 +93,7 @@ class BlobStore:
         try:
             return self.path(reference).read_bytes()
         except FileNotFoundError:
-            raise BlobStoreError(f"blob {reference} is missing from {self.root}") from None
+            raise BlobMissing(f"blob {reference} is missing from {self.root}") from None
         except OSError as exc:
             raise BlobStoreError(f"cannot read blob {reference}: {exc.strerror}") from None
 

@@ -27,6 +27,10 @@ class BlobStoreError(KarnakError):
     """The blob store could not write or read an instance (disk full, missing blob, bad reference)."""
 
 
+class BlobMissing(BlobStoreError):
+    """A referenced blob is not in the store: deleted after its delivery, or lost with the volume."""
+
+
 class EnvelopeError(KarnakError):
     """A message's headers do not form a valid envelope."""
 

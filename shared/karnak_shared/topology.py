@@ -11,7 +11,9 @@ from typing import Any
 
 from karnak_shared.config import GatewayConfig
 
-RETRY_TIER_HEADER = "x-retry-tier"
+# Not "x-retry-tier" as first sketched: RabbitMQ's headers exchange ignores headers starting with "x-"
+# when matching, so such a binding matches every message and each retry landed in every delay queue.
+RETRY_TIER_HEADER = "karnak-retry-tier"
 REASON_HEADER = "x-karnak-reason"
 ORIGIN_EXCHANGE_HEADER = "x-karnak-origin-exchange"
 ORIGIN_ROUTING_KEY_HEADER = "x-karnak-origin-routing-key"

@@ -16,7 +16,7 @@ from prometheus_client import Counter, Histogram
 from karnak_shared.blobstore import BlobStore
 from karnak_shared.broker import Delivery, Settlement
 from karnak_shared.envelope import Envelope, TransferEvent
-from karnak_shared.errors import BlobStoreError, BrokerUnavailable, DeliveryError, EnvelopeError
+from karnak_shared.errors import BlobMissing, BlobStoreError, BrokerUnavailable, DeliveryError, EnvelopeError
 from karnak_shared.logs import EventLogger
 from karnak_shared.retry import RetryPolicy, park, schedule_retry
 from karnak_shared.topology import Topology
@@ -82,6 +82,12 @@ class DicomSender:
         try:
             with self._payload_file(envelope, delivery.body) as path:
                 outcome = link.store(path, envelope.sop_class_uid, envelope.sop_instance_uid, envelope.transfer_syntax)
+        except BlobMissing as exc:
+            # Each send message has a blob of its own, deleted only once that message was delivered: a
+            # copy arriving without it is a duplicate (at-least-once delivery) of a delivered message.
+            SENT.labels(link.peer.destination_id, "duplicate").inc()
+            log.warning("instance.duplicate-skipped", reason=str(exc), **envelope.log_fields())
+            return Verdict(Settlement.ACK)
         except BlobStoreError as exc:
             return self._park(delivery, envelope, str(exc))
         except DeliveryError as exc:
@@ -159,7 +165,7 @@ class DicomSender:
         if envelope.blob:
             path = self._blobs.path(envelope.blob)
             if not path.exists():
-                raise BlobStoreError(f"blob {envelope.blob} is missing from {self._blobs.root}")
+                raise BlobMissing(f"blob {envelope.blob} is missing from {self._blobs.root}")
             yield path
             return
         if not body:

@@ -6,7 +6,7 @@ import socket
 import ssl
 from typing import Any
 
-from pydicom.uid import AllTransferSyntaxes
+from pydicom.uid import AllTransferSyntaxes, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
@@ -20,6 +20,16 @@ log = EventLogger("karnak.receiver")
 
 # Processing failure: the request could not be read at all.
 STATUS_CANNOT_UNDERSTAND = 0xC000
+
+# pynetdicom accepts, per context, the first syntax of this list that the requestor proposed. Explicit
+# VR Little Endian first keeps the VRs (private attributes stay readable downstream) and spares the
+# modality a conversion; the compressed syntaxes come before implicit VR so a compressed image is not
+# decompressed by the modality for us; implicit VR last (but accepted: some modalities only speak it).
+PREFERRED_TRANSFER_SYNTAXES = [
+    ExplicitVRLittleEndian,
+    *(ts for ts in AllTransferSyntaxes if ts not in (ExplicitVRLittleEndian, ImplicitVRLittleEndian)),
+    ImplicitVRLittleEndian,
+]
 
 
 def _called_ae(assoc: Any) -> str:
@@ -59,8 +69,8 @@ class Listener:
         # pynetdicom's default storage contexts list only uncompressed syntaxes: accept every syntax,
         # the gateway forwards the bytes as they came and decodes no pixel data.
         for context in AllStoragePresentationContexts:
-            ae.add_supported_context(context.abstract_syntax, AllTransferSyntaxes)
-        ae.add_supported_context(Verification, AllTransferSyntaxes)
+            ae.add_supported_context(context.abstract_syntax, PREFERRED_TRANSFER_SYNTAXES)
+        ae.add_supported_context(Verification, PREFERRED_TRANSFER_SYNTAXES)
         return ae
 
     @property
@@ -105,6 +115,9 @@ class Listener:
         if not admission.accepted:
             log.warning("association.rejected", called_ae=called, calling_ae=calling, peer=peer, reason=admission.reason)
             assoc.acse.send_reject(0x01, 0x01, admission.diagnostic)
+            # As pynetdicom's own rejection path does: wait for the DUL to send the A-ASSOCIATE-RJ and the
+            # peer to close, otherwise the socket is shut first and the peer sees an abort, not the reason.
+            assoc.kill()
             return
         # Answer with the AE title that was called, as a modality expects.
         assoc.acceptor.ae_title = called
