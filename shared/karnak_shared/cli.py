@@ -125,9 +125,17 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     for child in children:
         spawn(child)
-        where = f"http://{_display_host(config.metrics.host)}:{child.metrics_port}/metrics" if child.metrics_port else "-"
-        print(f"karnak up: started {child.label} (pid {child.process.pid if child.process else '?'}), metrics {where}", flush=True)
-    print(f"karnak up: DICOM listener on {config.listener.host}:{config.listener.port}; Ctrl-C stops everything", flush=True)
+        where = (
+            f"http://{_display_host(config.metrics.host)}:{child.metrics_port}/metrics" if child.metrics_port else "-"
+        )
+        print(
+            f"karnak up: started {child.label} (pid {child.process.pid if child.process else '?'}), metrics {where}",
+            flush=True,
+        )
+    print(
+        f"karnak up: DICOM listener on {config.listener.host}:{config.listener.port}; Ctrl-C stops everything",
+        flush=True,
+    )
     exit_code = 0
     while not stopping:
         time.sleep(0.2)

@@ -169,9 +169,7 @@ class _Lexer:
             raise ConditionError("expected a DICOM keyword after '#Tag.'", start + len("#Tag."))
         tag = keyword_dict.get(keyword)
         if tag is None:
-            raise ConditionError(
-                f"unknown DICOM keyword {keyword!r}", start, _suggest(keyword, keyword_dict.keys())
-            )
+            raise ConditionError(f"unknown DICOM keyword {keyword!r}", start, _suggest(keyword, keyword_dict.keys()))
         return _Token(_Kind.TAG, match.group(), start, tag=tag)
 
     @staticmethod
@@ -332,9 +330,7 @@ class _Parser:
         token = self._token
         if token.kind is not _Kind.END:
             hint = "unbalanced parentheses?" if token.kind is _Kind.RPAREN else "missing 'and' or 'or'?"
-            raise ConditionError(
-                f"unexpected {token.describe()} after a complete condition", token.position, hint
-            )
+            raise ConditionError(f"unexpected {token.describe()} after a complete condition", token.position, hint)
         return node
 
     def _advance(self) -> _Token:
@@ -397,9 +393,7 @@ class _Parser:
         parameters = _PARAMETERS.get(name.text)
         if parameters is None:
             if self._token.kind is _Kind.LPAREN:
-                raise ConditionError(
-                    f"unknown function {name.text!r}", name.position, _suggest(name.text, _PARAMETERS)
-                )
+                raise ConditionError(f"unknown function {name.text!r}", name.position, _suggest(name.text, _PARAMETERS))
             raise ConditionError(
                 f"unexpected word {name.text!r}", name.position, "expected a function call, 'not' or '('"
             )

@@ -59,7 +59,9 @@ class ParkedMessage:
             exchange = _text(death.get("exchange"))
             keys = death.get("routing-keys") or []
             routing_key = _text(keys[0]) if keys else ""
-            reason = reason or f"dead-lettered by RabbitMQ ({_text(death.get('reason'))}) from {_text(death.get('queue'))}"
+            reason = (
+                reason or f"dead-lettered by RabbitMQ ({_text(death.get('reason'))}) from {_text(death.get('queue'))}"
+            )
             parked_at = parked_at or _text(death.get("time"))
         return cls(
             instance_id=_text(headers.get("karnak-instance-id")) or "-",
@@ -96,7 +98,7 @@ class DeadLetterQueue:
             pass
 
     def _drain(self, channel: Any, limit: int) -> list[tuple[Any, Any, bytes]]:
-        taken = []
+        taken: list[tuple[Any, Any, bytes]] = []
         while len(taken) < limit:
             method, properties, body = channel.basic_get(self.queue, auto_ack=False)
             if method is None:
@@ -122,16 +124,22 @@ class DeadLetterQueue:
             for method, properties, body in self._drain(channel, 1_000_000):
                 headers = dict(properties.headers or {})
                 parked = ParkedMessage.from_headers(headers)
-                wanted = everything or parked.instance_id in instance_ids or (
-                    destination is not None and parked.destination == destination
+                wanted = (
+                    everything
+                    or parked.instance_id in instance_ids
+                    or (destination is not None and parked.destination == destination)
                 )
                 if not wanted:
                     continue
                 if not parked.origin_routing_key:
-                    raise BrokerUnavailable(
-                        f"parked message {parked.instance_id} records no origin; cannot replay it"
-                    )
-                for key in (REASON_HEADER, ORIGIN_EXCHANGE_HEADER, ORIGIN_ROUTING_KEY_HEADER, PARKED_AT_HEADER, "x-death"):
+                    raise BrokerUnavailable(f"parked message {parked.instance_id} records no origin; cannot replay it")
+                for key in (
+                    REASON_HEADER,
+                    ORIGIN_EXCHANGE_HEADER,
+                    ORIGIN_ROUTING_KEY_HEADER,
+                    PARKED_AT_HEADER,
+                    "x-death",
+                ):
                     headers.pop(key, None)
                 headers["karnak-attempt"] = 0
                 try:

@@ -17,6 +17,7 @@ import pika
 import pytest
 from pydicom.uid import CTImageStorage
 
+from karnak_shared.config import parse_config
 from tests.conftest import gateway_config, register_topology
 from tests.support.dicomdata import StudyFiles, dataset_bytes, make_study
 from tests.support.servers import (
@@ -28,7 +29,6 @@ from tests.support.servers import (
     storescu,
     wait_until,
 )
-from karnak_shared.config import parse_config
 
 pytestmark = pytest.mark.e2e
 
@@ -163,8 +163,15 @@ def test_a_sop_class_not_authorized_is_rejected_with_an_event_naming_it(run: Run
 def test_a_destination_that_is_down_gets_everything_once_it_comes_back(run: Run) -> None:
     sender = run.gateway.metrics("dicom-sender")
     wait_until(
-        lambda: metric_value(run.gateway.metrics("dicom-sender"), "karnak_instances_sent_total", destination="flaky", outcome="retried")
-        > 0,
+        lambda: (
+            metric_value(
+                run.gateway.metrics("dicom-sender"),
+                "karnak_instances_sent_total",
+                destination="flaky",
+                outcome="retried",
+            )
+            > 0
+        ),
         30,
         "retries scheduled for the down destination",
     )

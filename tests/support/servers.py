@@ -156,7 +156,7 @@ class StoreSCP:
 def storescu(
     port: int, called: str, calling: str, files: list[Path], *extra: str, timeout: float = 300
 ) -> subprocess.CompletedProcess[str]:
-    """Send files with DCMTK's storescu; proposes uncompressed syntaxes and JPEG lossless (-xs) for each SOP class in the files."""
+    """Send files with DCMTK's storescu, proposing uncompressed syntaxes and JPEG lossless (-xs)."""
     command = [dcmtk_tool("storescu"), "-aet", calling, "-aec", called, "--required", "--propose-lossless", *extra]
     command += ["127.0.0.1", str(port), *map(str, files)]
     return subprocess.run(command, env=dcmtk_env(), capture_output=True, text=True, timeout=timeout)

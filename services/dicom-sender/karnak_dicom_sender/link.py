@@ -18,9 +18,9 @@ from typing import Any
 from pynetdicom import AE, _config, evt
 from pynetdicom.association import Association
 
+from karnak_dicom_sender.status import Outcome, classify, describe
 from karnak_shared.errors import PermanentDeliveryError, TransientDeliveryError
 from karnak_shared.logs import EventLogger
-from karnak_dicom_sender.status import Outcome, classify, describe
 
 log = EventLogger("karnak.dicom-sender")
 
@@ -78,10 +78,9 @@ class DestinationLink:
                 for cx in assoc.accepted_contexts
             )
             if not context_ok:
-                raise PermanentDeliveryError(
-                    f"destination {self.peer.destination_id} ({self.peer.called_ae}) does not accept SOP Class "
-                    f"{sop_class_uid} in transfer syntax {transfer_syntax}"
-                )
+                # Stop proposing a pair the destination refuses, so it does not burden later associations.
+                self._contexts.pop(pair, None)
+                raise self._refused(pair)
             try:
                 status = assoc.send_c_store(path)
             except (OSError, RuntimeError) as exc:
@@ -100,7 +99,10 @@ class DestinationLink:
             # the instance once more on a fresh association before handing it to the delay queues.
             self.abort()
             log.warning(
-                "c-store.no-response", destination=self.peer.destination_id, sop_instance_uid=sop_instance_uid, attempt=attempt
+                "c-store.no-response",
+                destination=self.peer.destination_id,
+                sop_instance_uid=sop_instance_uid,
+                attempt=attempt,
             )
         raise TransientDeliveryError(f"no C-STORE response from {self._where()} (timeout or connection lost)")
 
@@ -118,6 +120,12 @@ class DestinationLink:
         assoc, self._assoc = self._assoc, None
         if assoc is not None:
             assoc.abort()
+
+    def _refused(self, pair: tuple[str, str]) -> PermanentDeliveryError:
+        return PermanentDeliveryError(
+            f"destination {self.peer.destination_id} ({self.peer.called_ae}) does not accept SOP Class "
+            f"{pair[0]} in transfer syntax {pair[1]}"
+        )
 
     def _where(self) -> str:
         return f"{self.peer.destination_id} ({self.peer.called_ae}@{self.peer.host}:{self.peer.port})"
@@ -162,4 +170,9 @@ class DestinationLink:
             if result == 0x01:
                 raise PermanentDeliveryError(reason + ": check the AE titles")
             raise TransientDeliveryError(reason)
+        if assoc.is_aborted and assoc.rejected_contexts and len(self._contexts) == 1:
+            # pynetdicom aborts when the SCP accepted none of the contexts: here, the only one proposed.
+            (pair,) = self._contexts
+            self._contexts.clear()
+            raise self._refused(pair)
         raise TransientDeliveryError(f"cannot associate with {self._where()}: connection refused, aborted or timed out")

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+from karnak_dicom_sender.link import DestinationLink, Peer
+from karnak_dicom_sender.sender import DicomSender
+from karnak_dicom_sender.workers import DestinationWorker
 from karnak_shared.broker import Consumer, Delivery, Publisher, Settlement
 from karnak_shared.config import DicomDestination, GatewayConfig
 from karnak_shared.logs import EventLogger
 from karnak_shared.ops import broker_state_recorder
 from karnak_shared.retry import RetryPolicy
 from karnak_shared.runtime import prepare_service, wait_for_signal
-from karnak_dicom_sender.link import DestinationLink, Peer
-from karnak_dicom_sender.sender import DicomSender
-from karnak_dicom_sender.workers import DestinationWorker
 
 log = EventLogger("karnak.dicom-sender")
 
@@ -52,7 +52,7 @@ def run(config: GatewayConfig, metrics_port: int | None = None) -> None:
     def work(delivery: Delivery, link: DestinationLink) -> None:
         try:
             verdict = sender.handle(delivery, link)
-        except Exception:  # noqa: BLE001 - a bug must not lose the message: it comes back
+        except Exception:
             log.error("instance.handler-crashed", exc_info=True, queue=delivery.queue)
             consumer.settle(delivery, Settlement.REQUEUE)
             return

@@ -13,6 +13,8 @@ from typing import Literal, Protocol
 
 from prometheus_client import Counter, Histogram
 
+from karnak_dicom_sender.link import DestinationLink
+from karnak_dicom_sender.status import Outcome
 from karnak_shared.blobstore import BlobStore
 from karnak_shared.broker import Delivery, Settlement
 from karnak_shared.envelope import Envelope, TransferEvent
@@ -20,8 +22,6 @@ from karnak_shared.errors import BlobMissing, BlobStoreError, BrokerUnavailable,
 from karnak_shared.logs import EventLogger
 from karnak_shared.retry import RetryPolicy, park, schedule_retry
 from karnak_shared.topology import Topology
-from karnak_dicom_sender.link import DestinationLink
-from karnak_dicom_sender.status import Outcome
 
 log = EventLogger("karnak.dicom-sender")
 
@@ -33,7 +33,10 @@ SENT = Counter(
 )
 SENT_BYTES = Counter("karnak_sent_bytes_total", "Bytes delivered per destination", ["destination"])
 DELIVERY_SECONDS = Histogram(
-    "karnak_delivery_seconds", "Time of one C-STORE (association set-up included)", ["destination"], buckets=_LATENCY_BUCKETS
+    "karnak_delivery_seconds",
+    "Time of one C-STORE (association set-up included)",
+    ["destination"],
+    buckets=_LATENCY_BUCKETS,
 )
 TRANSIT_SECONDS = Histogram(
     "karnak_instance_transit_seconds",
@@ -66,7 +69,9 @@ class Verdict:
 class DicomSender:
     """Delivers messages of the dicom send queues through per-destination links."""
 
-    def __init__(self, publisher: ConfirmingPublisher, topology: Topology, blobs: BlobStore, policy: RetryPolicy) -> None:
+    def __init__(
+        self, publisher: ConfirmingPublisher, topology: Topology, blobs: BlobStore, policy: RetryPolicy
+    ) -> None:
         self._publisher = publisher
         self._topology = topology
         self._blobs = blobs

@@ -41,7 +41,9 @@ def describe(status: int) -> str:
     name = names.get(status)
     if name is None:
         top = status & 0xFF00
-        name = {0xA700: "Out of resources", 0xA900: "Data set does not match SOP Class", 0xC000: "Cannot understand"}.get(
-            top & 0xF000 if top & 0xF000 == 0xC000 else top, "Failure"
-        )
+        name = {
+            0xA700: "Out of resources",
+            0xA900: "Data set does not match SOP Class",
+            0xC000: "Cannot understand",
+        }.get(top & 0xF000 if top & 0xF000 == 0xC000 else top, "Failure")
     return f"0x{status:04X} ({name})"

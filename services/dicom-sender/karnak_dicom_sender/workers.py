@@ -6,9 +6,9 @@ import queue
 import threading
 from collections.abc import Callable
 
+from karnak_dicom_sender.link import DestinationLink
 from karnak_shared.broker import Delivery
 from karnak_shared.logs import EventLogger
-from karnak_dicom_sender.link import DestinationLink
 
 log = EventLogger("karnak.dicom-sender")
 
@@ -47,6 +47,6 @@ class DestinationWorker:
                 break
             try:
                 self._work(delivery, self.link)
-            except Exception:  # noqa: BLE001 - keep serving the destination; the message is settled by work
+            except Exception:
                 log.error("worker.crashed", exc_info=True, destination=self.link.peer.destination_id)
         self.link.release()

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
+from karnak_processor.processor import Processor
+from karnak_processor.routing import Router
 from karnak_shared.broker import Consumer, Delivery, Publisher, Settlement
 from karnak_shared.config import GatewayConfig
 from karnak_shared.logs import EventLogger
 from karnak_shared.ops import broker_state_recorder
 from karnak_shared.runtime import prepare_service, wait_for_signal
-from karnak_processor.processor import Processor
-from karnak_processor.routing import Router
 
 log = EventLogger("karnak.processor")
 WORKERS = 4
@@ -34,18 +34,21 @@ def run(config: GatewayConfig, metrics_port: int | None = None) -> None:
     def work(delivery: Delivery) -> None:
         try:
             settlement = processor.handle(delivery)
-        except Exception:  # noqa: BLE001 - a bug must not kill the worker; the message comes back
+        except Exception:
             log.error("instance.handler-crashed", exc_info=True, queue=delivery.queue)
             settlement = Settlement.REQUEUE
         consumer.settle(delivery, settlement)
         if settlement is Settlement.ACK:
             processor.after_ack(delivery)
 
+    def dispatch(delivery: Delivery) -> None:
+        workers.submit(work, delivery)
+
     consumer = Consumer(
         ctx.broker_url,
         ctx.topology,
         [ctx.topology.received_queue],
-        lambda delivery: workers.submit(work, delivery),
+        dispatch,
         prefetch=config.broker.prefetch,
         heartbeat=config.broker.heartbeat,
         name="karnak-processor-consumer",

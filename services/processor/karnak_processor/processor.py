@@ -7,6 +7,8 @@ from typing import Protocol
 
 from prometheus_client import Counter, Histogram
 
+from karnak_processor.instance import Instance, read_instance
+from karnak_processor.routing import Deliver, Reject, Router, Skip
 from karnak_shared.blobstore import BlobStore
 from karnak_shared.broker import Delivery, Settlement
 from karnak_shared.envelope import Envelope, TransferEvent
@@ -15,8 +17,6 @@ from karnak_shared.logs import EventLogger
 from karnak_shared.payload import read_payload, store_payload
 from karnak_shared.retry import park
 from karnak_shared.topology import Topology
-from karnak_processor.instance import Instance, read_instance
-from karnak_processor.routing import Deliver, Reject, Router, Skip
 
 log = EventLogger("karnak.processor")
 
@@ -115,6 +115,7 @@ class Processor:
 
     def _queue(self, envelope: Envelope, instance: Instance, decision: Deliver, created: list[str]) -> None:
         destination = decision.destination
+        blob: str | None
         if decision.unchanged and envelope.blob:
             body, blob = b"", self._blobs.link(envelope.blob)
         else:
@@ -147,7 +148,11 @@ class Processor:
         event = TransferEvent.for_envelope(routed, "rejected", decision.destination.id, decision.reason)
         # Events nobody subscribes to yet are not an error: no `mandatory`.
         self._publisher.publish(self._topology.events_exchange, event.routing_key, event.to_body(), mandatory=False)
-        log.info("instance.rejected", reason=decision.reason, **{**envelope.log_fields(), "destination": decision.destination.id})
+        log.info(
+            "instance.rejected",
+            reason=decision.reason,
+            **{**envelope.log_fields(), "destination": decision.destination.id},
+        )
 
     def _park(self, delivery: Delivery, cause: str, reason: str, envelope: Envelope | None = None) -> Settlement:
         try:

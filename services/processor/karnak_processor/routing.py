@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from karnak_processor.instance import Instance
 from karnak_shared.conditions import Condition
 from karnak_shared.config import DicomDestination, ForwardNode, GatewayConfig, StowDestination
 from karnak_shared.errors import ConfigError
-from karnak_processor.instance import Instance
 
 AnyDestination = DicomDestination | StowDestination
 Gate = Callable[[Instance], str | None]

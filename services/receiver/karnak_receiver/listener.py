@@ -11,10 +11,10 @@ from pynetdicom import AE, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
-from karnak_shared.config import GatewayConfig, ListenerConfig
-from karnak_shared.logs import EventLogger
 from karnak_receiver.admission import admit
 from karnak_receiver.intake import Intake, ReceivedInstance
+from karnak_shared.config import GatewayConfig, ListenerConfig
+from karnak_shared.logs import EventLogger
 
 log = EventLogger("karnak.receiver")
 
@@ -69,7 +69,7 @@ class Listener:
         # pynetdicom's default storage contexts list only uncompressed syntaxes: accept every syntax,
         # the gateway forwards the bytes as they came and decodes no pixel data.
         for context in AllStoragePresentationContexts:
-            ae.add_supported_context(context.abstract_syntax, PREFERRED_TRANSFER_SYNTAXES)
+            ae.add_supported_context(str(context.abstract_syntax), PREFERRED_TRANSFER_SYNTAXES)
         ae.add_supported_context(Verification, PREFERRED_TRANSFER_SYNTAXES)
         return ae
 
@@ -83,7 +83,7 @@ class Listener:
         return self._server is not None
 
     def start(self) -> Listener:
-        handlers = [
+        handlers: list[Any] = [
             (evt.EVT_CONN_OPEN, self._on_connection),
             (evt.EVT_REQUESTED, self._on_requested),
             (evt.EVT_C_ECHO, self._on_echo),
@@ -103,17 +103,19 @@ class Listener:
 
     # --- event handlers ----------------------------------------------------------------------------
 
-    def _on_connection(self, event: evt.Event) -> None:
+    def _on_connection(self, event: Any) -> None:
         _set_nodelay(event.assoc)
 
-    def _on_requested(self, event: evt.Event) -> None:
+    def _on_requested(self, event: Any) -> None:
         assoc = event.assoc
         called = _called_ae(assoc)
         calling = str(assoc.requestor.primitive.calling_ae_title).strip()
         peer = assoc.requestor.address
         admission = admit(self._config, called, calling, peer)
         if not admission.accepted:
-            log.warning("association.rejected", called_ae=called, calling_ae=calling, peer=peer, reason=admission.reason)
+            log.warning(
+                "association.rejected", called_ae=called, calling_ae=calling, peer=peer, reason=admission.reason
+            )
             assoc.acse.send_reject(0x01, 0x01, admission.diagnostic)
             # As pynetdicom's own rejection path does: wait for the DUL to send the A-ASSOCIATE-RJ and the
             # peer to close, otherwise the socket is shut first and the peer sees an abort, not the reason.
@@ -123,10 +125,10 @@ class Listener:
         assoc.acceptor.ae_title = called
         log.info("association.accepted", called_ae=called, calling_ae=calling, peer=peer)
 
-    def _on_echo(self, event: evt.Event) -> int:
+    def _on_echo(self, event: Any) -> int:
         return 0x0000
 
-    def _on_store(self, event: evt.Event) -> int:
+    def _on_store(self, event: Any) -> int:
         request = event.request
         try:
             part10 = event.encoded_dataset(include_meta=True)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+from karnak_receiver.intake import Intake
+from karnak_receiver.listener import Listener
 from karnak_shared.broker import Publisher
 from karnak_shared.config import GatewayConfig
 from karnak_shared.logs import EventLogger
 from karnak_shared.ops import broker_state_recorder
 from karnak_shared.runtime import prepare_service, wait_for_signal
-from karnak_receiver.intake import Intake
-from karnak_receiver.listener import Listener
 
 log = EventLogger("karnak.receiver")
 

@@ -1,0 +1,42 @@
+# make test   -- the whole test suite (unit, integration, end to end) against real RabbitMQ and DCMTK
+# make lint   -- ruff (lint + format check) and mypy
+# make up     -- every service as a local process (no Docker needed)
+# make bench  -- the benchmarks under bench/
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+CONFIG ?= config/karnak.example.yml
+
+.PHONY: venv test unit lint format up bench clean
+
+$(BIN)/karnak: requirements-dev.txt shared/pyproject.toml services/*/pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	touch $(BIN)/karnak
+
+venv: $(BIN)/karnak
+
+test: venv
+	$(BIN)/pytest -q
+
+unit: venv
+	$(BIN)/pytest -q tests/unit
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: venv
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+up: venv
+	$(BIN)/karnak up --config $(CONFIG)
+
+bench: venv
+	@for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache var
