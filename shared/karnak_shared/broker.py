@@ -256,6 +256,17 @@ class Settlement(enum.Enum):
 
 
 @dataclass(frozen=True)
+class Verdict:
+    """A handler's answer: how to settle the delivery, and a blob to delete once the ack is sent.
+
+    Only a message whose work is done names its blob: a retried, parked or requeued one still needs it.
+    """
+
+    settlement: Settlement
+    delete_blob: str | None = None
+
+
+@dataclass(frozen=True)
 class Delivery:
     """One message received from a queue, with what is needed to settle it later."""
 

@@ -228,7 +228,12 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run one service in the foreground")
     run.add_argument("service", help="receiver, processor, dicom-sender, ...")
     run.add_argument("--config", help="configuration file (default: $KARNAK_CONFIG)")
-    run.add_argument("--metrics-port", type=int, default=None, help="port of /metrics, /healthz, /readyz")
+    run.add_argument(
+        "--metrics-port",
+        type=int,
+        default=int(os.environ["KARNAK_METRICS_PORT"]) if os.environ.get("KARNAK_METRICS_PORT") else None,
+        help="port of /metrics, /healthz, /readyz (default: $KARNAK_METRICS_PORT, else the configuration's)",
+    )
     run.set_defaults(func=cmd_run)
 
     config = sub.add_parser("config", help="configuration tools")

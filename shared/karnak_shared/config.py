@@ -398,12 +398,15 @@ def _format_path(path: tuple[str | int, ...]) -> str:
 
 
 def _resolve_references(
-    value: Any, path: tuple[str | int, ...], problems: list[tuple[tuple[str | int, ...], str]]
+    value: Any,
+    path: tuple[str | int, ...],
+    problems: list[tuple[tuple[str | int, ...], str]],
+    secrets: set[str],
 ) -> Any:
     if isinstance(value, dict):
-        return {k: _resolve_references(v, (*path, str(k)), problems) for k, v in value.items()}
+        return {k: _resolve_references(v, (*path, str(k)), problems, secrets) for k, v in value.items()}
     if isinstance(value, list):
-        return [_resolve_references(v, (*path, i), problems) for i, v in enumerate(value)]
+        return [_resolve_references(v, (*path, i), problems, secrets) for i, v in enumerate(value)]
     if not isinstance(value, str) or "${" not in value:
         return value
 
@@ -411,16 +414,20 @@ def _resolve_references(
         is_file, name = match.group(1), match.group(2).strip()
         if is_file:
             try:
-                return Path(name).read_text(encoding="utf-8").rstrip("\r\n")
+                Path(name).stat()
             except OSError as exc:
                 problems.append((path, f"cannot read secret file {name}: {exc.strerror or exc}"))
                 return ""
+            secret = Path(name).read_text(encoding="utf-8").rstrip("\r\n")
+            secrets.add(secret)
+            return secret
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
             problems.append((path, f"'${{{name}}}' is not a valid environment variable reference"))
             return ""
         if name not in os.environ:
             problems.append((path, f"environment variable {name} is not set"))
             return ""
+        secrets.add(os.environ[name])
         return os.environ[name]
 
     return _REFERENCE.sub(substitute, value)
@@ -476,7 +483,8 @@ def parse_config(text: str, source: str = "<config>") -> GatewayConfig:
         return f"{name}: {message}" + (f" (line {line})" if line else "")
 
     reference_problems: list[tuple[tuple[str | int, ...], str]] = []
-    resolved = _resolve_references(data, (), reference_problems)
+    secrets: set[str] = set()
+    resolved = _resolve_references(data, (), reference_problems, secrets)
     if reference_problems:
         raise ConfigError([located(p, m) for p, m in reference_problems])
     try:
@@ -495,7 +503,15 @@ def parse_config(text: str, source: str = "<config>") -> GatewayConfig:
                     problems.append(f"{field}: {rest}" + _line_suffix(field, lines))
                 else:
                     problems.append(located(path, part))
-        raise ConfigError(problems) from None
+        raise ConfigError([_redact(problem, secrets) for problem in problems]) from None
+
+
+def _redact(text: str, secrets: set[str]) -> str:
+    """Hide every value that came from an ${ENV} or ${file:} reference: validators may quote values."""
+    for secret in sorted(secrets, key=len, reverse=True):
+        if len(secret) >= 3:
+            text = text.replace(secret, "***")
+    return text
 
 
 def _line_suffix(field: str, lines: dict[tuple[str | int, ...], int]) -> str:

@@ -49,9 +49,7 @@ def test_one_association_carries_a_whole_series(storescp: StoreSCP, study: Study
     assert len(storescp.files()) == len(ct)
 
 
-def test_a_new_sop_class_or_syntax_reassociates_with_every_context_seen(
-    storescp: StoreSCP, study: StudyFiles
-) -> None:
+def test_a_new_sop_class_or_syntax_reassociates_with_every_context_seen(storescp: StoreSCP, study: StudyFiles) -> None:
     link = DestinationLink(_peer(storescp.port))
     for path in study.paths:
         _send(link, path)

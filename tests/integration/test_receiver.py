@@ -103,9 +103,7 @@ def test_an_unknown_called_ae_title_is_rejected_with_called_ae_not_recognised(re
     assert assoc.acceptor.primitive.diagnostic == 0x07
 
 
-def test_a_calling_ae_title_from_the_wrong_host_is_rejected(
-    amqp_url: str, prefix: str, tmp_path: Path
-) -> None:
+def test_a_calling_ae_title_from_the_wrong_host_is_rejected(amqp_url: str, prefix: str, tmp_path: Path) -> None:
     raw = gateway_config(amqp_url, prefix, tmp_path, destinations=[])
     raw["forward_nodes"][0]["sources"] = [{"ae_title": "MR01", "hostname": "192.0.2.10"}]
     running = RunningReceiver(parse_config(json.dumps(raw)), amqp_url)

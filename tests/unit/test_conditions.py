@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from pydicom import Dataset
+
 from karnak_shared.conditions import Condition, ConditionError, parse_condition
 from karnak_shared.errors import ConfigError
-from pydicom import Dataset
 
 
 def _instance() -> Dataset:
@@ -239,9 +240,7 @@ MALFORMED = [
 
 
 @pytest.mark.parametrize(("expression", "fragment", "position"), MALFORMED, ids=[e for e, _, _ in MALFORMED])
-def test_malformed_expression_is_reported_with_what_and_where(
-    expression: str, fragment: str, position: int
-) -> None:
+def test_malformed_expression_is_reported_with_what_and_where(expression: str, fragment: str, position: int) -> None:
     with pytest.raises(ConditionError) as caught:
         Condition.parse(expression)
     assert fragment in str(caught.value)

@@ -7,7 +7,6 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 
@@ -16,7 +15,7 @@ from prometheus_client import Counter, Histogram
 from karnak_dicom_sender.link import DestinationLink
 from karnak_dicom_sender.status import Outcome
 from karnak_shared.blobstore import BlobStore
-from karnak_shared.broker import Delivery, Settlement
+from karnak_shared.broker import Delivery, Settlement, Verdict
 from karnak_shared.envelope import Envelope, TransferEvent
 from karnak_shared.errors import BlobMissing, BlobStoreError, BrokerUnavailable, DeliveryError, EnvelopeError
 from karnak_shared.logs import EventLogger
@@ -56,14 +55,6 @@ class ConfirmingPublisher(Protocol):
         *,
         mandatory: bool = True,
     ) -> None: ...
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """How to settle a delivery, and the blob to delete once it is acked (only after a delivery)."""
-
-    settlement: Settlement
-    delete_blob: str | None = None
 
 
 class DicomSender:

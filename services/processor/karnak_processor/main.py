@@ -6,7 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from karnak_processor.processor import Processor
 from karnak_processor.routing import Router
-from karnak_shared.broker import Consumer, Delivery, Publisher, Settlement
+from karnak_shared.broker import Consumer, Delivery, Publisher, Settlement, Verdict
 from karnak_shared.config import GatewayConfig
 from karnak_shared.logs import EventLogger
 from karnak_shared.ops import broker_state_recorder
@@ -33,13 +33,13 @@ def run(config: GatewayConfig, metrics_port: int | None = None) -> None:
 
     def work(delivery: Delivery) -> None:
         try:
-            settlement = processor.handle(delivery)
-        except Exception:
+            verdict = processor.handle(delivery)
+        except Exception:  # a bug must not kill the worker; the message comes back
             log.error("instance.handler-crashed", exc_info=True, queue=delivery.queue)
-            settlement = Settlement.REQUEUE
-        consumer.settle(delivery, settlement)
-        if settlement is Settlement.ACK:
-            processor.after_ack(delivery)
+            verdict = Verdict(Settlement.REQUEUE)
+        consumer.settle(delivery, verdict.settlement)
+        if verdict.delete_blob:
+            processor.delete_blob(verdict.delete_blob)
 
     def dispatch(delivery: Delivery) -> None:
         workers.submit(work, delivery)

@@ -10,9 +10,9 @@ from prometheus_client import Counter, Histogram
 from karnak_processor.instance import Instance, read_instance
 from karnak_processor.routing import Deliver, Reject, Router, Skip
 from karnak_shared.blobstore import BlobStore
-from karnak_shared.broker import Delivery, Settlement
+from karnak_shared.broker import Delivery, Settlement, Verdict
 from karnak_shared.envelope import Envelope, TransferEvent
-from karnak_shared.errors import BlobStoreError, BrokerUnavailable, EnvelopeError, InvalidInstance
+from karnak_shared.errors import BlobMissing, BlobStoreError, BrokerUnavailable, EnvelopeError, InvalidInstance
 from karnak_shared.logs import EventLogger
 from karnak_shared.payload import read_payload, store_payload
 from karnak_shared.retry import park
@@ -57,8 +57,8 @@ class Processor:
         self._blobs = blobs
         self._max_inline = max_inline
 
-    def handle(self, delivery: Delivery) -> Settlement:
-        """Process one delivery and say how to settle it."""
+    def handle(self, delivery: Delivery) -> Verdict:
+        """Process one delivery and say how to settle it (and whether its received blob can go)."""
         started = time.perf_counter()
         try:
             envelope = Envelope.from_headers(delivery.headers)
@@ -66,13 +66,19 @@ class Processor:
             return self._park(delivery, "invalid-envelope", str(exc))
         try:
             part10 = read_payload(envelope, delivery.body, self._blobs)
-        except BlobStoreError as exc:
-            if delivery.redelivered and envelope.blob:
-                # The blob is deleted only after every output was confirmed and the ack sent: a
-                # redelivery without its blob is a message whose ack was lost with the connection.
+        except BlobMissing as exc:
+            if delivery.redelivered:
+                # The received blob is deleted only after every output was confirmed and the ack sent:
+                # a redelivery without its blob is a message whose ack was lost with the connection.
                 log.warning("instance.already-routed", reason=str(exc), **envelope.log_fields())
-                return Settlement.ACK
+                return Verdict(Settlement.ACK)
             return self._park(delivery, "missing-blob", str(exc), envelope)
+        except BlobStoreError as exc:
+            # Unreadable for now (I/O, permissions): try again rather than lose or park it.
+            log.warning("instance.requeued", reason=str(exc), **envelope.log_fields())
+            return Verdict(Settlement.REQUEUE)
+        except InvalidInstance as exc:
+            return self._park(delivery, "invalid-instance", str(exc), envelope)
         try:
             instance = read_instance(part10)
         except InvalidInstance as exc:
@@ -81,11 +87,10 @@ class Processor:
             return self._park(
                 delivery, "unknown-forward-node", f"forward node {envelope.forward_node} is not configured", envelope
             )
-        created: list[str] = []
         try:
             for decision in self._router.decide(envelope.forward_node, instance):
                 if isinstance(decision, Deliver):
-                    self._queue(envelope, instance, decision, created)
+                    self._queue(envelope, instance, decision)
                     outcome = "queued"
                 elif isinstance(decision, Reject):
                     self._reject(envelope, instance, decision)
@@ -95,33 +100,24 @@ class Processor:
                     outcome = "disabled"
                 ROUTED.labels(envelope.forward_node, decision.destination.id, outcome).inc()
         except (BrokerUnavailable, BlobStoreError) as exc:
-            # Nothing is acked: the message comes back, and what was queued may be queued again
-            # (senders are idempotent per SOP Instance UID and destination).
-            for reference in created:
-                self._delete_blob(reference)
+            # Nothing is acked: the message comes back, and the destinations already queued may be queued
+            # again (senders are idempotent per SOP Instance UID and destination).
             log.warning("instance.requeued", reason=str(exc), **envelope.log_fields())
-            return Settlement.REQUEUE
+            return Verdict(Settlement.REQUEUE)
         PROCESSING_SECONDS.observe(time.perf_counter() - started)
-        return Settlement.ACK
+        return Verdict(Settlement.ACK, delete_blob=envelope.blob)
 
-    def after_ack(self, delivery: Delivery) -> None:
-        """Remove the received blob once its message is acked: each destination has its own link."""
-        try:
-            envelope = Envelope.from_headers(delivery.headers)
-        except EnvelopeError:
-            return
-        if envelope.blob:
-            self._delete_blob(envelope.blob)
+    def delete_blob(self, reference: str) -> None:
+        """Remove the received blob of a routed message: each destination has its own link."""
+        self._delete_blob(reference)
 
-    def _queue(self, envelope: Envelope, instance: Instance, decision: Deliver, created: list[str]) -> None:
+    def _queue(self, envelope: Envelope, instance: Instance, decision: Deliver) -> None:
         destination = decision.destination
         blob: str | None
         if decision.unchanged and envelope.blob:
             body, blob = b"", self._blobs.link(envelope.blob)
         else:
             body, blob = store_payload(decision.part10, self._blobs, self._max_inline)
-        if blob:
-            created.append(blob)
         outgoing = envelope.model_copy(
             update={
                 "destination": destination.id,
@@ -134,7 +130,13 @@ class Processor:
             }
         )
         queue = self._topology.send_queue(destination.queue_kind, destination.id)
-        self._publisher.publish(self._topology.send_exchange, queue, body, outgoing.to_headers())
+        try:
+            self._publisher.publish(self._topology.send_exchange, queue, body, outgoing.to_headers())
+        except BrokerUnavailable:
+            # Only this unconfirmed message's link goes: confirmed ones are in their queues and need theirs.
+            if blob:
+                self._delete_blob(blob)
+            raise
         log.debug("instance.queued", **outgoing.log_fields())
 
     def _reject(self, envelope: Envelope, instance: Instance, decision: Reject) -> None:
@@ -154,7 +156,7 @@ class Processor:
             **{**envelope.log_fields(), "destination": decision.destination.id},
         )
 
-    def _park(self, delivery: Delivery, cause: str, reason: str, envelope: Envelope | None = None) -> Settlement:
+    def _park(self, delivery: Delivery, cause: str, reason: str, envelope: Envelope | None = None) -> Verdict:
         try:
             park(
                 self._publisher,  # type: ignore[arg-type]
@@ -166,11 +168,12 @@ class Processor:
                 reason=reason,
             )
         except BrokerUnavailable:
-            return Settlement.REQUEUE
+            return Verdict(Settlement.REQUEUE)
         PARKED.labels("processor", cause).inc()
         fields = envelope.log_fields() if envelope else {}
         log.error("instance.parked", cause=cause, reason=reason, **fields)
-        return Settlement.ACK
+        # The parked copy keeps its blob reference, so the blob stays for `karnak dead replay`.
+        return Verdict(Settlement.ACK)
 
     def _delete_blob(self, reference: str) -> None:
         try:
