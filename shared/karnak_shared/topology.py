@@ -31,6 +31,9 @@ class Topology:
     retry_delays: tuple[int, ...]
     delivery_limit: int
     send_queues: tuple[str, ...]
+    # Only the notifier declares its queue: declared by everyone, it would fill up on a gateway that
+    # runs no notifier.
+    notifier: bool = False
 
     @classmethod
     def from_config(cls, config: GatewayConfig) -> Topology:
@@ -71,6 +74,10 @@ class Topology:
     def dead_queue(self) -> str:
         return f"{self.prefix}.dead"
 
+    @property
+    def notifier_queue(self) -> str:
+        return f"{self.prefix}.notifier"
+
     def send_queue(self, kind: str, destination_id: str) -> str:
         """The queue (and routing key) of a destination: ``<prefix>.send.<kind>.<id>``."""
         return f"{self.prefix}.send.{kind}.{destination_id}"
@@ -84,6 +91,7 @@ class Topology:
             *self.send_queues,
             *(self.retry_queue(d) for d in self.retry_delays),
             self.dead_queue,
+            *([self.notifier_queue] if self.notifier else []),
         ]
 
     def _work_queue_arguments(self) -> dict[str, Any]:
@@ -117,6 +125,10 @@ class Topology:
         for queue in self.send_queues:
             channel.queue_declare(queue, durable=True, arguments=self._work_queue_arguments())
             channel.queue_bind(queue, self.send_exchange, routing_key=queue)
+
+        if self.notifier:
+            channel.queue_declare(self.notifier_queue, durable=True, arguments=self._work_queue_arguments())
+            channel.queue_bind(self.notifier_queue, self.events_exchange, routing_key="transfer.#")
 
         for delay in self.retry_delays:
             queue = self.retry_queue(delay)
