@@ -218,6 +218,25 @@ def cmd_dead(args: argparse.Namespace) -> int:
         return _fail(str(exc), EXIT_RUNTIME)
 
 
+# --- karnak db upgrade ------------------------------------------------------------------------------
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from karnak_shared.database import create_database_engine, upgrade_schema
+    from karnak_shared.logs import redact_url
+
+    try:
+        config = load_config(args.config)
+        url = config.database.url.get_secret_value()
+        upgrade_schema(create_database_engine(url))
+    except ConfigError as exc:
+        return _fail(f"invalid configuration:\n{exc}", EXIT_CONFIG)
+    except Exception as exc:  # noqa: BLE001 - driver errors: name the database, never its password
+        return _fail(f"cannot migrate the database at {redact_url(url)}: {type(exc).__name__}: {exc}", EXIT_RUNTIME)
+    print(f"database at {redact_url(url)} is at the latest schema")
+    return 0
+
+
 # --- argument parsing -----------------------------------------------------------------------------
 
 
@@ -247,6 +266,12 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--replicas", type=int, default=1, help="processes per scalable service (processor, senders)")
     up.add_argument("--only", nargs="+", help="run only these services")
     up.set_defaults(func=cmd_up)
+
+    db = sub.add_parser("db", help="database tools")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    upgrade = db_sub.add_parser("upgrade", help="apply the schema migrations")
+    upgrade.add_argument("--config", help="configuration file (default: $KARNAK_CONFIG)")
+    upgrade.set_defaults(func=cmd_db_upgrade)
 
     dead = sub.add_parser("dead", help="show or replay messages parked in the dead-letter queue")
     dead.add_argument("action", choices=["list", "replay"])

@@ -1,0 +1,100 @@
+"""The gateway's SQL storage (SQLAlchemy 2, migrations by Alembic): SQLite by default, PostgreSQL in production.
+
+Tables:
+- ``pseudonyms``: the pseudonym cache of each project, keyed by (project, patient id, issuer of patient id).
+- ``kheops_shares``: which series were shared into which Kheops album, so each is shared once.
+
+Every service that uses the database calls `open_database`, which brings the schema to the latest
+migration first (Alembic takes a lock on PostgreSQL, so concurrent start-ups are safe).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+from sqlalchemy import DateTime, String, create_engine, event
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+
+from karnak_shared.errors import ConfigError
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class PseudonymRecord(Base):
+    """One patient's pseudonym within a project."""
+
+    __tablename__ = "pseudonyms"
+
+    project: Mapped[str] = mapped_column(String(128), primary_key=True)
+    patient_id: Mapped[str] = mapped_column(String(256), primary_key=True)
+    issuer_of_patient_id: Mapped[str] = mapped_column(String(256), primary_key=True, default="")
+    pseudonym: Mapped[str] = mapped_column(String(256))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class KheopsShare(Base):
+    """A series shared into a Kheops album (album identified by its destination and position)."""
+
+    __tablename__ = "kheops_shares"
+
+    destination: Mapped[str] = mapped_column(String(64), primary_key=True)
+    album: Mapped[str] = mapped_column(String(512), primary_key=True)
+    series_instance_uid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    study_instance_uid: Mapped[str] = mapped_column(String(64))
+    shared_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+def _normalise_url(url: str) -> str:
+    # psycopg 3 is the driver we ship; a plain postgresql:// URL would ask for psycopg2.
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def create_database_engine(url: str) -> Engine:
+    """An engine for the configured URL; SQLite gets WAL and a busy timeout for several processes."""
+    url = _normalise_url(url)
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(connection, record):  # type: ignore[no-untyped-def]
+            cursor = connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+
+        return engine
+    if not url.startswith("postgresql"):
+        scheme = url.split(":", 1)[0]
+        raise ConfigError(f"database.url: only sqlite:/// and postgresql:// URLs are supported (got {scheme})")
+    return create_engine(url, pool_pre_ping=True)
+
+
+def upgrade_schema(engine: Engine) -> None:
+    """Apply every Alembic migration not yet applied to the database."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+
+
+def open_database(url: str) -> sessionmaker:  # type: ignore[type-arg]
+    """Bring the schema up to date and return a session factory."""
+    engine = create_database_engine(url)
+    upgrade_schema(engine)
+    return sessionmaker(engine, expire_on_commit=False)
