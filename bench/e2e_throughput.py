@@ -20,13 +20,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import pika  # noqa: E402
+import pika
 
-from karnak_shared.config import parse_config  # noqa: E402
-from karnak_shared.topology import Topology  # noqa: E402
-from tests.conftest import gateway_config  # noqa: E402
-from tests.support.dicomdata import make_study  # noqa: E402
-from tests.support.servers import Gateway, StoreSCP, find_broker, free_port, storescu, wait_until  # noqa: E402
+from karnak_shared.config import parse_config
+from karnak_shared.topology import Topology
+from tests.conftest import gateway_config
+from tests.support.dicomdata import make_study
+from tests.support.servers import Gateway, StoreSCP, find_broker, free_port, storescu, wait_until
 
 
 def _histogram_quantile(text: str, name: str, quantile: float) -> float:
@@ -85,10 +85,12 @@ def main() -> int:
 
     direct_rate = args.count / direct_seconds
     gateway_rate = args.count / gateway_seconds
-    print(f"instances: {args.count} CT of {size_mb / args.count:.2f} MB; replicas: {args.replicas}; cores: {os.cpu_count()}")
+    each = size_mb / args.count
+    print(f"instances: {args.count} CT of {each:.2f} MB; replicas: {args.replicas}; cores: {os.cpu_count()}")
     print(f"{'path':<44} {'seconds':>8} {'inst/s':>8}")
     print(f"{'storescu -> storescp (direct)':<44} {direct_seconds:8.2f} {direct_rate:8.1f}")
-    print(f"{'storescu -> gateway (C-STORE answered)':<44} {accepted_seconds:8.2f} {args.count / accepted_seconds:8.1f}")
+    accepted_rate = args.count / accepted_seconds
+    print(f"{'storescu -> gateway (C-STORE answered)':<44} {accepted_seconds:8.2f} {accepted_rate:8.1f}")
     print(f"{'storescu -> gateway -> storescp (delivered)':<44} {gateway_seconds:8.2f} {gateway_rate:8.1f}")
     print(f"ratio gateway / direct: {gateway_rate / direct_rate:.2f}")
     p50 = _histogram_quantile(metrics, "karnak_instance_transit_seconds", 0.5)
