@@ -237,6 +237,30 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- karnak headers basic|bearer -------------------------------------------------------------------
+
+
+def cmd_headers(args: argparse.Namespace) -> int:
+    """Print an Authorization header in Karnak's form; the secret is read from stdin, never from argv."""
+    from karnak_shared.headers import AUTHORIZATION, HeaderError, basic_authorization, bearer_authorization, karnak_form
+
+    what = "password" if args.kind == "basic" else "token"
+    if sys.stdin.isatty():
+        import getpass
+
+        secret = getpass.getpass(f"{what}: ")
+    else:
+        secret = sys.stdin.readline().rstrip("\r\n")
+    if not secret:
+        return _fail(f"no {what} on standard input", EXIT_CONFIG)
+    try:
+        value = basic_authorization(args.user, secret) if args.kind == "basic" else bearer_authorization(secret)
+        print(karnak_form({AUTHORIZATION: value}))
+    except HeaderError as exc:
+        return _fail(str(exc), EXIT_CONFIG)
+    return 0
+
+
 # --- argument parsing -----------------------------------------------------------------------------
 
 
@@ -272,6 +296,14 @@ def build_parser() -> argparse.ArgumentParser:
     upgrade = db_sub.add_parser("upgrade", help="apply the schema migrations")
     upgrade.add_argument("--config", help="configuration file (default: $KARNAK_CONFIG)")
     upgrade.set_defaults(func=cmd_db_upgrade)
+
+    headers = sub.add_parser("headers", help="print an Authorization header for a stow destination (Karnak form)")
+    headers_sub = headers.add_subparsers(dest="kind", required=True)
+    basic = headers_sub.add_parser("basic", help="Basic authorization; the password is read from stdin")
+    basic.add_argument("user")
+    basic.set_defaults(func=cmd_headers)
+    bearer = headers_sub.add_parser("bearer", help="Bearer authorization; the token is read from stdin")
+    bearer.set_defaults(func=cmd_headers)
 
     dead = sub.add_parser("dead", help="show or replay messages parked in the dead-letter queue")
     dead.add_argument("action", choices=["list", "replay"])

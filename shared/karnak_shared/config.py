@@ -149,6 +149,11 @@ class Pseudonym(StrictModel):
     body: str | None = None
     response_path: str | None = None
     timeout: float = 10.0
+    # OAuth2 client credentials for the `api` source (token fetched from token_url, cached until expiry).
+    token_url: HttpUrl | None = None
+    client_id: str | None = None
+    client_secret: SecretStr | None = None
+    scope: str | None = None
 
 
 class Deidentification(StrictModel):
@@ -210,6 +215,17 @@ class StowDestination(_DestinationBase):
     url: HttpUrl
     headers: str | dict[str, str] = {}
     kheops_albums: list[KheopsAlbum] = []
+
+    @field_validator("headers")
+    @classmethod
+    def _sendable_headers(cls, value: str | dict[str, str]) -> str | dict[str, str]:
+        from karnak_shared.headers import HeaderError, parse_headers
+
+        try:
+            parse_headers(value)
+        except HeaderError as exc:
+            raise ValueError(str(exc)) from None
+        return value
 
     @property
     def queue_kind(self) -> str:

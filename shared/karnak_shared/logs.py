@@ -69,6 +69,10 @@ def configure_logging(service: str, level: str = "INFO", fmt: str = "kv") -> Non
     # pynetdicom logs datasets (with patient names) at DEBUG/INFO; pika is noisy on reconnects.
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
     logging.getLogger("pika").setLevel(logging.WARNING)
+    # pydicom's validation warnings quote the offending value, which may be a name or a birth date.
+    logging.getLogger("pydicom").setLevel(logging.ERROR)
+    logging.captureWarnings(True)
+    logging.getLogger("py.warnings").setLevel(logging.ERROR)
 
 
 class EventLogger:
