@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import pika
 import pika.exceptions
@@ -57,6 +57,20 @@ def open_connection(url: str, heartbeat: int = 30, name: str = "karnak") -> Bloc
         return BlockingConnection(connection_parameters(url, heartbeat, name))
     except _CONNECTION_ERRORS as exc:
         raise BrokerUnavailable(f"cannot connect to RabbitMQ at {redact_url(url)}: {exc!r}") from None
+
+
+class ConfirmingPublisher(Protocol):
+    """What handlers need of a publisher: publish and return only once the broker confirmed."""
+
+    def publish(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        headers: dict[str, Any] | None = None,
+        *,
+        mandatory: bool = True,
+    ) -> None: ...
 
 
 @dataclass
@@ -414,6 +428,10 @@ class Consumer:
                 assert self._connection is not None
                 while not self._stop.is_set():
                     self._connection.process_data_events(time_limit=0.5)
+                    if self._channel is None or not self._channel.is_open:
+                        # The broker closed the channel alone (a consumer timeout, an ack of an unknown
+                        # tag): the connection looks fine but nothing arrives any more. Start over.
+                        raise BrokerUnavailable("the broker closed the consuming channel")
                 self._drain()
             except (BrokerUnavailable, *_CONNECTION_ERRORS) as exc:
                 log.warning("broker.connection-lost", role="consumer", error=repr(exc), retry_in=backoff)

@@ -19,6 +19,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     field_validator,
@@ -325,7 +326,14 @@ class DicomSenderConfig(StrictModel):
 
 class MetricsConfig(StrictModel):
     host: str = "0.0.0.0"
-    ports: dict[str, Port] = {"receiver": 9101, "processor": 9102, "dicom-sender": 9103}
+    ports: dict[str, Port] = {
+        "receiver": 9101,
+        "processor": 9102,
+        "dicom-sender": 9103,
+        "stow-sender": 9104,
+        "kheops-sharer": 9105,
+        "notifier": 9106,
+    }
 
 
 class LoggingConfig(StrictModel):
@@ -346,6 +354,13 @@ class GatewayConfig(StrictModel):
     dicom_sender: DicomSenderConfig = DicomSenderConfig()
     metrics: MetricsConfig = MetricsConfig()
     logging: LoggingConfig = LoggingConfig()
+    # Where the file was read from: relative paths in it (profiles) are relative to its folder.
+    _source: Path | None = PrivateAttr(default=None)
+
+    @property
+    def base_dir(self) -> Path:
+        """The folder relative paths of the configuration (e.g. profiles) are resolved against."""
+        return self._source.parent if self._source is not None else Path.cwd()
 
     @model_validator(mode="after")
     def _cross_references(self) -> GatewayConfig:
@@ -547,4 +562,6 @@ def load_config(path: str | os.PathLike[str] | None = None) -> GatewayConfig:
         text = Path(chosen).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read configuration file {chosen}: {exc.strerror or exc}") from None
-    return parse_config(text, source=str(chosen))
+    config = parse_config(text, source=str(chosen))
+    config._source = Path(chosen).resolve()
+    return config

@@ -71,6 +71,9 @@ class OpsServer:
         self._checks[name] = check
 
     def failing_checks(self) -> list[str]:
+        if not self._checks:
+            # The service registers its checks once its parts are up: until then it is starting.
+            return ["starting"]
         return [name for name, check in self._checks.items() if not check()]
 
     def start(self) -> OpsServer:

@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from karnak_shared.broker import Publisher
+from karnak_shared.broker import ConfirmingPublisher
 from karnak_shared.envelope import Envelope
 from karnak_shared.topology import (
     ORIGIN_EXCHANGE_HEADER,
@@ -32,7 +32,7 @@ class RetryPolicy:
 
 
 def schedule_retry(
-    publisher: Publisher, topology: Topology, routing_key: str, envelope: Envelope, body: bytes, delay: int
+    publisher: ConfirmingPublisher, topology: Topology, routing_key: str, envelope: Envelope, body: bytes, delay: int
 ) -> None:
     """Publish the message into the delay queue of `delay` seconds; it comes back to `routing_key`."""
     retried = envelope.model_copy(update={"attempt": envelope.attempt + 1})
@@ -42,7 +42,7 @@ def schedule_retry(
 
 
 def park(
-    publisher: Publisher,
+    publisher: ConfirmingPublisher,
     topology: Topology,
     *,
     exchange: str,

@@ -31,9 +31,12 @@ class Topology:
     retry_delays: tuple[int, ...]
     delivery_limit: int
     send_queues: tuple[str, ...]
-    # Only the notifier declares its queue: declared by everyone, it would fill up on a gateway that
-    # runs no notifier.
+    # The notifier's queue exists only when some destination has notifications: declared regardless, it
+    # would fill up on a gateway that runs no notifier; declared then by every service, no event published
+    # before the notifier's first start is lost.
     notifier: bool = False
+    # Likewise for the Kheops sharer's queue: declared by the stow-sender (which feeds it) and the sharer.
+    kheops: bool = False
 
     @classmethod
     def from_config(cls, config: GatewayConfig) -> Topology:
@@ -44,6 +47,7 @@ class Topology:
             send_queues=tuple(
                 f"{config.broker.prefix}.send.{dest.queue_kind}.{dest.id}" for _, dest in config.destinations()
             ),
+            notifier=any(dest.notifications is not None for _, dest in config.destinations()),
         )
 
     @property
@@ -78,6 +82,10 @@ class Topology:
     def notifier_queue(self) -> str:
         return f"{self.prefix}.notifier"
 
+    @property
+    def kheops_queue(self) -> str:
+        return f"{self.prefix}.kheops"
+
     def send_queue(self, kind: str, destination_id: str) -> str:
         """The queue (and routing key) of a destination: ``<prefix>.send.<kind>.<id>``."""
         return f"{self.prefix}.send.{kind}.{destination_id}"
@@ -92,6 +100,7 @@ class Topology:
             *(self.retry_queue(d) for d in self.retry_delays),
             self.dead_queue,
             *([self.notifier_queue] if self.notifier else []),
+            *([self.kheops_queue] if self.kheops else []),
         ]
 
     def _work_queue_arguments(self) -> dict[str, Any]:
@@ -121,6 +130,9 @@ class Topology:
 
         channel.queue_declare(self.received_queue, durable=True, arguments=self._work_queue_arguments())
         channel.queue_bind(self.received_queue, self.ingest_exchange, routing_key=self.received_queue)
+        # Delay queues dead-letter to the send exchange: this binding brings a retried instance (a copy
+        # waiting for one destination, e.g. on the pseudonym API) back to the processor.
+        channel.queue_bind(self.received_queue, self.send_exchange, routing_key=self.received_queue)
 
         for queue in self.send_queues:
             channel.queue_declare(queue, durable=True, arguments=self._work_queue_arguments())
@@ -129,6 +141,12 @@ class Topology:
         if self.notifier:
             channel.queue_declare(self.notifier_queue, durable=True, arguments=self._work_queue_arguments())
             channel.queue_bind(self.notifier_queue, self.events_exchange, routing_key="transfer.#")
+
+        if self.kheops:
+            channel.queue_declare(self.kheops_queue, durable=True, arguments=self._work_queue_arguments())
+            channel.queue_bind(self.kheops_queue, self.events_exchange, routing_key="kheops.share")
+            # Retries wait in the delay queues, which dead-letter to the send exchange under the queue's name.
+            channel.queue_bind(self.kheops_queue, self.send_exchange, routing_key=self.kheops_queue)
 
         for delay in self.retry_delays:
             queue = self.retry_queue(delay)

@@ -189,14 +189,23 @@ def test_send_queues_are_bound_under_their_own_name(channel: RecordingChannel, t
         ]
 
 
-def test_received_queue_is_bound_to_the_ingest_exchange(channel: RecordingChannel) -> None:
+def test_received_queue_is_bound_to_the_ingest_exchange_and_to_the_send_exchange_for_retries(
+    channel: RecordingChannel,
+) -> None:
+    # The second binding brings back an instance the processor retried through a delay queue.
     assert channel.bindings_of("karnak.received") == [
         {
             "queue": "karnak.received",
             "exchange": "karnak.ingest",
             "routing_key": "karnak.received",
             "arguments": None,
-        }
+        },
+        {
+            "queue": "karnak.received",
+            "exchange": "karnak.send",
+            "routing_key": "karnak.received",
+            "arguments": None,
+        },
     ]
 
 

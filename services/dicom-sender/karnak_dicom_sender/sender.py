@@ -8,14 +8,14 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal
 
 from prometheus_client import Counter, Histogram
 
 from karnak_dicom_sender.link import DestinationLink
 from karnak_dicom_sender.status import Outcome
 from karnak_shared.blobstore import BlobStore
-from karnak_shared.broker import Delivery, Settlement, Verdict
+from karnak_shared.broker import ConfirmingPublisher, Delivery, Settlement, Verdict
 from karnak_shared.envelope import Envelope, TransferEvent
 from karnak_shared.errors import BlobMissing, BlobStoreError, BrokerUnavailable, DeliveryError, EnvelopeError
 from karnak_shared.logs import EventLogger
@@ -43,18 +43,6 @@ TRANSIT_SECONDS = Histogram(
     ["destination"],
     buckets=_LATENCY_BUCKETS,
 )
-
-
-class ConfirmingPublisher(Protocol):
-    def publish(
-        self,
-        exchange: str,
-        routing_key: str,
-        body: bytes,
-        headers: dict[str, object] | None = None,
-        *,
-        mandatory: bool = True,
-    ) -> None: ...
 
 
 class DicomSender:
@@ -119,7 +107,7 @@ class DicomSender:
         if delay is not None:
             routing_key = self._topology.send_queue("dicom", destination)
             try:
-                schedule_retry(self._publisher, self._topology, routing_key, envelope, delivery.body, delay)  # type: ignore[arg-type]
+                schedule_retry(self._publisher, self._topology, routing_key, envelope, delivery.body, delay)
             except BrokerUnavailable:
                 return Verdict(Settlement.REQUEUE)
             SENT.labels(destination, "retried").inc()
@@ -134,7 +122,7 @@ class DicomSender:
         destination = envelope.destination if envelope and envelope.destination else delivery.queue
         try:
             park(
-                self._publisher,  # type: ignore[arg-type]
+                self._publisher,
                 self._topology,
                 exchange=self._topology.send_exchange,
                 routing_key=delivery.queue or delivery.routing_key,

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Protocol
 
 from prometheus_client import Counter, Histogram
 
 from karnak_shared.blobstore import BlobStore
+from karnak_shared.broker import ConfirmingPublisher
 from karnak_shared.envelope import Envelope
 from karnak_shared.errors import BlobStoreError, BrokerUnavailable
 from karnak_shared.logs import EventLogger
@@ -31,12 +31,6 @@ INTAKE_SECONDS = Histogram(
     "Time from a C-STORE's dataset in hand to its answer (store, publish, confirm)",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
-
-
-class ConfirmingPublisher(Protocol):
-    def publish(
-        self, exchange: str, routing_key: str, body: bytes, headers: dict[str, object] | None = None
-    ) -> None: ...
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""The notifier: one email per study and destination, summarising the transfers of an interval window."""
