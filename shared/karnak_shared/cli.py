@@ -261,6 +261,31 @@ def cmd_headers(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- karnak pseudonyms import|export ---------------------------------------------------------------
+
+
+def cmd_pseudonyms(args: argparse.Namespace) -> int:
+    from karnak_shared.database import open_database
+    from karnak_shared.pseudonym_store import export_csv, import_csv
+
+    try:
+        config = load_config(args.config)
+        if args.project not in {p.name for p in config.projects}:
+            raise ConfigError(f"no project named {args.project!r} in projects")
+        sessions = open_database(config.database.url.get_secret_value())
+        if args.action == "import":
+            count = import_csv(sessions, args.project, args.file)
+            print(f"imported {count} pseudonym(s) into project {args.project}")
+        else:
+            count = export_csv(sessions, args.project, sys.stdout if args.file == "-" else args.file)
+            print(f"exported {count} pseudonym(s) of project {args.project}", file=sys.stderr)
+    except ConfigError as exc:
+        return _fail(f"invalid configuration:\n{exc}", EXIT_CONFIG)
+    except KarnakError as exc:
+        return _fail(str(exc), EXIT_RUNTIME)
+    return 0
+
+
 # --- argument parsing -----------------------------------------------------------------------------
 
 
@@ -304,6 +329,17 @@ def build_parser() -> argparse.ArgumentParser:
     basic.set_defaults(func=cmd_headers)
     bearer = headers_sub.add_parser("bearer", help="Bearer authorization; the token is read from stdin")
     bearer.set_defaults(func=cmd_headers)
+
+    pseudonyms = sub.add_parser("pseudonyms", help="import or export a project's pseudonym cache (CSV)")
+    pseudonyms.add_argument("action", choices=["import", "export"])
+    pseudonyms.add_argument("file", help="CSV file (export: '-' for standard output)")
+    pseudonyms.add_argument("--project", required=True)
+    pseudonyms.add_argument("--config", help="configuration file (default: $KARNAK_CONFIG)")
+    pseudonyms.set_defaults(func=cmd_pseudonyms)
+
+    # Commands of installed services (e.g. the processor's `deid`), found like the services themselves.
+    for command in entry_points(group="karnak.commands"):
+        command.load()(sub)
 
     dead = sub.add_parser("dead", help="show or replay messages parked in the dead-letter queue")
     dead.add_argument("action", choices=["list", "replay"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -144,38 +145,45 @@ def test_router_accepts_a_forward_node_object(
     assert len(list(router.decide(node, read_instance(part10())))) == 4
 
 
-def test_router_refuses_a_deidentifying_destination_naming_the_field() -> None:
+def test_a_deidentifying_destination_whose_profile_is_missing_is_refused_naming_the_project(
+    tmp_path: Path,
+) -> None:
     config = parse_config(
         CONFIG.replace("port: 104}\n", "port: 104, deidentification: {project: study-x}}\n", 1) + PROJECT
     )
 
     with pytest.raises(ConfigError) as caught:
-        Router(config)
+        Router(config, base_dir=tmp_path)
 
     assert len(caught.value.problems) == 1
-    assert caught.value.problems[0].startswith("forward_nodes[0].destinations[0].deidentification: ")
-    assert "identifiable" in caught.value.problems[0]
+    assert caught.value.problems[0].startswith(f"projects[0].profile ({tmp_path / 'p.yml'}): ")
+    assert "No such file" in caught.value.problems[0]
 
 
-def test_router_refuses_tag_morphing_naming_the_field() -> None:
+def test_tag_morphing_with_a_loadable_profile_builds_its_route(tmp_path: Path) -> None:
+    (tmp_path / "p.yml").write_text(
+        "name: morph\nversion: '1.0'\nminimumKarnakVersion: '0.9.2'\nprofileElements:\n"
+        "  - name: keep everything\n    codename: action.on.specific.tags\n    action: K\n"
+        "    tags: ['(0010,0010)']\n"
+    )
     config = parse_config(CONFIG.replace("port: 104}\n", "port: 104, tag_morphing: {project: study-x}}\n", 1) + PROJECT)
 
-    with pytest.raises(ConfigError) as caught:
-        Router(config)
+    router = Router(config, base_dir=tmp_path)
 
-    assert caught.value.problems[0].startswith("forward_nodes[0].destinations[0].tag_morphing: ")
+    route = router.route(config.forward_nodes[0].ae_title, config.forward_nodes[0].destinations[0].id)
+    assert route is not None and route.transformation.deidentifier is not None
+    assert route.transformation.deidentifier.tag_morphing
 
 
-def test_router_refuses_a_transfer_syntax_other_than_keep_naming_the_field() -> None:
+def test_router_refuses_a_transfer_syntax_it_cannot_encode_naming_the_field() -> None:
     config = parse_config(CONFIG.replace("enabled: false}", "enabled: false, transfer_syntax: 1.2.840.10008.1.2.4.50}"))
 
     with pytest.raises(ConfigError) as caught:
         Router(config)
 
-    assert caught.value.problems == [
-        "forward_nodes[0].destinations[1].transfer_syntax: only 'keep' is available in this version of "
-        "the gateway (got 1.2.840.10008.1.2.4.50)"
-    ]
+    assert len(caught.value.problems) == 1
+    assert caught.value.problems[0].startswith("forward_nodes[0].destinations[1].transfer_syntax: ")
+    assert "cannot transcode to JPEG Baseline" in caught.value.problems[0]
 
 
 # --- read_instance ---------------------------------------------------------------------------------

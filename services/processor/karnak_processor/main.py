@@ -8,8 +8,10 @@ from karnak_processor.processor import Processor
 from karnak_processor.routing import Router
 from karnak_shared.broker import Consumer, Delivery, Publisher, Settlement, Verdict
 from karnak_shared.config import GatewayConfig
+from karnak_shared.database import open_database
 from karnak_shared.logs import EventLogger
 from karnak_shared.ops import broker_state_recorder
+from karnak_shared.retry import RetryPolicy
 from karnak_shared.runtime import prepare_service, wait_for_signal
 
 log = EventLogger("karnak.processor")
@@ -18,7 +20,12 @@ WORKERS = 4
 
 def run(config: GatewayConfig, metrics_port: int | None = None) -> None:
     """Run the processor until SIGTERM/SIGINT."""
-    router = Router(config)  # refuses an unsupported configuration before anything starts
+    # Building the router loads every profile and opens every pseudonym source: a destination that cannot
+    # work stops the start-up with its field named, before anything is consumed.
+    session_factory = None
+    if any(d.deidentification and d.deidentification.pseudonym.type == "cache" for _, d in config.destinations()):
+        session_factory = open_database(config.database.url.get_secret_value())
+    router = Router(config, base_dir=config.base_dir, session_factory=session_factory)
     ctx = prepare_service("processor", config, metrics_port)
     publisher = Publisher(
         ctx.broker_url,
@@ -28,7 +35,14 @@ def run(config: GatewayConfig, metrics_port: int | None = None) -> None:
         name="karnak-processor-publisher",
         on_state=broker_state_recorder("processor", "publisher"),
     ).start()
-    processor = Processor(router, publisher, ctx.topology, ctx.blobs, config.blob_store.max_inline_bytes)
+    processor = Processor(
+        router,
+        publisher,
+        ctx.topology,
+        ctx.blobs,
+        config.blob_store.max_inline_bytes,
+        RetryPolicy(tuple(config.broker.retry_delays)),
+    )
     workers = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="processor-worker")
 
     def work(delivery: Delivery) -> None:

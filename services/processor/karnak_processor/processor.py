@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import time
-from typing import Protocol
+from typing import Literal
 
 from prometheus_client import Counter, Histogram
 
 from karnak_processor.instance import Instance, read_instance
-from karnak_processor.routing import Deliver, Reject, Router, Skip
+from karnak_processor.routing import Deliver, Fail, Later, Reject, Router, Skip
 from karnak_shared.blobstore import BlobStore
-from karnak_shared.broker import Delivery, Settlement, Verdict
+from karnak_shared.broker import ConfirmingPublisher, Delivery, Settlement, Verdict
 from karnak_shared.envelope import Envelope, TransferEvent
 from karnak_shared.errors import BlobMissing, BlobStoreError, BrokerUnavailable, EnvelopeError, InvalidInstance
 from karnak_shared.logs import EventLogger
 from karnak_shared.payload import read_payload, store_payload
-from karnak_shared.retry import park
+from karnak_shared.retry import RetryPolicy, park, schedule_retry
 from karnak_shared.topology import Topology
 
 log = EventLogger("karnak.processor")
@@ -33,25 +33,20 @@ PROCESSING_SECONDS = Histogram(
 )
 
 
-class ConfirmingPublisher(Protocol):
-    def publish(
-        self,
-        exchange: str,
-        routing_key: str,
-        body: bytes,
-        headers: dict[str, object] | None = None,
-        *,
-        mandatory: bool = True,
-    ) -> None: ...
-
-
 class Processor:
     """Routes received instances; every output is confirmed before the input is acked."""
 
     def __init__(
-        self, router: Router, publisher: ConfirmingPublisher, topology: Topology, blobs: BlobStore, max_inline: int
+        self,
+        router: Router,
+        publisher: ConfirmingPublisher,
+        topology: Topology,
+        blobs: BlobStore,
+        max_inline: int,
+        policy: RetryPolicy | None = None,
     ) -> None:
         self._router = router
+        self._policy = policy or RetryPolicy((5, 30, 120, 600, 3600))
         self._publisher = publisher
         self._topology = topology
         self._blobs = blobs
@@ -88,13 +83,20 @@ class Processor:
                 delivery, "unknown-forward-node", f"forward node {envelope.forward_node} is not configured", envelope
             )
         try:
-            for decision in self._router.decide(envelope.forward_node, instance):
+            # A message parked or retried for one destination names it: only that destination is redone.
+            for decision in self._router.decide(envelope.forward_node, instance, only=envelope.destination):
                 if isinstance(decision, Deliver):
-                    self._queue(envelope, instance, decision)
+                    self._queue(envelope, decision)
                     outcome = "queued"
                 elif isinstance(decision, Reject):
                     self._reject(envelope, instance, decision)
                     outcome = "rejected"
+                elif isinstance(decision, Fail):
+                    self._fail(delivery, envelope, instance, decision)
+                    outcome = "failed"
+                elif isinstance(decision, Later):
+                    self._retry_later(delivery, envelope, decision)
+                    outcome = "retried"
                 else:
                     assert isinstance(decision, Skip)
                     outcome = "disabled"
@@ -111,7 +113,7 @@ class Processor:
         """Remove the received blob of a routed message: each destination has its own link."""
         self._delete_blob(reference)
 
-    def _queue(self, envelope: Envelope, instance: Instance, decision: Deliver) -> None:
+    def _queue(self, envelope: Envelope, decision: Deliver) -> None:
         destination = decision.destination
         blob: str | None
         if decision.unchanged and envelope.blob:
@@ -124,9 +126,12 @@ class Processor:
                 "blob": blob,
                 "size": len(decision.part10),
                 "attempt": 0,
-                "study_instance_uid": instance.study_instance_uid,
-                "series_instance_uid": instance.series_instance_uid,
-                "display": instance.display_values(),
+                "sop_instance_uid": decision.sop_instance_uid,
+                "study_instance_uid": decision.study_instance_uid,
+                "series_instance_uid": decision.series_instance_uid,
+                "transfer_syntax": decision.transfer_syntax,
+                "display": decision.display,
+                "kheops_albums": decision.kheops_albums,
             }
         )
         queue = self._topology.send_queue(destination.queue_kind, destination.id)
@@ -139,27 +144,101 @@ class Processor:
             raise
         log.debug("instance.queued", **outgoing.log_fields())
 
-    def _reject(self, envelope: Envelope, instance: Instance, decision: Reject) -> None:
-        routed = envelope.model_copy(
+    def _reported(self, envelope: Envelope, instance: Instance, destination_id: str) -> Envelope:
+        """The envelope an event about this destination carries (identifiers safe for that destination)."""
+        route = self._router.route(envelope.forward_node, destination_id)
+        display: dict[str, str] = {}
+        sop = study = series = ""
+        if route is not None:
+            sop, study, series, display = route.transformation.identifiers_for_events(instance)
+        return envelope.model_copy(
             update={
-                "study_instance_uid": instance.study_instance_uid,
-                "series_instance_uid": instance.series_instance_uid,
-                "display": instance.display_values(),
+                "sop_instance_uid": sop or envelope.sop_instance_uid,
+                "study_instance_uid": study,
+                "series_instance_uid": series,
+                "display": display,
             }
         )
-        event = TransferEvent.for_envelope(routed, "rejected", decision.destination.id, decision.reason)
+
+    def _event(self, envelope: Envelope, kind: Literal["failed", "rejected"], destination_id: str, reason: str) -> None:
+        event = TransferEvent.for_envelope(envelope, kind, destination_id, reason)
         # Events nobody subscribes to yet are not an error: no `mandatory`.
         self._publisher.publish(self._topology.events_exchange, event.routing_key, event.to_body(), mandatory=False)
+
+    def _reject(self, envelope: Envelope, instance: Instance, decision: Reject) -> None:
+        destination_id = decision.destination.id
+        self._event(self._reported(envelope, instance, destination_id), "rejected", destination_id, decision.reason)
         log.info(
-            "instance.rejected",
+            "instance.rejected", reason=decision.reason, **{**envelope.log_fields(), "destination": destination_id}
+        )
+
+    def _own_copy(self, delivery: Delivery, envelope: Envelope, destination_id: str) -> tuple[dict[str, object], bytes]:
+        """Headers and body of a copy of the received message for one destination, with its own blob link."""
+        blob = self._blobs.link(envelope.blob) if envelope.blob else None
+        copy = envelope.model_copy(update={"destination": destination_id, "blob": blob})
+        return copy.to_headers(), delivery.body
+
+    def _fail(self, delivery: Delivery, envelope: Envelope, instance: Instance, decision: Fail) -> None:
+        """Park the received instance for this destination alone; `karnak dead replay` redoes only it."""
+        destination_id = decision.destination.id
+        headers, body = self._own_copy(delivery, envelope, destination_id)
+        park(
+            self._publisher,
+            self._topology,
+            exchange=self._topology.ingest_exchange,
+            routing_key=self._topology.received_queue,
+            headers=headers,
+            body=body,
             reason=decision.reason,
-            **{**envelope.log_fields(), "destination": decision.destination.id},
+        )
+        self._event(self._reported(envelope, instance, destination_id), "failed", destination_id, decision.reason)
+        PARKED.labels("processor", "transformation-failed").inc()
+        log.error(
+            "instance.parked",
+            cause="transformation-failed",
+            reason=decision.reason,
+            **{**envelope.log_fields(), "destination": destination_id},
+        )
+
+    def _retry_later(self, delivery: Delivery, envelope: Envelope, decision: Later) -> None:
+        """Send the instance through the delay queues for the one destination whose copy must wait."""
+        destination_id = decision.destination.id
+        # Only a copy already retried for this destination counts its attempts.
+        attempt = envelope.attempt if envelope.destination == destination_id else 0
+        delay = self._policy.delay_for(attempt)
+        headers, body = self._own_copy(delivery, envelope, destination_id)
+        copy = Envelope.from_headers(headers).model_copy(update={"attempt": attempt})
+        if delay is None:
+            park(
+                self._publisher,
+                self._topology,
+                exchange=self._topology.ingest_exchange,
+                routing_key=self._topology.received_queue,
+                headers=copy.to_headers(),
+                body=body,
+                reason=f"gave up after {attempt + 1} attempts: {decision.reason}",
+            )
+            PARKED.labels("processor", "retries-exhausted").inc()
+        else:
+            schedule_retry(
+                self._publisher,
+                self._topology,
+                self._topology.received_queue,
+                copy,
+                body,
+                delay,
+            )
+        log.warning(
+            "instance.retry-scheduled" if delay is not None else "instance.parked",
+            reason=decision.reason,
+            delay=delay or 0,
+            **{**envelope.log_fields(), "destination": destination_id},
         )
 
     def _park(self, delivery: Delivery, cause: str, reason: str, envelope: Envelope | None = None) -> Verdict:
         try:
             park(
-                self._publisher,  # type: ignore[arg-type]
+                self._publisher,
                 self._topology,
                 exchange=self._topology.ingest_exchange,
                 routing_key=self._topology.received_queue,

@@ -1,21 +1,25 @@
 """Per-destination routing decisions: pure logic over the configuration and an instance.
 
-A destination's route is a chain of gates (each may reject the instance with a reason) followed by the
-transformation of the instance for that destination. Conditions are a gate; SOP class authorization is
-a gate. De-identification, tag morphing and transcoding plug in as transformations: until they exist,
-`check_supported` refuses a configuration that asks for them, so nothing identifying ever leaves
-untransformed.
+A destination's route is a chain of gates (each may reject the instance with a reason: the destination's
+condition, its authorized SOP classes) followed by the transformation that makes the destination's copy
+(de-identification or tag morphing, transfer syntax). Conditions and album conditions see the original
+attributes; the copy is made only for destinations the instance passes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
+from karnak_processor.albums import matching_albums
 from karnak_processor.instance import Instance
+from karnak_processor.pseudonyms import PseudonymMissing, SessionFactory
+from karnak_processor.transformation import Transformation, build_transformation
 from karnak_shared.conditions import Condition
 from karnak_shared.config import DicomDestination, ForwardNode, GatewayConfig, StowDestination
-from karnak_shared.errors import ConfigError
+from karnak_shared.deid import InstanceExcluded
+from karnak_shared.errors import ConfigError, KarnakError
 
 AnyDestination = DicomDestination | StowDestination
 Gate = Callable[[Instance], str | None]
@@ -23,16 +27,30 @@ Gate = Callable[[Instance], str | None]
 
 @dataclass(frozen=True)
 class Deliver:
-    """Send `part10` to the destination."""
+    """Send `part10` to the destination; the identifiers are those of the copy as sent."""
 
     destination: AnyDestination
     part10: bytes
     unchanged: bool
+    sop_instance_uid: str
+    study_instance_uid: str
+    series_instance_uid: str
+    transfer_syntax: str
+    display: dict[str, str]
+    kheops_albums: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
 class Reject:
     """The instance does not go to the destination, for `reason` (a `transfer.rejected` event)."""
+
+    destination: AnyDestination
+    reason: str
+
+
+@dataclass(frozen=True)
+class Fail:
+    """The destination's copy could not be made (`reason`): it is parked, the original is never sent."""
 
     destination: AnyDestination
     reason: str
@@ -45,7 +63,15 @@ class Skip:
     destination: AnyDestination
 
 
-Decision = Deliver | Reject | Skip
+@dataclass(frozen=True)
+class Later:
+    """The copy needs a service that cannot answer now (e.g. the pseudonym API): retry for this destination."""
+
+    destination: AnyDestination
+    reason: str
+
+
+Decision = Deliver | Reject | Fail | Later | Skip
 
 
 def condition_gate(destination: AnyDestination) -> Gate | None:
@@ -78,10 +104,11 @@ def sop_class_gate(destination: AnyDestination) -> Gate | None:
 
 @dataclass(frozen=True)
 class Route:
-    """The gates of one destination, built once per configuration."""
+    """The gates and the transformation of one destination, built once per configuration."""
 
     destination: AnyDestination
     gates: tuple[Gate, ...]
+    transformation: Transformation
 
     def decide(self, instance: Instance) -> Decision:
         if not self.destination.enabled:
@@ -90,50 +117,83 @@ class Route:
             reason = gate(instance)
             if reason is not None:
                 return Reject(self.destination, reason)
-        return Deliver(self.destination, instance.part10, unchanged=True)
-
-
-def check_supported(config: GatewayConfig) -> None:
-    """Refuse, at start-up, a configuration asking for transformations this version cannot apply."""
-    problems: list[str] = []
-    for n, node in enumerate(config.forward_nodes):
-        for d, dest in enumerate(node.destinations):
-            here = f"forward_nodes[{n}].destinations[{d}]"
-            if dest.deidentification is not None:
-                problems.append(
-                    f"{here}.deidentification: de-identification is not available in this version of the "
-                    "gateway; refusing to start rather than send identifiable data"
-                )
-            if dest.tag_morphing is not None:
-                problems.append(f"{here}.tag_morphing: tag morphing is not available in this version of the gateway")
-            if dest.transfer_syntax != "keep":
-                problems.append(
-                    f"{here}.transfer_syntax: only 'keep' is available in this version of the gateway "
-                    f"(got {dest.transfer_syntax})"
-                )
-    if problems:
-        raise ConfigError(problems)
+        albums = matching_albums(self.destination, instance.dataset)
+        if not self.transformation.changes(instance):
+            return Deliver(
+                self.destination,
+                instance.part10,
+                unchanged=True,
+                sop_instance_uid=instance.sop_instance_uid,
+                study_instance_uid=instance.study_instance_uid,
+                series_instance_uid=instance.series_instance_uid,
+                transfer_syntax=instance.transfer_syntax,
+                display=instance.display_values(),
+                kheops_albums=albums,
+            )
+        try:
+            copy = self.transformation.apply(instance)
+        except (PseudonymMissing, InstanceExcluded) as exc:
+            return Reject(self.destination, exc.reason)
+        except KarnakError as exc:
+            if getattr(exc, "transient", False):
+                return Later(self.destination, str(exc))
+            return Fail(self.destination, f"cannot make the copy for destination {self.destination.id}: {exc}")
+        except Exception as exc:  # noqa: BLE001 - a failing transformation must never let the original through
+            return Fail(
+                self.destination,
+                f"cannot make the copy for destination {self.destination.id}: {type(exc).__name__}: {exc}"[:1000],
+            )
+        return Deliver(
+            self.destination,
+            copy.part10,
+            unchanged=False,
+            sop_instance_uid=copy.sop_instance_uid,
+            study_instance_uid=copy.study_instance_uid,
+            series_instance_uid=copy.series_instance_uid,
+            transfer_syntax=copy.transfer_syntax,
+            display=copy.display,
+            kheops_albums=albums,
+        )
 
 
 class Router:
-    """The routes of every forward node of a configuration."""
+    """The routes of every forward node of a configuration.
 
-    def __init__(self, config: GatewayConfig) -> None:
-        check_supported(config)
-        self._routes: dict[str, tuple[Route, ...]] = {
-            node.ae_title: tuple(self._route(dest) for dest in node.destinations) for node in config.forward_nodes
-        }
+    Building it loads every profile and opens every pseudonym source, so a destination that cannot work
+    is a configuration error at start-up, named by its field.
+    """
 
-    @staticmethod
-    def _route(destination: AnyDestination) -> Route:
-        gates = (condition_gate(destination), sop_class_gate(destination))
-        return Route(destination, tuple(g for g in gates if g is not None))
+    def __init__(
+        self, config: GatewayConfig, base_dir: Path | None = None, session_factory: SessionFactory | None = None
+    ) -> None:
+        base = base_dir or Path.cwd()
+        problems: list[str] = []
+        routes: dict[str, tuple[Route, ...]] = {}
+        for n, node in enumerate(config.forward_nodes):
+            node_routes = []
+            for d, dest in enumerate(node.destinations):
+                where = f"forward_nodes[{n}].destinations[{d}]"
+                try:
+                    transformation = build_transformation(config, dest, where, base, session_factory)
+                except ConfigError as exc:
+                    problems.extend(exc.problems)
+                    continue
+                gates = (condition_gate(dest), sop_class_gate(dest))
+                node_routes.append(Route(dest, tuple(g for g in gates if g is not None), transformation))
+            routes[node.ae_title] = tuple(node_routes)
+        if problems:
+            raise ConfigError(problems)
+        self._routes = routes
 
     def knows(self, forward_node: str) -> bool:
         return forward_node in self._routes
 
-    def decide(self, node: ForwardNode | str, instance: Instance) -> Iterator[Decision]:
-        """One decision per destination of the forward node, in configuration order."""
+    def route(self, forward_node: str, destination_id: str) -> Route | None:
+        return next((r for r in self._routes.get(forward_node, ()) if r.destination.id == destination_id), None)
+
+    def decide(self, node: ForwardNode | str, instance: Instance, only: str | None = None) -> Iterator[Decision]:
+        """One decision per destination of the forward node (or only destination `only`), in order."""
         key = node if isinstance(node, str) else node.ae_title
         for route in self._routes.get(key, ()):
-            yield route.decide(instance)
+            if only is None or route.destination.id == only:
+                yield route.decide(instance)

@@ -1,0 +1,1 @@
+"""Karnak gateway service: shares series delivered by STOW-RS into Kheops albums."""

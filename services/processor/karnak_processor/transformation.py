@@ -1,0 +1,164 @@
+"""Making one destination's copy of an instance: de-identification or tag morphing, then its transfer syntax.
+
+A `Transformation` is built once per destination at start-up (profile loaded, engine compiled, pseudonym
+source opened) and applied to each instance. Its outcomes are the processor's to translate:
+- `Transformed`: the bytes to send, with the UIDs and display values as sent;
+- `PseudonymMissing`, `InstanceExcluded` (and `NoPixelMask`): the instance is rejected for this destination;
+- `PseudonymUnavailable`: transient, the instance is retried later;
+- any other `KarnakError` (a profile action or a codec that fails on this instance): the destination's copy
+  is parked, and the original is never sent in its place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from io import BytesIO
+from pathlib import Path
+
+from pydicom import Dataset, dcmread
+
+from karnak_processor.instance import Instance
+from karnak_processor.pseudonyms import PseudonymSource, SessionFactory, pseudonym_source
+from karnak_processor.transcoding import encode_part10, plan_syntax, transcode
+from karnak_shared.config import DicomDestination, GatewayConfig, StowDestination
+from karnak_shared.deid import Deidentifier, ProfileError, load_profile, parse_project_secret, uid_hash
+from karnak_shared.envelope import DISPLAY_KEYWORDS
+from karnak_shared.errors import ConfigError, KarnakError
+
+AnyDestination = DicomDestination | StowDestination
+
+
+@dataclass(frozen=True)
+class Transformed:
+    """A destination's copy: its Part 10 bytes and the identifiers as sent."""
+
+    part10: bytes
+    sop_instance_uid: str
+    study_instance_uid: str
+    series_instance_uid: str
+    transfer_syntax: str
+    display: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Transformation:
+    """De-identification or tag morphing (or neither) and the transfer syntax of one destination."""
+
+    destination_id: str
+    deidentifier: Deidentifier | None
+    pseudonyms: PseudonymSource | None
+    requested_syntax: str
+    only_uncompressed: bool
+
+    def identifiers_for_events(self, instance: Instance) -> tuple[str, str, str, dict[str, str]]:
+        """(SOP instance, study, series UIDs, display values) to report an instance that got no copy.
+
+        For a de-identifying destination the originals are identifying: report the UIDs as the profile's
+        UID hash would send them and no display values, so an email never shows the original patient.
+        """
+        if self.deidentifier is None or self.deidentifier.tag_morphing:
+            return (
+                instance.sop_instance_uid,
+                instance.study_instance_uid,
+                instance.series_instance_uid,
+                instance.display_values(),
+            )
+        secret = self.deidentifier.secret
+        return (
+            uid_hash(secret, instance.sop_instance_uid),
+            uid_hash(secret, instance.study_instance_uid),
+            uid_hash(secret, instance.series_instance_uid),
+            {},
+        )
+
+    def changes(self, instance: Instance) -> bool:
+        """Whether the copy differs from the bytes received (otherwise they are sent as they came)."""
+        if self.deidentifier is not None:
+            return True
+        planned = plan_syntax(instance.transfer_syntax, self.requested_syntax, self.only_uncompressed)
+        return planned != instance.transfer_syntax
+
+    def apply(self, instance: Instance) -> Transformed:
+        """Make the destination's copy; raises as the module docstring says."""
+        dataset = dcmread(BytesIO(instance.part10))
+        if self.deidentifier is not None:
+            pseudonym = self.pseudonyms.pseudonym_for(dataset) if self.pseudonyms is not None else None
+            self.deidentifier.apply(dataset, pseudonym)
+        syntax = str(dataset.file_meta.TransferSyntaxUID)
+        planned = plan_syntax(syntax, self.requested_syntax, self.only_uncompressed)
+        if planned != syntax:
+            transcode(dataset, planned)
+        part10 = encode_part10(dataset)
+        return Transformed(
+            part10=part10,
+            sop_instance_uid=str(dataset.SOPInstanceUID),
+            study_instance_uid=str(dataset.get("StudyInstanceUID", "")),
+            series_instance_uid=str(dataset.get("SeriesInstanceUID", "")),
+            transfer_syntax=str(dataset.file_meta.TransferSyntaxUID),
+            display=_display_values(dataset),
+        )
+
+
+def _display_values(dataset: Dataset) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for keyword in DISPLAY_KEYWORDS:
+        value = dataset.get(keyword)
+        if value is not None:
+            values[keyword] = str(value)
+    return values
+
+
+def build_transformation(
+    config: GatewayConfig,
+    destination: AnyDestination,
+    where: str,
+    base_dir: Path,
+    session_factory: SessionFactory | None,
+) -> Transformation:
+    """The transformation of a destination; raises `ConfigError` naming the field (`where`) when it cannot work."""
+    from karnak_processor.transcoding import check_requested_syntax
+
+    try:
+        check_requested_syntax(destination.transfer_syntax)
+    except KarnakError as exc:
+        raise ConfigError(f"{where}.transfer_syntax: {exc}") from None
+    settings = destination.deidentification or destination.tag_morphing
+    if settings is None:
+        return Transformation(
+            destination.id, None, None, destination.transfer_syntax, destination.transcode_only_uncompressed
+        )
+    field = "deidentification" if destination.deidentification is not None else "tag_morphing"
+    project = next(p for p in config.projects if p.name == settings.project)
+    project_index = config.projects.index(project)
+    profile_path = Path(project.profile)
+    if not profile_path.is_absolute():
+        profile_path = base_dir / profile_path
+    try:
+        profile = load_profile(profile_path)
+    except ProfileError as exc:
+        raise ConfigError([f"projects[{project_index}].profile ({profile_path}): {p}" for p in exc.problems]) from None
+    except OSError as exc:
+        raise ConfigError(f"projects[{project_index}].profile: cannot read {profile_path}: {exc.strerror}") from None
+    try:
+        secret = parse_project_secret(project.secret.get_secret_value())
+        deidentifier = Deidentifier.for_project(
+            profile, project.name, secret, tag_morphing=destination.tag_morphing is not None
+        )
+    except ConfigError as exc:
+        raise ConfigError([f"{where}.{field}: {p}" for p in exc.problems]) from None
+    pseudonyms = None
+    if destination.deidentification is not None:
+        issuer = destination.deidentification.issuer_of_patient_id or profile.default_issuer_of_patient_id
+        try:
+            pseudonyms = pseudonym_source(
+                destination.deidentification.pseudonym,
+                secret,
+                session_factory,
+                issuer,
+                project=project.name,
+            )
+        except ConfigError as exc:
+            raise ConfigError([f"{where}.deidentification.{p}" for p in exc.problems]) from None
+    return Transformation(
+        destination.id, deidentifier, pseudonyms, destination.transfer_syntax, destination.transcode_only_uncompressed
+    )

@@ -1,0 +1,1 @@
+"""Karnak gateway service: delivers instances to DICOMweb destinations with STOW-RS."""
