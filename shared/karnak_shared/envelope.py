@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -151,3 +151,70 @@ class TransferEvent(BaseModel):
             received_at=envelope.received_at,
             display=envelope.display,
         )
+
+
+SHARE_SCHEMA = "karnak.kheops-share/1"
+SHARE_ROUTING_KEY = "kheops.share"
+ATTEMPT_HEADER = "karnak-attempt"
+
+
+class ShareRequest(BaseModel):
+    """A `kheops.share` message: share one series, as sent, into one album of a STOW destination.
+
+    The stow-sender publishes one per (series, album) after the transfer; the kheops-sharer reads it. The
+    album is named by its index in the destination's `kheops_albums`: tokens never travel through the
+    broker, the sharer takes them from the configuration.
+    """
+
+    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+
+    schema_: str = Field(SHARE_SCHEMA, alias="schema")
+    destination: str
+    album: Annotated[int, Field(ge=0)]
+    study_instance_uid: Annotated[str, Field(min_length=1, max_length=64)]
+    series_instance_uid: Annotated[str, Field(min_length=1, max_length=64)]
+    forward_node: str = ""
+    requested_at: float = Field(default_factory=time.time)
+
+    def to_body(self) -> bytes:
+        return self.model_dump_json(by_alias=True).encode()
+
+    def to_headers(self) -> dict[str, Any]:
+        # `karnak dead list` shows the destination of a parked message from this header.
+        return {"karnak-destination": self.destination, ATTEMPT_HEADER: 0}
+
+    @classmethod
+    def from_body(cls, body: bytes) -> ShareRequest:
+        """Read a request; raise `EnvelopeError` saying what is wrong with it."""
+        try:
+            data = json.loads(body)
+        except ValueError:
+            raise EnvelopeError("kheops.share message is not JSON") from None
+        schema = data.get("schema") if isinstance(data, dict) else None
+        if schema != SHARE_SCHEMA:
+            raise EnvelopeError(f"unsupported kheops.share schema {schema!r} (this version reads {SHARE_SCHEMA})")
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            raise EnvelopeError(f"invalid kheops.share message: {problems}") from None
+
+    def log_fields(self) -> dict[str, Any]:
+        """Identifiers safe to log (UIDs as sent, never patient data)."""
+        return {
+            "destination": self.destination,
+            "album": self.album,
+            "study_instance_uid": self.study_instance_uid,
+            "series_instance_uid": self.series_instance_uid,
+        }
+
+
+def attempt_of(headers: dict[str, Any]) -> int:
+    """How many times a message was tried before, from its `karnak-attempt` header (0 when absent)."""
+    value = headers.get(ATTEMPT_HEADER, 0)
+    if isinstance(value, bytes):
+        value = value.decode("ascii", "replace")
+    try:
+        return max(0, int(value))
+    except (TypeError, ValueError):
+        return 0

@@ -20,8 +20,8 @@ from karnak_shared.broker import Publisher
 from karnak_shared.config import GatewayConfig, parse_config
 from karnak_shared.database import KheopsShare, open_database
 from karnak_shared.deadletters import DeadLetterQueue, ParkedMessage
+from karnak_shared.envelope import SHARE_ROUTING_KEY, ShareRequest
 from karnak_shared.topology import Topology
-from karnak_stow_sender.shares import SHARE_ROUTING_KEY, ShareRequest
 from tests.conftest import gateway_config, register_topology
 from tests.support.kheops import Call, FakeKheops, Token
 from tests.support.servers import wait_until
@@ -43,7 +43,13 @@ class RunningSharer:
     destination: str
 
     def share(self, series: str, album: int = 0) -> None:
-        request = ShareRequest(self.destination, album, STUDY, series, "KARNAK-GW")
+        request = ShareRequest(
+            destination=self.destination,
+            album=album,
+            study_instance_uid=STUDY,
+            series_instance_uid=series,
+            forward_node="KARNAK-GW",
+        )
         self.publisher.publish(
             self.topology.events_exchange, SHARE_ROUTING_KEY, request.to_body(), request.to_headers()
         )

@@ -14,16 +14,15 @@ from sqlalchemy import select
 
 from karnak_kheops_sharer.kheops import Introspection
 from karnak_kheops_sharer.records import ShareRecords, album_key
-from karnak_kheops_sharer.request import ShareRequest as ReadRequest
 from karnak_kheops_sharer.sharer import AlbumTarget, Sharer
 from karnak_kheops_sharer.tokens import TokenCheck, token_problem
 from karnak_shared.broker import Delivery, Settlement
 from karnak_shared.config import parse_config
 from karnak_shared.database import KheopsShare, open_database
+from karnak_shared.envelope import ShareRequest
 from karnak_shared.errors import EnvelopeError, PermanentDeliveryError, TransientDeliveryError
 from karnak_shared.retry import RetryPolicy
 from karnak_shared.topology import REASON_HEADER, RETRY_TIER_HEADER, Topology
-from karnak_stow_sender.shares import ShareRequest as SentRequest
 from tests.unit.conftest import RecordingPublisher
 from tests.unit.test_topology import RecordingChannel
 
@@ -80,7 +79,13 @@ def sharer(kheops: ScriptedKheops, records: ShareRecords, publisher: RecordingPu
 @pytest.fixture
 def message() -> Callable[..., Delivery]:
     def make(series: str = SERIES, album: int = 0, attempt: int = 0, destination: str = "kheops-main") -> Delivery:
-        request = SentRequest(destination, album, STUDY, series, "KARNAK-GW")
+        request = ShareRequest(
+            destination=destination,
+            album=album,
+            study_instance_uid=STUDY,
+            series_instance_uid=series,
+            forward_node="KARNAK-GW",
+        )
         headers = {**request.to_headers(), "karnak-attempt": attempt}
         return Delivery("karnak.kheops", "kheops.share", 1, False, headers, request.to_body(), 1)
 
@@ -88,8 +93,14 @@ def message() -> Callable[..., Delivery]:
 
 
 def test_what_the_stow_sender_sends_is_what_the_sharer_reads() -> None:
-    sent = SentRequest("kheops-main", 2, STUDY, SERIES, "KARNAK-GW")
-    read = ReadRequest.from_body(sent.to_body())
+    sent = ShareRequest(
+        destination="kheops-main",
+        album=2,
+        study_instance_uid=STUDY,
+        series_instance_uid=SERIES,
+        forward_node="KARNAK-GW",
+    )
+    read = ShareRequest.from_body(sent.to_body())
     assert (read.destination, read.album, read.study_instance_uid, read.series_instance_uid) == (
         "kheops-main",
         2,
@@ -100,7 +111,7 @@ def test_what_the_stow_sender_sends_is_what_the_sharer_reads() -> None:
 
 def test_a_message_of_another_schema_is_refused() -> None:
     with pytest.raises(EnvelopeError, match=r"unsupported kheops\.share schema"):
-        ReadRequest.from_body(json.dumps({"schema": "x/9", "destination": "d", "album": 0}).encode())
+        ShareRequest.from_body(json.dumps({"schema": "x/9", "destination": "d", "album": 0}).encode())
 
 
 def test_a_series_is_shared_with_both_tokens_after_both_are_introspected_and_recorded(

@@ -17,9 +17,9 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from karnak_kheops_sharer.kheops import Introspection
 from karnak_kheops_sharer.records import ShareRecords
-from karnak_kheops_sharer.request import ATTEMPT_HEADER, ShareRequest, attempt_of
 from karnak_kheops_sharer.tokens import TokenCheck
-from karnak_shared.broker import Delivery, Settlement, Verdict
+from karnak_shared.broker import ConfirmingPublisher, Delivery, Settlement, Verdict
+from karnak_shared.envelope import ATTEMPT_HEADER, SHARE_ROUTING_KEY, ShareRequest, attempt_of
 from karnak_shared.errors import BrokerUnavailable, EnvelopeError, PermanentDeliveryError, TransientDeliveryError
 from karnak_shared.logs import EventLogger
 from karnak_shared.retry import MAX_REASON_LENGTH, RetryPolicy, park
@@ -27,7 +27,6 @@ from karnak_shared.topology import RETRY_TIER_HEADER, Topology
 
 log = EventLogger("karnak.kheops-sharer")
 
-SHARE_ROUTING_KEY = "kheops.share"
 SHARES = Counter(
     "karnak_kheops_shares_total",
     "kheops.share requests per destination and outcome: shared, duplicate, retried, refused, failed",
@@ -46,18 +45,6 @@ class KheopsCalls(Protocol):
     def introspect(self, token: str) -> Introspection: ...
 
     def share_series(self, study_uid: str, series_uid: str, destination_token: str, source_token: str) -> int: ...
-
-
-class ConfirmingPublisher(Protocol):
-    def publish(
-        self,
-        exchange: str,
-        routing_key: str,
-        body: bytes,
-        headers: dict[str, object] | None = None,
-        *,
-        mandatory: bool = True,
-    ) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -180,7 +167,7 @@ class Sharer:
         try:
             # Replayed, it goes the way the stow-sender sent it.
             park(
-                self._publisher,  # type: ignore[arg-type, unused-ignore]
+                self._publisher,
                 self._topology,
                 exchange=self._topology.events_exchange,
                 routing_key=SHARE_ROUTING_KEY,

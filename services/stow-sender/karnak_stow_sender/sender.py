@@ -16,8 +16,8 @@ from typing import Literal, Protocol
 from prometheus_client import Counter, Histogram
 
 from karnak_shared.blobstore import BlobStore
-from karnak_shared.broker import Delivery, Settlement, Verdict
-from karnak_shared.envelope import Envelope, TransferEvent
+from karnak_shared.broker import ConfirmingPublisher, Delivery, Settlement, Verdict
+from karnak_shared.envelope import SHARE_ROUTING_KEY, Envelope, ShareRequest, TransferEvent
 from karnak_shared.errors import (
     BlobMissing,
     BlobStoreError,
@@ -33,7 +33,6 @@ from karnak_shared.payload import read_payload
 from karnak_shared.retry import RetryPolicy, park, schedule_retry
 from karnak_shared.topology import Topology
 from karnak_stow_sender.response import InstanceResult, Outcome, StowResponse, settle
-from karnak_stow_sender.shares import SHARE_ROUTING_KEY, ShareRequest
 
 log = EventLogger("karnak.stow-sender")
 
@@ -74,18 +73,6 @@ SHARES_REQUESTED = Counter(
     "kheops.share messages published per destination (one per series and album)",
     ["destination"],
 )
-
-
-class ConfirmingPublisher(Protocol):
-    def publish(
-        self,
-        exchange: str,
-        routing_key: str,
-        body: bytes,
-        headers: dict[str, object] | None = None,
-        *,
-        mandatory: bool = True,
-    ) -> None: ...
 
 
 class StowTransport(Protocol):
@@ -228,7 +215,13 @@ class StowSender:
             log.warning("kheops.share-impossible", destination=destination, reason="no study or series UID")
             return
         for album in sorted(albums):
-            request = ShareRequest(destination, album, study, series, forward_node)
+            request = ShareRequest(
+                destination=destination,
+                album=album,
+                study_instance_uid=study,
+                series_instance_uid=series,
+                forward_node=forward_node,
+            )
             self._publisher.publish(
                 self._topology.events_exchange, SHARE_ROUTING_KEY, request.to_body(), request.to_headers()
             )
@@ -259,7 +252,7 @@ class StowSender:
         if delay is not None:
             routing_key = self._topology.send_queue("stow", destination)
             try:
-                schedule_retry(self._publisher, self._topology, routing_key, envelope, delivery.body, delay)  # type: ignore[arg-type, unused-ignore]
+                schedule_retry(self._publisher, self._topology, routing_key, envelope, delivery.body, delay)
             except BrokerUnavailable:
                 return Verdict(Settlement.REQUEUE)
             SENT.labels(destination, "retried").inc()
@@ -274,7 +267,7 @@ class StowSender:
         destination = envelope.destination if envelope and envelope.destination else delivery.queue
         try:
             park(
-                self._publisher,  # type: ignore[arg-type, unused-ignore]
+                self._publisher,
                 self._topology,
                 exchange=self._topology.send_exchange,
                 routing_key=delivery.queue or delivery.routing_key,
