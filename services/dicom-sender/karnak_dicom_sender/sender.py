@@ -8,7 +8,6 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Literal
 
 from prometheus_client import Counter, Histogram
 
@@ -16,10 +15,10 @@ from karnak_dicom_sender.link import DestinationLink
 from karnak_dicom_sender.status import Outcome
 from karnak_shared.blobstore import BlobStore
 from karnak_shared.broker import ConfirmingPublisher, Delivery, Settlement, Verdict
-from karnak_shared.envelope import Envelope, TransferEvent
+from karnak_shared.envelope import Envelope
 from karnak_shared.errors import BlobMissing, BlobStoreError, BrokerUnavailable, DeliveryError, EnvelopeError
 from karnak_shared.logs import EventLogger
-from karnak_shared.retry import RetryPolicy, park, schedule_retry
+from karnak_shared.retry import RetryPolicy, SenderFailures
 from karnak_shared.topology import Topology
 
 log = EventLogger("karnak.dicom-sender")
@@ -54,14 +53,21 @@ class DicomSender:
         self._publisher = publisher
         self._topology = topology
         self._blobs = blobs
-        self._policy = policy
+        self._failures = SenderFailures(
+            publisher,
+            topology,
+            policy,
+            "dicom",
+            lambda destination, outcome: SENT.labels(destination, outcome).inc(),
+            log,
+        )
 
     def handle(self, delivery: Delivery, link: DestinationLink) -> Verdict:
         """Deliver one message over `link` and say how to settle it."""
         try:
             envelope = Envelope.from_headers(delivery.headers)
         except EnvelopeError as exc:
-            return self._park(delivery, None, f"invalid envelope: {exc}")
+            return self._failures.park(delivery, None, f"invalid envelope: {exc}")
         started = time.perf_counter()
         try:
             with self._payload_file(envelope, delivery.body) as path:
@@ -73,9 +79,9 @@ class DicomSender:
             log.warning("instance.duplicate-skipped", reason=str(exc), **envelope.log_fields())
             return Verdict(Settlement.ACK)
         except BlobStoreError as exc:
-            return self._park(delivery, envelope, str(exc))
+            return self._failures.park(delivery, envelope, str(exc))
         except DeliveryError as exc:
-            return self._failed(delivery, envelope, exc)
+            return self._failures.failed(delivery, envelope, exc)
         destination = link.peer.destination_id
         DELIVERY_SECONDS.labels(destination).observe(time.perf_counter() - started)
         TRANSIT_SECONDS.labels(destination).observe(max(0.0, time.time() - envelope.received_at))
@@ -83,7 +89,7 @@ class DicomSender:
         SENT_BYTES.labels(destination).inc(envelope.size)
         reason = "stored with a warning status" if outcome is Outcome.WARNING else None
         try:
-            self._event(envelope, "sent", reason)
+            self._failures.event(envelope, "sent", reason)
         except BrokerUnavailable as exc:
             # Delivered, but the event cannot be published: requeue; a second C-STORE of the same
             # instance is harmless, a missing event in the notification is not.
@@ -100,48 +106,6 @@ class DicomSender:
             log.warning("blob.delete-failed", blob=reference, reason=str(exc))
 
     # --- failures ----------------------------------------------------------------------------------
-
-    def _failed(self, delivery: Delivery, envelope: Envelope, error: DeliveryError) -> Verdict:
-        destination = envelope.destination or "-"
-        delay = self._policy.delay_for(envelope.attempt) if error.transient else None
-        if delay is not None:
-            routing_key = self._topology.send_queue("dicom", destination)
-            try:
-                schedule_retry(self._publisher, self._topology, routing_key, envelope, delivery.body, delay)
-            except BrokerUnavailable:
-                return Verdict(Settlement.REQUEUE)
-            SENT.labels(destination, "retried").inc()
-            log.warning("instance.retry-scheduled", reason=error.reason, delay=delay, **envelope.log_fields())
-            return Verdict(Settlement.ACK)
-        reason = error.reason
-        if error.transient:
-            reason = f"gave up after {envelope.attempt + 1} attempts: {reason}"
-        return self._park(delivery, envelope, reason)
-
-    def _park(self, delivery: Delivery, envelope: Envelope | None, reason: str) -> Verdict:
-        destination = envelope.destination if envelope and envelope.destination else delivery.queue
-        try:
-            park(
-                self._publisher,
-                self._topology,
-                exchange=self._topology.send_exchange,
-                routing_key=delivery.queue or delivery.routing_key,
-                headers=delivery.headers,
-                body=delivery.body,
-                reason=reason,
-            )
-            if envelope is not None:
-                self._event(envelope, "failed", reason)
-        except BrokerUnavailable:
-            return Verdict(Settlement.REQUEUE)
-        SENT.labels(destination, "failed").inc()
-        fields = envelope.log_fields() if envelope else {"queue": delivery.queue}
-        log.error("instance.parked", reason=reason, **fields)
-        return Verdict(Settlement.ACK)
-
-    def _event(self, envelope: Envelope, kind: Literal["sent", "failed", "rejected"], reason: str | None) -> None:
-        event = TransferEvent.for_envelope(envelope, kind, envelope.destination or "-", reason)
-        self._publisher.publish(self._topology.events_exchange, event.routing_key, event.to_body(), mandatory=False)
 
     @contextmanager
     def _payload_file(self, envelope: Envelope, body: bytes) -> Iterator[Path]:

@@ -11,13 +11,13 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Protocol
 
 from prometheus_client import Counter, Histogram
 
 from karnak_shared.blobstore import BlobStore
 from karnak_shared.broker import ConfirmingPublisher, Delivery, Settlement, Verdict
-from karnak_shared.envelope import SHARE_ROUTING_KEY, Envelope, ShareRequest, TransferEvent
+from karnak_shared.envelope import SHARE_ROUTING_KEY, Envelope, ShareRequest
 from karnak_shared.errors import (
     BlobMissing,
     BlobStoreError,
@@ -30,7 +30,7 @@ from karnak_shared.errors import (
 )
 from karnak_shared.logs import EventLogger
 from karnak_shared.payload import read_payload
-from karnak_shared.retry import RetryPolicy, park, schedule_retry
+from karnak_shared.retry import RetryPolicy, SenderFailures
 from karnak_shared.topology import Topology
 from karnak_stow_sender.response import InstanceResult, Outcome, StowResponse, settle
 
@@ -105,7 +105,14 @@ class StowSender:
         self._publisher = publisher
         self._topology = topology
         self._blobs = blobs
-        self._policy = policy
+        self._failures = SenderFailures(
+            publisher,
+            topology,
+            policy,
+            "stow",
+            lambda destination, outcome: SENT.labels(destination, outcome).inc(),
+            log,
+        )
 
     def handle_batch(self, deliveries: list[Delivery], transport: StowTransport) -> list[tuple[Delivery, Verdict]]:
         """Send `deliveries` (one study, one destination) in one request; one verdict per delivery, in order."""
@@ -115,7 +122,7 @@ class StowSender:
             try:
                 envelope = Envelope.from_headers(delivery.headers)
             except EnvelopeError as exc:
-                verdicts[position] = self._park(delivery, None, f"invalid envelope: {exc}")
+                verdicts[position] = self._failures.park(delivery, None, f"invalid envelope: {exc}")
                 continue
             try:
                 part10 = read_payload(envelope, delivery.body, self._blobs)
@@ -127,7 +134,7 @@ class StowSender:
                 verdicts[position] = Verdict(Settlement.ACK)
                 continue
             except (BlobStoreError, InvalidInstance) as exc:
-                verdicts[position] = self._park(delivery, envelope, str(exc))
+                verdicts[position] = self._failures.park(delivery, envelope, str(exc))
                 continue
             instances.append(_Instance(position, delivery, envelope, part10))
         if instances:
@@ -186,10 +193,10 @@ class StowSender:
                 stored.setdefault(key, []).append((instance, result.reason))
             elif result.outcome is Outcome.TRANSIENT:
                 error: DeliveryError = TransientDeliveryError(result.reason or "transient failure")
-                verdicts[instance.position] = self._failed(instance, error)
+                verdicts[instance.position] = self._failures.failed(instance.delivery, instance.envelope, error)
             else:
                 error = PermanentDeliveryError(result.reason or "refused by the destination")
-                verdicts[instance.position] = self._failed(instance, error)
+                verdicts[instance.position] = self._failures.failed(instance.delivery, instance.envelope, error)
         for (study, series), group in stored.items():
             try:
                 self._request_shares(study, series, [instance for instance, _ in group], transport.destination_id)
@@ -230,7 +237,7 @@ class StowSender:
     def _sent(self, instance: _Instance, reason: str | None, destination: str) -> Verdict:
         envelope = instance.envelope
         try:
-            self._event(envelope, "sent", reason)
+            self._failures.event(envelope, "sent", reason)
         except BrokerUnavailable as exc:
             # Delivered, but the event cannot be published: requeue; a second STOW of the same instance is
             # harmless, a missing event in the notification is not.
@@ -244,46 +251,3 @@ class StowSender:
         else:
             log.debug("instance.sent", **envelope.log_fields())
         return Verdict(Settlement.ACK, delete_blob=envelope.blob)
-
-    def _failed(self, instance: _Instance, error: DeliveryError) -> Verdict:
-        envelope, delivery = instance.envelope, instance.delivery
-        destination = envelope.destination or "-"
-        delay = self._policy.delay_for(envelope.attempt) if error.transient else None
-        if delay is not None:
-            routing_key = self._topology.send_queue("stow", destination)
-            try:
-                schedule_retry(self._publisher, self._topology, routing_key, envelope, delivery.body, delay)
-            except BrokerUnavailable:
-                return Verdict(Settlement.REQUEUE)
-            SENT.labels(destination, "retried").inc()
-            log.warning("instance.retry-scheduled", reason=error.reason, delay=delay, **envelope.log_fields())
-            return Verdict(Settlement.ACK)
-        reason = error.reason
-        if error.transient:
-            reason = f"gave up after {envelope.attempt + 1} attempts: {reason}"
-        return self._park(delivery, envelope, reason)
-
-    def _park(self, delivery: Delivery, envelope: Envelope | None, reason: str) -> Verdict:
-        destination = envelope.destination if envelope and envelope.destination else delivery.queue
-        try:
-            park(
-                self._publisher,
-                self._topology,
-                exchange=self._topology.send_exchange,
-                routing_key=delivery.queue or delivery.routing_key,
-                headers=delivery.headers,
-                body=delivery.body,
-                reason=reason,
-            )
-            if envelope is not None:
-                self._event(envelope, "failed", reason)
-        except BrokerUnavailable:
-            return Verdict(Settlement.REQUEUE)
-        SENT.labels(destination, "failed").inc()
-        fields = envelope.log_fields() if envelope else {"queue": delivery.queue}
-        log.error("instance.parked", reason=reason, **fields)
-        return Verdict(Settlement.ACK)
-
-    def _event(self, envelope: Envelope, kind: Literal["sent", "failed", "rejected"], reason: str | None) -> None:
-        event = TransferEvent.for_envelope(envelope, kind, envelope.destination or "-", reason)
-        self._publisher.publish(self._topology.events_exchange, event.routing_key, event.to_body(), mandatory=False)
