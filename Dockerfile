@@ -1,14 +1,16 @@
 # syntax=docker/dockerfile:1
 #
-# One image for every service of the Karnak gateway (receiver, processor, dicom-sender, ...).
+# One image for every service of the Karnak gateway (receiver, processor, dicom-sender, stow-sender,
+# kheops-sharer, notifier).
 #
 # Why one image and not one per service:
 # - one build: the shared library and every service package are built and installed together, once;
 # - identical library versions everywhere: each service runs the very same karnak_shared, pydantic, pika,
 #   pydicom and pynetdicom, so the messages and the configuration they exchange cannot drift apart;
 # - the service is chosen by the command, not by the image: `karnak run receiver`, `karnak run processor`,
-#   `karnak run dicom-sender` (the services are found through their `karnak.services` entry points). The
-#   compose service or the Kubernetes Deployment picks the command, and scales each service on its own.
+#   `karnak run dicom-sender`, ... (the services are found through their `karnak.services` entry points).
+#   The compose service or the Kubernetes Deployment picks the command, and scales each service on its own;
+# - one image to scan, sign, mirror into a hospital's registry and roll out, instead of six.
 #
 # The image has no ENTRYPOINT so that the command is the whole `karnak ...` command line, e.g.
 #   docker run --rm -v $PWD/config/karnak.compose.yml:/etc/karnak/karnak.yml:ro IMAGE \
@@ -33,7 +35,10 @@ RUN pip wheel --wheel-dir /wheels \
         ./shared \
         ./services/receiver \
         ./services/processor \
-        ./services/dicom-sender
+        ./services/dicom-sender \
+        ./services/stow-sender \
+        ./services/kheops-sharer \
+        ./services/notifier
 
 # --- runtime: the wheels installed, nothing else ------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime
@@ -47,7 +52,7 @@ ENV PYTHONUNBUFFERED=1 \
 RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
     pip install --no-cache-dir --no-index --find-links=/wheels /wheels/*.whl \
     && python -c "import sys; from karnak_shared.cli import services; \
-missing = {'receiver', 'processor', 'dicom-sender'} - set(services()); \
+missing = {'receiver', 'processor', 'dicom-sender', 'stow-sender', 'kheops-sharer', 'notifier'} - set(services()); \
 sys.exit(f'services missing from the image: {sorted(missing)}' if missing else 0)"
 
 # Non-root user `karnak` (uid/gid 10001). The blob store directory belongs to it: a named volume mounted
@@ -63,9 +68,9 @@ WORKDIR /var/lib/karnak
 # Numeric, so that Kubernetes' runAsNonRoot can verify it.
 USER 10001:10001
 
-# 11112: the receiver's DICOM listener; 9101-9103: /metrics, /healthz and /readyz of the receiver,
-# processor and dicom-sender (as passed with --metrics-port).
-EXPOSE 11112 9101 9102 9103
+# 11112: the receiver's DICOM listener; 9101-9106: /metrics, /healthz and /readyz of the receiver,
+# processor, dicom-sender, stow-sender, kheops-sharer and notifier (as passed with --metrics-port).
+EXPOSE 11112 9101 9102 9103 9104 9105 9106
 
 # Set KARNAK_METRICS_PORT to the port given with --metrics-port (compose does). The slim image has no
 # curl: python's urllib fetches /healthz, and fails on a refused connection or any non-2xx answer.

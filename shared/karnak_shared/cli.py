@@ -27,9 +27,20 @@ EXIT_RUNTIME = 1
 EXIT_CONFIG = 2
 
 
+def service_names() -> list[str]:
+    """The names of the installed services (``karnak.services`` entry points), without importing them."""
+    return sorted(ep.name for ep in entry_points(group="karnak.services"))
+
+
 def services() -> dict[str, Callable[..., None]]:
     """The installed services, by name, from the ``karnak.services`` entry points."""
     return {ep.name: ep.load() for ep in entry_points(group="karnak.services")}
+
+
+def load_service(name: str) -> Callable[..., None] | None:
+    """One service's entry point, imported alone: a service process registers only its own metrics."""
+    found = [ep for ep in entry_points(group="karnak.services") if ep.name == name]
+    return found[0].load() if found else None
 
 
 def _fail(message: str, code: int) -> int:
@@ -41,12 +52,12 @@ def _fail(message: str, code: int) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    available = services()
-    if args.service not in available:
-        return _fail(f"unknown service {args.service!r}; installed: {', '.join(sorted(available))}", EXIT_CONFIG)
+    service = load_service(args.service)
+    if service is None:
+        return _fail(f"unknown service {args.service!r}; installed: {', '.join(service_names())}", EXIT_CONFIG)
     try:
         config = load_config(args.config)
-        available[args.service](config, metrics_port=args.metrics_port)
+        service(config, metrics_port=args.metrics_port)
     except ConfigError as exc:
         return _fail(f"invalid configuration:\n{exc}", EXIT_CONFIG)
     except KarnakError as exc:
@@ -102,7 +113,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         return _fail(f"invalid configuration:\n{exc}", EXIT_CONFIG)
     config_path = os.path.abspath(args.config or os.environ.get("KARNAK_CONFIG", ""))
-    names = sorted(services())
+    names = service_names()
     if args.only:
         unknown = set(args.only) - set(names)
         if unknown:
