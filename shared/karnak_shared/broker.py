@@ -28,7 +28,7 @@ import pika
 import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
-from karnak_shared.errors import BrokerUnavailable
+from karnak_shared.errors import BrokerUnavailable, PublishOutcomeUnknown
 from karnak_shared.logs import EventLogger, redact_url
 from karnak_shared.topology import Topology
 
@@ -141,7 +141,7 @@ class Publisher:
         try:
             request.future.result(timeout=self._confirm_timeout)
         except TimeoutError:
-            raise BrokerUnavailable(
+            raise PublishOutcomeUnknown(
                 f"no confirm from RabbitMQ within {self._confirm_timeout:g} s for {exchange}/{routing_key}"
             ) from None
 
@@ -256,7 +256,9 @@ class Publisher:
         except _CONNECTION_ERRORS as exc:
             log.warning("broker.connection-lost", role="publisher", error=repr(exc))
             self._drop_connection()
-            request.future.set_exception(BrokerUnavailable(f"connection to RabbitMQ lost while publishing: {exc!r}"))
+            request.future.set_exception(
+                PublishOutcomeUnknown(f"connection to RabbitMQ lost while publishing: {exc!r}")
+            )
             return
         request.future.set_result(None)
 
@@ -344,6 +346,11 @@ class Consumer:
         self._drain_deadline = time.monotonic() + drain_timeout
         self._stop.set()
         self._thread.join(timeout=drain_timeout + 10)
+
+    def is_current(self, delivery: Delivery) -> bool:
+        """Whether `delivery` came on the live connection; if not, the broker has it back and will redeliver it."""
+        with self._lock:
+            return self._connection is not None and delivery.generation == self._generation
 
     def settle(self, delivery: Delivery, settlement: Settlement) -> None:
         """Ack, requeue or dead-letter a delivery; safe from any thread."""
@@ -462,3 +469,18 @@ class Consumer:
                     connection.close()
             except _CONNECTION_ERRORS:
                 pass
+
+
+def wait_until_settleable(consumer: Consumer, publisher: Publisher, delivery: Delivery, poll: float = 0.1) -> bool:
+    """Hold a delivery until the publisher is connected; False once the delivery's own connection is gone.
+
+    Every outcome of a handler needs a publish (an output, an event, a retry, a park) and then an ack on the
+    delivery's connection. Handled while either is down, the work is done for nothing: a C-STORE made
+    then is made again when the message comes back, and a requeue while the publisher reconnects brings
+    the message straight back, burning its x-delivery-limit until it is dead-lettered without a reason.
+    """
+    while not publisher.connected:
+        if not consumer.is_current(delivery):
+            return False
+        time.sleep(poll)
+    return consumer.is_current(delivery)

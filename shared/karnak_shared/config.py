@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
+import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -22,6 +25,7 @@ from pydantic import (
     PrivateAttr,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -109,11 +113,95 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _no_password() -> bytes:
+    # Without a callback OpenSSL would prompt on the terminal for an encrypted key and hang the service.
+    raise ValueError("the key is encrypted: give an unencrypted key, protected by its file permissions")
+
+
+@contextmanager
+def _pem_path(value: str, field: str, what: str) -> Iterator[tuple[str, str]]:
+    """(path, name for messages) of a TLS setting: a file's path, or PEM text given inline.
+
+    Inline PEM comes from `${file:...}` or `${ENV}` (a Kubernetes secret, say): it goes to a private
+    temporary file for OpenSSL and is never quoted in an error.
+    """
+    if not value.lstrip().startswith("-----BEGIN"):
+        try:
+            with open(value, "rb"):
+                pass
+        except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
+            raise ConfigError(f"{field}: cannot read {value!r}: {getattr(exc, 'strerror', None) or exc}") from None
+        yield value, value
+        return
+    scratch = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
+    with tempfile.NamedTemporaryFile("w", suffix=".pem", dir=scratch) as handle:  # created 0600
+        handle.write(value)
+        handle.flush()
+        yield handle.name, f"the {what} given as PEM text"
+
+
+def _load_tls_files(
+    context: ssl.SSLContext, where: str, certificate: str | None, private_key: str | None, ca_certificates: str | None
+) -> None:
+    """Load PEM files (or PEM text) into `context`; raise `ConfigError` naming the field that is wrong."""
+    if certificate is not None and private_key is not None:
+        with (
+            _pem_path(certificate, f"{where}.certificate", "certificate") as (cert_path, cert_name),
+            _pem_path(private_key, f"{where}.private_key", "key") as (key_path, key_name),
+        ):
+            try:
+                # A certificate file is also a valid CA file: loading it as one checks it alone.
+                ssl.create_default_context(cafile=cert_path)
+            except (ssl.SSLError, ValueError) as exc:
+                raise ConfigError(f"{where}.certificate: {cert_name} holds no PEM certificate ({exc})") from None
+            try:
+                context.load_cert_chain(cert_path, key_path, password=_no_password)
+            except (ssl.SSLError, ValueError) as exc:
+                raise ConfigError(
+                    f"{where}.private_key: {key_name} is not the unencrypted PEM key of {cert_name} ({exc})"
+                ) from None
+    if ca_certificates is not None:
+        with _pem_path(ca_certificates, f"{where}.ca_certificates", "CA certificates") as (ca_path, ca_name):
+            try:
+                context.load_verify_locations(cafile=ca_path)
+            except (ssl.SSLError, ValueError) as exc:
+                raise ConfigError(f"{where}.ca_certificates: {ca_name} holds no PEM certificate ({exc})") from None
+
+
+class ListenerTls(StrictModel):
+    """DICOM TLS on the listener: paths to PEM files (or PEM text); the receiver loads them at start-up."""
+
+    certificate: str
+    # A path, or the key itself through ${file:...}: kept out of reprs either way.
+    private_key: SecretStr
+    require_client_certificate: bool = False
+    # CA certificates that sign the modalities' client certificates.
+    ca_certificates: Annotated[str | None, Field(validate_default=True)] = None
+
+    @field_validator("ca_certificates")
+    @classmethod
+    def _needed_for_client_certificates(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None and info.data.get("require_client_certificate"):
+            raise ValueError("is required when require_client_certificate is true (the CA of the modalities)")
+        return value
+
+    def server_context(self, context_class: type[ssl.SSLContext] = ssl.SSLContext) -> ssl.SSLContext:
+        """The listener's SSL context; raises `ConfigError` naming the field of a file that cannot be used."""
+        context = context_class(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        key = self.private_key.get_secret_value()
+        _load_tls_files(context, "listener.tls", self.certificate, key, self.ca_certificates)
+        if self.ca_certificates is not None:
+            context.verify_mode = ssl.CERT_REQUIRED if self.require_client_certificate else ssl.CERT_OPTIONAL
+        return context
+
+
 class ListenerConfig(StrictModel):
     host: str = "0.0.0.0"
     port: Port = 11112
     max_pdu_bytes: PositiveInt = 131072
     max_associations: PositiveInt = 32
+    tls: ListenerTls | None = None
 
 
 class Source(StrictModel):
@@ -199,12 +287,44 @@ class _DestinationBase(StrictModel):
         return self
 
 
+class DestinationTls(StrictModel):
+    """DICOM TLS towards a destination: paths to PEM files (or PEM text); the dicom-sender loads them at start-up."""
+
+    # CA certificates that sign the destination's certificate (default: the system's trust store).
+    ca_certificates: str | None = None
+    verify_hostname: bool = True
+    # Our client certificate and its key, for a destination that asks for one: both or neither.
+    certificate: str | None = None
+    private_key: Annotated[SecretStr | None, Field(validate_default=True)] = None
+
+    @field_validator("private_key")
+    @classmethod
+    def _with_the_certificate(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if value is None and info.data.get("certificate") is not None:
+            raise ValueError("is required with certificate")
+        if value is not None and "certificate" in info.data and info.data["certificate"] is None:
+            raise ValueError("needs certificate (the client certificate it belongs to)")
+        return value
+
+    def client_context(self, where: str) -> ssl.SSLContext:
+        """The SSL context towards the destination (`where` is its path in the configuration, for errors)."""
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.check_hostname = self.verify_hostname
+        key = self.private_key.get_secret_value() if self.private_key is not None else None
+        _load_tls_files(context, where, self.certificate, key, self.ca_certificates)
+        if self.ca_certificates is None:
+            context.load_default_certs(ssl.Purpose.SERVER_AUTH)
+        return context
+
+
 class DicomDestination(_DestinationBase):
     type: Literal["dicom"]
     ae_title: AETitle
     hostname: str
     port: Port
     use_aetitle_destination: bool = False
+    tls: DestinationTls | None = None
 
     @property
     def queue_kind(self) -> str:
@@ -473,8 +593,14 @@ def _pydantic_location(loc: tuple[str | int, ...]) -> tuple[str | int, ...]:
             continue
         if isinstance(part, str) and part.startswith("function-"):
             continue
+        # A plain union (`headers: str | dict[str, str]`) names the member type tried: not part of the file.
+        if isinstance(part, str) and i > 0 and (part in _UNION_MEMBERS or re.fullmatch(r"[a-z]+\[.*\]", part)):
+            continue
         out.append(part)
     return tuple(out)
+
+
+_UNION_MEMBERS = frozenset({"str", "int", "float", "bool"})
 
 
 def _pydantic_message(error: Any) -> str:

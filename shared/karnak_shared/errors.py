@@ -23,6 +23,10 @@ class BrokerUnavailable(KarnakError):
     """RabbitMQ could not take a message durably (connection lost, nack, unroutable, timeout)."""
 
 
+class PublishOutcomeUnknown(BrokerUnavailable):
+    """The message went out but its confirm never came: RabbitMQ may have queued it, so its blob must stay."""
+
+
 class BlobStoreError(KarnakError):
     """The blob store could not write or read an instance (disk full, missing blob, bad reference)."""
 

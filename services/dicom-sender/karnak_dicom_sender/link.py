@@ -9,6 +9,7 @@ a permanent failure for that instance; a pair not yet proposed makes the link re
 from __future__ import annotations
 
 import socket
+import ssl
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -43,6 +44,8 @@ class Peer:
     acse_timeout: float = 30.0
     dimse_timeout: float = 30.0
     network_timeout: float = 30.0
+    # DICOM TLS: the context verifies the destination's certificate against `host`.
+    tls: ssl.SSLContext | None = None
 
 
 def _set_nodelay(event: evt.Event) -> None:
@@ -156,6 +159,7 @@ class DestinationLink:
             ae_title=self.peer.called_ae,
             max_pdu=self.peer.max_pdu,
             evt_handlers=handlers,
+            tls_args=(self.peer.tls, self.peer.host) if self.peer.tls is not None else None,
         )
         if assoc.is_established:
             self.associations_opened += 1
@@ -175,4 +179,29 @@ class DestinationLink:
             (pair,) = self._contexts
             self._contexts.clear()
             raise self._refused(pair)
+        refusal = self._certificate_refusal()
+        if refusal is not None:
+            # The destination is not the peer we are configured to trust: retrying cannot change that, and
+            # parking at once puts the reason in front of the operator (replay once the trust is fixed).
+            raise PermanentDeliveryError(
+                f"TLS with {self._where()} failed: its certificate is not trusted ({refusal}); "
+                "check the destination's tls.ca_certificates and tls.verify_hostname"
+            )
         raise TransientDeliveryError(f"cannot associate with {self._where()}: connection refused, aborted or timed out")
+
+    def _certificate_refusal(self) -> str | None:
+        """Why the destination's certificate fails verification, when that is why the association failed.
+
+        pynetdicom logs the TLS error and reports only a failed association: a separate handshake tells a
+        certificate we refuse (permanent) from a network failure (transient).
+        """
+        if self.peer.tls is None:
+            return None
+        try:
+            with socket.create_connection((self.peer.host, self.peer.port), timeout=self.peer.acse_timeout) as raw:
+                with self.peer.tls.wrap_socket(raw, server_hostname=self.peer.host):
+                    return None
+        except ssl.SSLCertVerificationError as exc:
+            return str(exc.verify_message or exc)
+        except OSError:
+            return None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from karnak_dicom_sender.link import DestinationLink, Peer
 from karnak_dicom_sender.sender import DicomSender
 from karnak_dicom_sender.workers import DestinationWorker
-from karnak_shared.broker import Consumer, Delivery, Publisher, Settlement
+from karnak_shared.broker import Consumer, Delivery, Publisher, Settlement, wait_until_settleable
 from karnak_shared.config import DicomDestination, GatewayConfig
 from karnak_shared.logs import EventLogger
 from karnak_shared.ops import broker_state_recorder
@@ -16,10 +16,16 @@ log = EventLogger("karnak.dicom-sender")
 
 
 def peers(config: GatewayConfig) -> list[Peer]:
-    """The DICOM destinations of the configuration, with the calling AE title each one is sent from."""
+    """The DICOM destinations of the configuration, with the calling AE title each one is sent from.
+
+    Raises `ConfigError` naming the field when a destination's TLS files cannot be used.
+    """
     out = []
-    for node, dest in config.destinations():
-        if isinstance(dest, DicomDestination):
+    for n, node in enumerate(config.forward_nodes):
+        for d, dest in enumerate(node.destinations):
+            if not isinstance(dest, DicomDestination):
+                continue
+            where = f"forward_nodes[{n}].destinations[{d}].tls"
             out.append(
                 Peer(
                     destination_id=dest.id,
@@ -31,6 +37,7 @@ def peers(config: GatewayConfig) -> list[Peer]:
                     acse_timeout=config.dicom_sender.acse_timeout,
                     dimse_timeout=config.dicom_sender.dimse_timeout,
                     network_timeout=config.dicom_sender.network_timeout,
+                    tls=dest.tls.client_context(where) if dest.tls is not None else None,
                 )
             )
     return out
@@ -38,6 +45,8 @@ def peers(config: GatewayConfig) -> list[Peer]:
 
 def run(config: GatewayConfig, metrics_port: int | None = None) -> None:
     """Run the dicom-sender until SIGTERM/SIGINT."""
+    # Built first: a destination's unusable TLS file is a configuration error before anything starts.
+    destinations = peers(config)
     ctx = prepare_service("dicom-sender", config, metrics_port)
     publisher = Publisher(
         ctx.broker_url,
@@ -50,6 +59,9 @@ def run(config: GatewayConfig, metrics_port: int | None = None) -> None:
     sender = DicomSender(publisher, ctx.topology, ctx.blobs, RetryPolicy(tuple(config.broker.retry_delays)))
 
     def work(delivery: Delivery, link: DestinationLink) -> None:
+        if not wait_until_settleable(consumer, publisher, delivery):
+            consumer.settle(delivery, Settlement.REQUEUE)  # already back in its queue: no C-STORE twice
+            return
         try:
             verdict = sender.handle(delivery, link)
         except Exception:
@@ -64,7 +76,7 @@ def run(config: GatewayConfig, metrics_port: int | None = None) -> None:
         ctx.topology.send_queue("dicom", peer.destination_id): DestinationWorker(
             DestinationLink(peer), work, config.dicom_sender.idle_release_seconds
         ).start()
-        for peer in peers(config)
+        for peer in destinations
     }
     if not workers:
         log.warning("sender.idle", reason="the configuration has no dicom destination")

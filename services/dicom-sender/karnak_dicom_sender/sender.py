@@ -16,7 +16,14 @@ from karnak_dicom_sender.status import Outcome
 from karnak_shared.blobstore import BlobStore
 from karnak_shared.broker import ConfirmingPublisher, Delivery, Settlement, Verdict
 from karnak_shared.envelope import Envelope
-from karnak_shared.errors import BlobMissing, BlobStoreError, BrokerUnavailable, DeliveryError, EnvelopeError
+from karnak_shared.errors import (
+    BlobMissing,
+    BlobStoreError,
+    BrokerUnavailable,
+    DeliveryError,
+    EnvelopeError,
+    TransientDeliveryError,
+)
 from karnak_shared.logs import EventLogger
 from karnak_shared.retry import RetryPolicy, SenderFailures
 from karnak_shared.topology import Topology
@@ -43,6 +50,12 @@ TRANSIT_SECONDS = Histogram(
     buckets=_LATENCY_BUCKETS,
 )
 
+# After a destination could not be reached, its next messages go straight to the delay queues for this
+# long instead of each trying to associate: a refused connection costs pynetdicom 0.1 s and a host that
+# does not answer the whole ACSE timeout, so a backlog would crawl through the worker one failed attempt
+# at a time, waiting in the destination's queue rather than in the delay queues.
+UNREACHABLE_HOLD_SECONDS = 1.0
+
 
 class DicomSender:
     """Delivers messages of the dicom send queues through per-destination links."""
@@ -61,6 +74,7 @@ class DicomSender:
             lambda destination, outcome: SENT.labels(destination, outcome).inc(),
             log,
         )
+        self._unreachable: dict[str, tuple[float, str]] = {}  # destination -> (no attempt until, why)
 
     def handle(self, delivery: Delivery, link: DestinationLink) -> Verdict:
         """Deliver one message over `link` and say how to settle it."""
@@ -69,8 +83,11 @@ class DicomSender:
         except EnvelopeError as exc:
             return self._failures.park(delivery, None, f"invalid envelope: {exc}")
         started = time.perf_counter()
+        held = self._held(link.peer.destination_id)
         try:
             with self._payload_file(envelope, delivery.body) as path:
+                if held is not None:
+                    raise TransientDeliveryError(held)
                 outcome = link.store(path, envelope.sop_class_uid, envelope.sop_instance_uid, envelope.transfer_syntax)
         except BlobMissing as exc:
             # Each send message has a blob of its own, deleted only once that message was delivered: a
@@ -81,6 +98,8 @@ class DicomSender:
         except BlobStoreError as exc:
             return self._failures.park(delivery, envelope, str(exc))
         except DeliveryError as exc:
+            if exc.transient and held is None and not link.is_open:
+                self._unreachable[link.peer.destination_id] = (time.monotonic() + UNREACHABLE_HOLD_SECONDS, exc.reason)
             return self._failures.failed(delivery, envelope, exc)
         destination = link.peer.destination_id
         DELIVERY_SECONDS.labels(destination).observe(time.perf_counter() - started)
@@ -104,6 +123,13 @@ class DicomSender:
             self._blobs.delete(reference)
         except BlobStoreError as exc:
             log.warning("blob.delete-failed", blob=reference, reason=str(exc))
+
+    def _held(self, destination: str) -> str | None:
+        """Why no attempt is made now for a destination found unreachable a moment ago, else None."""
+        until, reason = self._unreachable.get(destination, (0.0, ""))
+        if time.monotonic() >= until:
+            return None
+        return f"{reason} (no new attempt for {UNREACHABLE_HOLD_SECONDS:g} s)"
 
     # --- failures ----------------------------------------------------------------------------------
 

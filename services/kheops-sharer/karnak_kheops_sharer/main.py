@@ -13,7 +13,7 @@ from karnak_kheops_sharer.records import ShareRecords, album_key
 from karnak_kheops_sharer.settings import KheopsSharerSettings, load_settings
 from karnak_kheops_sharer.sharer import AlbumTarget, Sharer
 from karnak_kheops_sharer.tokens import TokenCheck
-from karnak_shared.broker import Consumer, Delivery, Publisher, Settlement, Verdict
+from karnak_shared.broker import Consumer, Delivery, Publisher, Settlement, Verdict, wait_until_settleable
 from karnak_shared.config import GatewayConfig, StowDestination
 from karnak_shared.database import open_database
 from karnak_shared.logs import EventLogger, redact_url
@@ -126,7 +126,11 @@ class KheopsSharerService:
             self.publisher.stop()
 
     def _work(self, delivery: Delivery) -> None:
-        assert self.consumer is not None
+        assert self.consumer is not None and self.publisher is not None
+        # A share made while its ack cannot be sent would be made again when the message comes back.
+        if not wait_until_settleable(self.consumer, self.publisher, delivery):
+            self.consumer.settle(delivery, Settlement.REQUEUE)  # already back in its queue
+            return
         try:
             verdict = self.sharer.handle(delivery)
         except Exception:  # a bug must not kill the worker; the message comes back

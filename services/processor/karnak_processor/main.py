@@ -6,7 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from karnak_processor.processor import Processor
 from karnak_processor.routing import Router
-from karnak_shared.broker import Consumer, Delivery, Publisher, Settlement, Verdict
+from karnak_shared.broker import Consumer, Delivery, Publisher, Settlement, Verdict, wait_until_settleable
 from karnak_shared.config import GatewayConfig
 from karnak_shared.database import open_database
 from karnak_shared.logs import EventLogger
@@ -46,6 +46,9 @@ def run(config: GatewayConfig, metrics_port: int | None = None) -> None:
     workers = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="processor-worker")
 
     def work(delivery: Delivery) -> None:
+        if not wait_until_settleable(consumer, publisher, delivery):
+            consumer.settle(delivery, Settlement.REQUEUE)  # already back in its queue
+            return
         try:
             verdict = processor.handle(delivery)
         except Exception:  # a bug must not kill the worker; the message comes back

@@ -12,7 +12,14 @@ from karnak_processor.routing import Deliver, Fail, Later, Reject, Router, Skip
 from karnak_shared.blobstore import BlobStore
 from karnak_shared.broker import ConfirmingPublisher, Delivery, Settlement, Verdict
 from karnak_shared.envelope import Envelope, TransferEvent
-from karnak_shared.errors import BlobMissing, BlobStoreError, BrokerUnavailable, EnvelopeError, InvalidInstance
+from karnak_shared.errors import (
+    BlobMissing,
+    BlobStoreError,
+    BrokerUnavailable,
+    EnvelopeError,
+    InvalidInstance,
+    PublishOutcomeUnknown,
+)
 from karnak_shared.logs import EventLogger
 from karnak_shared.payload import read_payload, store_payload
 from karnak_shared.retry import RetryPolicy, park, schedule_retry
@@ -137,9 +144,10 @@ class Processor:
         queue = self._topology.send_queue(destination.queue_kind, destination.id)
         try:
             self._publisher.publish(self._topology.send_exchange, queue, body, outgoing.to_headers())
-        except BrokerUnavailable:
-            # Only this unconfirmed message's link goes: confirmed ones are in their queues and need theirs.
-            if blob:
+        except BrokerUnavailable as exc:
+            # Only this unconfirmed message's link goes: confirmed ones are in their queues and need theirs,
+            # and so may this one when its confirm was lost rather than refused.
+            if blob and not isinstance(exc, PublishOutcomeUnknown):
                 self._delete_blob(blob)
             raise
         log.debug("instance.queued", **outgoing.log_fields())

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from karnak_processor.albums import matching_albums
-from karnak_processor.instance import Instance
+from karnak_processor.instance import Instance, describe_error, hide_quoted
 from karnak_processor.pseudonyms import PseudonymMissing, SessionFactory
 from karnak_processor.transformation import Transformation, build_transformation
 from karnak_shared.conditions import Condition
@@ -113,11 +113,17 @@ class Route:
     def decide(self, instance: Instance) -> Decision:
         if not self.destination.enabled:
             return Skip(self.destination)
-        for gate in self.gates:
-            reason = gate(instance)
-            if reason is not None:
-                return Reject(self.destination, reason)
-        albums = matching_albums(self.destination, instance.dataset)
+        try:
+            for gate in self.gates:
+                reason = gate(instance)
+                if reason is not None:
+                    return Reject(self.destination, reason)
+            albums = matching_albums(self.destination, instance.dataset)
+        except Exception as exc:  # noqa: BLE001 - a condition reading a malformed attribute: park, never guess
+            return Fail(
+                self.destination,
+                f"cannot evaluate the conditions of destination {self.destination.id}: {describe_error(exc)}",
+            )
         if not self.transformation.changes(instance):
             return Deliver(
                 self.destination,
@@ -137,11 +143,15 @@ class Route:
         except KarnakError as exc:
             if getattr(exc, "transient", False):
                 return Later(self.destination, str(exc))
-            return Fail(self.destination, f"cannot make the copy for destination {self.destination.id}: {exc}")
+            # Our messages may carry a codec's or pydicom's, which quote values: hide what is quoted.
+            return Fail(
+                self.destination,
+                f"cannot make the copy for destination {self.destination.id}: {hide_quoted(str(exc))}"[:1000],
+            )
         except Exception as exc:  # noqa: BLE001 - a failing transformation must never let the original through
             return Fail(
                 self.destination,
-                f"cannot make the copy for destination {self.destination.id}: {type(exc).__name__}: {exc}"[:1000],
+                f"cannot make the copy for destination {self.destination.id}: {describe_error(exc, limit=1000)}",
             )
         return Deliver(
             self.destination,

@@ -10,7 +10,7 @@ from prometheus_client import Counter, Histogram
 from karnak_shared.blobstore import BlobStore
 from karnak_shared.broker import ConfirmingPublisher
 from karnak_shared.envelope import Envelope
-from karnak_shared.errors import BlobStoreError, BrokerUnavailable
+from karnak_shared.errors import BlobStoreError, BrokerUnavailable, PublishOutcomeUnknown
 from karnak_shared.logs import EventLogger
 from karnak_shared.payload import store_payload
 from karnak_shared.topology import Topology
@@ -75,7 +75,9 @@ class Intake:
                 self._topology.ingest_exchange, self._topology.received_queue, body, envelope.to_headers()
             )
         except (BrokerUnavailable, BlobStoreError) as exc:
-            if blob is not None:
+            # A message whose confirm was lost may be in the queue all the same: without its blob it would
+            # be parked as missing. Keeping it costs a stray file when RabbitMQ did not take the message.
+            if blob is not None and not isinstance(exc, PublishOutcomeUnknown):
                 self._discard(blob)
             RECEIVED.labels(instance.forward_node, "out-of-resources").inc()
             log.error(

@@ -32,6 +32,34 @@ PREFERRED_TRANSFER_SYNTAXES = [
 ]
 
 
+class HandshakeInAssociationContext(ssl.SSLContext):
+    """An SSL context whose server sockets do the TLS handshake on their first read, not when accepted.
+
+    pynetdicom wraps each accepted socket in its accept loop; with the default eager handshake a client
+    that connects and sends nothing (or a plain-TCP client that waits) blocks the loop and every
+    association after it. Deferred, the handshake runs in the association's own thread, and a failed one
+    aborts only that association.
+    """
+
+    def wrap_socket(
+        self,
+        sock: socket.socket,
+        server_side: bool = False,
+        do_handshake_on_connect: bool = True,
+        suppress_ragged_eofs: bool = True,
+        server_hostname: str | bytes | None = None,
+        session: ssl.SSLSession | None = None,
+    ) -> ssl.SSLSocket:
+        return super().wrap_socket(sock, server_side, False, suppress_ragged_eofs, server_hostname, session)
+
+
+def tls_context(listener: ListenerConfig) -> ssl.SSLContext | None:
+    """The listener's SSL context from `listener.tls` (None without TLS); `ConfigError` names a bad file."""
+    if listener.tls is None:
+        return None
+    return listener.tls.server_context(HandshakeInAssociationContext)
+
+
 def _called_ae(assoc: Any) -> str:
     return str(assoc.requestor.primitive.called_ae_title).strip()
 

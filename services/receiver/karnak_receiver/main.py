@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from karnak_receiver.intake import Intake
-from karnak_receiver.listener import Listener
+from karnak_receiver.listener import Listener, tls_context
 from karnak_shared.broker import Publisher
 from karnak_shared.config import GatewayConfig
 from karnak_shared.logs import EventLogger
@@ -15,6 +15,8 @@ log = EventLogger("karnak.receiver")
 
 def run(config: GatewayConfig, metrics_port: int | None = None) -> None:
     """Run the receiver until SIGTERM/SIGINT."""
+    # Certificate files are checked before anything starts: a bad one is a configuration error.
+    ssl_context = tls_context(config.listener)
     ctx = prepare_service("receiver", config, metrics_port)
     publisher = Publisher(
         ctx.broker_url,
@@ -25,7 +27,7 @@ def run(config: GatewayConfig, metrics_port: int | None = None) -> None:
         on_state=broker_state_recorder("receiver", "publisher"),
     ).start()
     intake = Intake(publisher, ctx.topology, ctx.blobs, config.blob_store.max_inline_bytes)
-    listener = Listener(config, intake).start()
+    listener = Listener(config, intake, ssl_context).start()
     ctx.ops.add_check("broker", lambda: publisher.connected)
     ctx.ops.add_check("listener", lambda: listener.serving)
     try:

@@ -6,7 +6,7 @@ import dataclasses
 from collections.abc import Callable
 
 from karnak_shared.blobstore import BlobStore
-from karnak_shared.broker import Consumer, Delivery, Publisher, Settlement
+from karnak_shared.broker import Consumer, Delivery, Publisher, Settlement, wait_until_settleable
 from karnak_shared.config import GatewayConfig, StowDestination
 from karnak_shared.headers import parse_headers
 from karnak_shared.logs import EventLogger
@@ -100,6 +100,16 @@ class StowSenderService:
         self.publisher.stop()
 
     def _work(self, batch: list[Delivery], client: StowClient) -> None:
+        # As in the dicom-sender: a batch whose acks cannot be sent is not posted (it would be posted twice).
+        settleable = []
+        for delivery in batch:
+            if wait_until_settleable(self.consumer, self.publisher, delivery):
+                settleable.append(delivery)
+            else:
+                self.consumer.settle(delivery, Settlement.REQUEUE)  # already back in its queue
+        batch = settleable
+        if not batch:
+            return
         try:
             verdicts = self.sender.handle_batch(batch, client)
         except Exception:  # a bug must not lose messages: they come back
