@@ -25,15 +25,31 @@ def amqp_url() -> Iterator[str]:
     except RuntimeError as exc:
         pytest.fail(str(exc), pytrace=False)
     yield url
-    for broker_url, topology in _topologies:
+    _delete_topologies()
+    if container is not None:
+        container.stop()
+
+
+def _delete_topologies() -> None:
+    while _topologies:
+        broker_url, topology = _topologies.pop()
         try:
             connection = pika.BlockingConnection(pika.URLParameters(broker_url))
             topology.delete(connection.channel())
             connection.close()
         except Exception:  # noqa: BLE001 - cleanup is best effort
             pass
-    if container is not None:
-        container.stop()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _delete_each_modules_queues() -> Iterator[None]:
+    """Delete the queues a test module declared when it ends.
+
+    Every test declares a quorum queue per destination and delay tier under its own prefix; kept until the
+    end of the run they pile up by the hundred and RabbitMQ slows to a stall (seen: AMQP handshake timeouts).
+    """
+    yield
+    _delete_topologies()
 
 
 @pytest.fixture
