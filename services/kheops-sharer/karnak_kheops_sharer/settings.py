@@ -12,9 +12,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from karnak_shared.errors import ConfigError
+from karnak_shared.service_settings import load_service_settings
 
 ENV_PREFIX = "KARNAK_KHEOPS_SHARER_"
 
@@ -52,22 +52,4 @@ class KheopsSharerSettings(BaseModel):
 
 def load_settings(config: Any, environ: Mapping[str, str] | None = None) -> KheopsSharerSettings:
     """The settings from the configuration's ``kheops_sharer`` section (when it has one) and the environment."""
-    environ = os.environ if environ is None else environ
-    section = getattr(config, "kheops_sharer", None)
-    values: dict[str, Any] = section.model_dump() if isinstance(section, BaseModel) else {}
-    origin: dict[str, str] = {}
-    for name in KheopsSharerSettings.model_fields:
-        variable = ENV_PREFIX + name.upper()
-        if variable in environ:
-            values[name] = environ[variable]
-            origin[name] = variable
-    try:
-        return KheopsSharerSettings.model_validate(values)
-    except ValidationError as exc:
-        problems = []
-        for error in exc.errors():
-            name = str(error["loc"][0]) if error["loc"] else "kheops_sharer"
-            source = f" (from {origin[name]})" if name in origin else ""
-            message = str(error["msg"]).removeprefix("Value error, ")
-            problems.append(f"kheops_sharer.{name}{source}: {message[:1].lower() + message[1:]}")
-        raise ConfigError(problems) from None
+    return load_service_settings(KheopsSharerSettings, "kheops_sharer", ENV_PREFIX, config, environ)

@@ -13,9 +13,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from karnak_shared.errors import ConfigError
+from karnak_shared.service_settings import load_service_settings
 
 ENV_PREFIX = "KARNAK_STOW_SENDER_"
 
@@ -59,26 +59,5 @@ class StowSenderSettings(BaseModel):
 
 
 def load_settings(config: Any, environ: Mapping[str, str] | None = None) -> StowSenderSettings:
-    """The settings from the configuration's ``stow_sender`` section (when it has one) and the environment.
-
-    Raises `ConfigError` naming the setting and the variable it came from.
-    """
-    environ = os.environ if environ is None else environ
-    section = getattr(config, "stow_sender", None)
-    values: dict[str, Any] = section.model_dump() if isinstance(section, BaseModel) else {}
-    origin: dict[str, str] = {}
-    for name in StowSenderSettings.model_fields:
-        variable = ENV_PREFIX + name.upper()
-        if variable in environ:
-            values[name] = environ[variable]
-            origin[name] = variable
-    try:
-        return StowSenderSettings.model_validate(values)
-    except ValidationError as exc:
-        problems = []
-        for error in exc.errors():
-            name = str(error["loc"][0]) if error["loc"] else "stow_sender"
-            source = f" (from {origin[name]})" if name in origin else ""
-            message = str(error["msg"]).removeprefix("Value error, ")
-            problems.append(f"stow_sender.{name}{source}: {message[:1].lower() + message[1:]}")
-        raise ConfigError(problems) from None
+    """The settings from the configuration's ``stow_sender`` section (when it has one) and the environment."""
+    return load_service_settings(StowSenderSettings, "stow_sender", ENV_PREFIX, config, environ)
