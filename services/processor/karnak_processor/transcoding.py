@@ -16,13 +16,11 @@ Instance UID stays the same.
 from __future__ import annotations
 
 import re
-from io import BytesIO
 from typing import Any, Final
 
 import numpy as np
 from pydicom import Dataset
 from pydicom.dataset import FileMetaDataset
-from pydicom.filewriter import dcmwrite
 from pydicom.pixels.utils import expand_ybr422
 from pydicom.uid import (
     UID,
@@ -34,6 +32,7 @@ from pydicom.uid import (
     RLELossless,
 )
 
+from karnak_processor.part10 import write_part10
 from karnak_shared.deid.pixels import PixelDataNotCleanable, decode_pixel_data
 from karnak_shared.errors import KarnakError
 
@@ -151,19 +150,16 @@ def encode_part10(dataset: Dataset) -> bytes:
     The file meta's Media Storage SOP Class/Instance UIDs follow the dataset's SOP Class/Instance UIDs
     (de-identification replaces the latter).
     """
-    if _transfer_syntax(dataset) is None:
+    syntax = _transfer_syntax(dataset)
+    if syntax is None:
         raise TranscodingError("", "the instance has no transfer syntax in its file meta information")
-    buffer = BytesIO()
     try:
-        # dcmwrite, not save_as: save_as refuses a dataset read big endian and converted to little endian.
-        dcmwrite(buffer, dataset, enforce_file_format=True)
+        return write_part10(dataset, syntax)
     except Exception as exc:  # noqa: BLE001 - pydicom raises many kinds on values it cannot encode
         # pydicom's messages may quote the offending value (a birth date, a name): keep the tag and the kind.
         where = re.match(r"With tag (\([0-9A-Fa-f]{4}, ?[0-9A-Fa-f]{4}\))", str(exc))
         element = f" {where.group(1)}" if where else ""
-        syntax = str(dataset.file_meta.TransferSyntaxUID)
-        raise TranscodingError(syntax, f"cannot encode element{element} ({type(exc).__name__})") from None
-    return buffer.getvalue()
+        raise TranscodingError(str(syntax), f"cannot encode element{element} ({type(exc).__name__})") from None
 
 
 # --- helpers ----------------------------------------------------------------------------------------------
