@@ -12,6 +12,7 @@ import errno
 import os
 import re
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 from karnak_shared.errors import BlobMissing, BlobStoreError
@@ -47,17 +48,22 @@ class BlobStore:
         target.parent.mkdir(parents=True, exist_ok=True)
         return reference, target
 
-    def put(self, data: bytes) -> str:
-        """Store bytes durably and return their reference."""
+    def put(self, data: bytes | Sequence[bytes]) -> str:
+        """Store bytes durably and return their reference.
+
+        `data` may come in parts (a header and a large body, say), written one after the other so that
+        the caller need not join them into one more copy.
+        """
         try:
             reference, target = self._new_reference()
             temporary = target.with_suffix(".tmp")
             fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
             try:
-                view = memoryview(data)
-                while view:
-                    written = os.write(fd, view)
-                    view = view[written:]
+                for part in (data,) if isinstance(data, bytes | bytearray | memoryview) else data:
+                    view = memoryview(part)
+                    while view:
+                        written = os.write(fd, view)
+                        view = view[written:]
                 os.fsync(fd)
             finally:
                 os.close(fd)

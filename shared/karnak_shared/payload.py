@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from karnak_shared.blobstore import BlobStore
 from karnak_shared.envelope import Envelope
 from karnak_shared.errors import InvalidInstance
 
 
-def store_payload(data: bytes, store: BlobStore, max_inline_bytes: int) -> tuple[bytes, str | None]:
-    """The message body and blob reference for `data`: inline up to `max_inline_bytes`, else a blob."""
-    if len(data) <= max_inline_bytes:
-        return data, None
-    return b"", store.put(data)
+def store_payload(data: bytes | Sequence[bytes], store: BlobStore, max_inline_bytes: int) -> tuple[bytes, str | None]:
+    """The message body and blob reference for `data` (whole or in parts): inline up to `max_inline_bytes`."""
+    parts = (data,) if isinstance(data, bytes) else data
+    if sum(len(part) for part in parts) <= max_inline_bytes:
+        return b"".join(parts), None
+    return b"", store.put(parts)
 
 
 def read_payload(envelope: Envelope, body: bytes, store: BlobStore) -> bytes:

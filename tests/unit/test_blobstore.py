@@ -31,6 +31,25 @@ def test_put_then_get_returns_the_same_bytes(store: BlobStore) -> None:
     assert store.get(reference) == DATA
 
 
+def test_put_in_parts_stores_them_one_after_the_other(store: BlobStore) -> None:
+    reference = store.put((DATA[:132], DATA[132:]))
+
+    assert store.get(reference) == DATA
+
+
+def test_a_short_write_is_continued_where_it_stopped(store: BlobStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_write = os.write
+
+    def write_a_little(fd: int, data: bytes | memoryview) -> int:
+        return real_write(fd, bytes(data[:1000]))  # as a signal or a nearly full disk may cut a write
+
+    monkeypatch.setattr(os, "write", write_a_little)
+    reference = store.put((DATA[:2500], DATA[2500:]))
+    monkeypatch.undo()
+
+    assert store.get(reference) == DATA
+
+
 def test_put_returns_a_relative_reference_inside_the_root(store: BlobStore) -> None:
     reference = store.put(DATA)
 

@@ -77,6 +77,33 @@ def test_a_de_identified_file_is_written_byte_for_byte_as_dcmwrite_writes_it(pat
     assert ours == reference
 
 
+# pydicom itself reads a deferred sequence of a truncated file differently from a whole read; the processor
+# rejects truncated instances before it makes any copy (tests/integration/test_bad_input.py).
+COMPLETE_FILES = [path for path in FILES if "truncated" not in Path(path).name]
+
+
+@pytest.mark.parametrize("path", COMPLETE_FILES, ids=lambda path: Path(path).name)
+def test_deferred_values_are_copied_from_the_source_bytes_as_dcmwrite_would_write_them(path: str) -> None:
+    data = Path(path).read_bytes()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        deferred = dcmread(BytesIO(data), defer_size=256)
+        ours = write_part10(deferred, UID(str(deferred.file_meta.TransferSyntaxUID)), source=data)
+        reference = BytesIO()
+        dcmwrite(reference, dcmread(BytesIO(data)), enforce_file_format=True)
+    assert ours == reference.getvalue()
+
+
+def test_a_deferred_pixel_data_is_not_read_into_the_dataset() -> None:
+    data = Path(get_testdata_file("CT_small.dcm")).read_bytes()
+    ds = dcmread(BytesIO(data), defer_size=1024)
+
+    write_part10(ds, ExplicitVRLittleEndian, source=data)
+
+    element = ds._dict[BaseTag(0x7FE00010)]
+    assert isinstance(element, RawDataElement) and element.value is None
+
+
 def test_the_callers_file_meta_is_left_as_it_was() -> None:
     ds = dcmread(get_testdata_file("CT_small.dcm"))
     before = {tag: (element.VR, element.value) for tag, element in ds.file_meta.items()}

@@ -33,11 +33,13 @@ _SHORT_HEADER: Final = struct.Struct("<HH2sH")
 _LONG_HEADER: Final = struct.Struct("<HH2sHI")
 
 
-def write_part10(dataset: Dataset, syntax: UID) -> bytes:
+def write_part10(dataset: Dataset, syntax: UID, source: bytes | None = None) -> bytes:
     """The Part 10 bytes of ``dataset`` encoded in ``syntax``, which its file meta information must name.
 
     The file meta's Media Storage SOP Class/Instance UIDs follow the dataset's SOP Class/Instance UIDs
-    (de-identification replaces the latter). Raises what pydicom raises for values it cannot encode.
+    (de-identification replaces the latter). ``source`` is the buffer ``dataset`` was read from with a
+    ``defer_size``: deferred elements (the pixel data) are copied from it straight into the output, never
+    read into a value of their own. Raises what pydicom raises for values it cannot encode.
     """
     if not _plain_explicit_little_endian(syntax) or not _encoding_unchanged(dataset):
         buffer = BytesIO()
@@ -60,11 +62,11 @@ def write_part10(dataset: Dataset, syntax: UID) -> bytes:
         undefined = element.length == _UNDEFINED if isinstance(element, RawDataElement) else element.is_undefined_length
         if undefined != syntax.is_compressed:
             dataset["PixelData"].is_undefined_length = syntax.is_compressed
-    _write_dataset(fp, dataset)
+    _write_dataset(fp, dataset, memoryview(source) if source is not None else None)
     return fp.getvalue()
 
 
-def _write_dataset(fp: DicomBytesIO, dataset: Dataset) -> None:
+def _write_dataset(fp: DicomBytesIO, dataset: Dataset, source: memoryview | None) -> None:
     encodings = dataset.get("SpecificCharacterSet", "iso8859")
     elements = dataset._dict
     write = fp.write
@@ -76,12 +78,16 @@ def _write_dataset(fp: DicomBytesIO, dataset: Dataset) -> None:
             isinstance(element, RawDataElement)
             and element.VR is not None
             and element.VR != "SQ"
-            and element.value is not None  # None: empty or deferred; get_item converts those, so must we
             and element.length != _UNDEFINED
             and not element.is_implicit_VR
             and element.is_little_endian
         ):
-            value = element.value
+            value: bytes | memoryview | None = element.value
+            if value is None:  # empty or deferred: get_item converts (or reads) those, so must we
+                if source is None or not element.length:
+                    write_data_element(fp, dataset.get_item(BaseTag(tag)), encodings)
+                    continue
+                value = source[element.value_tell : element.value_tell + element.length]
             if element.VR in _LONG_VRS:
                 write(_LONG_HEADER.pack(tag >> 16, tag & 0xFFFF, element.VR.encode(), 0, len(value)))
                 write(value)

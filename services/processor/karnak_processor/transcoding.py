@@ -144,17 +144,18 @@ def transcode(dataset: Dataset, target: str) -> Dataset:
     return dataset
 
 
-def encode_part10(dataset: Dataset) -> bytes:
+def encode_part10(dataset: Dataset, source: bytes | None = None) -> bytes:
     """The Part 10 bytes of `dataset` in the transfer syntax of its file meta information.
 
     The file meta's Media Storage SOP Class/Instance UIDs follow the dataset's SOP Class/Instance UIDs
-    (de-identification replaces the latter).
+    (de-identification replaces the latter). `source`: the bytes `dataset` was read from with a
+    `defer_size`, whose deferred elements are copied from there (see `karnak_processor.part10`).
     """
     syntax = _transfer_syntax(dataset)
     if syntax is None:
         raise TranscodingError("", "the instance has no transfer syntax in its file meta information")
     try:
-        return write_part10(dataset, syntax)
+        return write_part10(dataset, syntax, source)
     except Exception as exc:  # noqa: BLE001 - pydicom raises many kinds on values it cannot encode
         # pydicom's messages may quote the offending value (a birth date, a name): keep the tag and the kind.
         where = re.match(r"With tag (\([0-9A-Fa-f]{4}, ?[0-9A-Fa-f]{4}\))", str(exc))

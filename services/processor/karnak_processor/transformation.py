@@ -27,6 +27,9 @@ from karnak_shared.errors import ConfigError, KarnakError
 
 AnyDestination = DicomDestination | StowDestination
 
+# Values above this size are read only when something needs them (pixel cleaning, transcoding).
+DEFER_BYTES = 64 * 1024
+
 
 @dataclass(frozen=True)
 class Transformed:
@@ -80,7 +83,8 @@ class Transformation:
 
     def apply(self, instance: Instance) -> Transformed:
         """Make the destination's copy; raises as the module docstring says."""
-        dataset = dcmread(BytesIO(instance.part10))
+        # Large values (the pixel data) stay in the received bytes until written: one copy, not three.
+        dataset = dcmread(BytesIO(instance.part10), defer_size=DEFER_BYTES)
         if self.deidentifier is not None:
             pseudonym = self.pseudonyms.pseudonym_for(dataset) if self.pseudonyms is not None else None
             self.deidentifier.apply(dataset, pseudonym)
@@ -88,7 +92,7 @@ class Transformation:
         planned = plan_syntax(syntax, self.requested_syntax, self.only_uncompressed)
         if planned != syntax:
             transcode(dataset, planned)
-        part10 = encode_part10(dataset)
+        part10 = encode_part10(dataset, source=instance.part10)
         return Transformed(
             part10=part10,
             sop_instance_uid=str(dataset.SOPInstanceUID),

@@ -8,6 +8,7 @@ from typing import Any
 
 from pydicom.uid import AllTransferSyntaxes, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, AllStoragePresentationContexts, evt
+from pynetdicom.dsutils import encode_file_meta
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
@@ -159,7 +160,8 @@ class Listener:
     def _on_store(self, event: Any) -> int:
         request = event.request
         try:
-            part10 = event.encoded_dataset(include_meta=True)
+            # Without the meta, pynetdicom hands over its receive buffer itself; with it, a joined copy.
+            part10 = (b"\x00" * 128 + b"DICM" + encode_file_meta(event.file_meta), event.encoded_dataset(False))
         except Exception as exc:  # noqa: BLE001 - any failure to read the request is answered, never raised
             log.error("c-store.unreadable", reason=repr(exc))
             return STATUS_CANNOT_UNDERSTAND
