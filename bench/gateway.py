@@ -293,7 +293,8 @@ def main() -> int:
         if args.large_mb > 0:
             big = work / "large" / "multiframe.dcm"
             big.parent.mkdir()
-            dcmwrite(big, build_multiframe(str(dcmread(paths[0]).StudyInstanceUID), args.large_mb * 10**6))
+            study_uid = str(dcmread(paths[0], stop_before_pixels=True).StudyInstanceUID)
+            dcmwrite(big, build_multiframe(study_uid, args.large_mb * 10**6), enforce_file_format=True)
             size = big.stat().st_size
             half = len(paths) // 2
             stream = [*paths[:half], big, *paths[half:]]

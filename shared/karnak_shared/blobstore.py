@@ -1,8 +1,9 @@
 """The blob store: instances larger than `max_inline_bytes` travel as files, not message bodies.
 
 It is a directory shared by the services (a volume in compose, a ReadWriteMany volume on Kubernetes).
-A blob is written to a temporary name, fsynced and renamed, and its directory fsynced, before its
-reference is published, so a confirmed message never points at a blob that a crash could lose.
+A blob and its directory entry are fsynced before the work that made it is acknowledged (a C-STORE
+answered, an input message acked), so an acknowledged instance never rests on a blob that a crash could
+lose; a crash while writing leaves at most a stray file.
 References are relative paths (``ab/<uuid>.dcm``) checked against path traversal.
 """
 
@@ -12,11 +13,13 @@ import errno
 import os
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from karnak_shared.errors import BlobMissing, BlobStoreError
 
+_T = TypeVar("_T")
 _REFERENCE = re.compile(r"^[0-9a-f]{2}/[0-9a-f]{32}\.dcm$")
 
 
@@ -25,6 +28,7 @@ class BlobStore:
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
+        self._folders: set[str] = set()
 
     def ensure(self) -> None:
         """Create the root directory if needed; raise `BlobStoreError` when it is not writable."""
@@ -45,7 +49,9 @@ class BlobStore:
         name = uuid.uuid4().hex
         reference = f"{name[:2]}/{name}.dcm"
         target = self.root / reference
-        target.parent.mkdir(parents=True, exist_ok=True)
+        if name[:2] not in self._folders:  # 256 folders: a mkdir per blob cost a syscall for nothing
+            target.parent.mkdir(parents=True, exist_ok=True)
+            self._folders.add(name[:2])
         return reference, target
 
     def put(self, data: bytes | Sequence[bytes]) -> str:
@@ -54,37 +60,60 @@ class BlobStore:
         `data` may come in parts (a header and a large body, say), written one after the other so that
         the caller need not join them into one more copy.
         """
+        blob = self.write(data)
+        try:
+            return blob.sync()
+        except BlobStoreError:
+            blob.discard()
+            raise
+
+    def write(self, data: bytes | Sequence[bytes]) -> UnsyncedBlob:
+        """Write bytes under a new reference without waiting for the disk: `sync()` the result before
+        publishing anything that names it as durable.
+
+        The file gets its final name at once: no message names it before `sync()` returned, so a crash
+        in between leaves only a stray file, never a reference to a partial one.
+        """
+        target: Path | None = None
         try:
             reference, target = self._new_reference()
-            temporary = target.with_suffix(".tmp")
-            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+            fd = self._in_folder(target, lambda: os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640))
             try:
                 for part in (data,) if isinstance(data, bytes | bytearray | memoryview) else data:
                     view = memoryview(part)
                     while view:
                         written = os.write(fd, view)
                         view = view[written:]
-                os.fsync(fd)
-            finally:
+            except BaseException:
                 os.close(fd)
-            os.replace(temporary, target)
-            self._sync_directory(target.parent)
-            return reference
+                raise
+            return UnsyncedBlob(self, reference, target, fd)
         except OSError as exc:
-            try:
-                temporary.unlink(missing_ok=True)
-            except (OSError, UnboundLocalError):
-                pass
-            if exc.errno == errno.ENOSPC:
-                raise BlobStoreError(f"blob store {self.root} is full (no space left on device)") from None
-            raise BlobStoreError(f"cannot write to the blob store {self.root}: {exc.strerror}") from None
+            if target is not None:
+                _remove_quietly(target)
+            raise self._write_error(exc) from None
+
+    def _in_folder(self, target: Path, create: Callable[[], _T]) -> _T:
+        """Run `create` (of `target`), recreating the folder if it went since we made it (an operator's purge)."""
+        try:
+            return create()
+        except FileNotFoundError:
+            if target.parent.exists():
+                raise
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return create()
+
+    def _write_error(self, exc: OSError) -> BlobStoreError:
+        if exc.errno == errno.ENOSPC:
+            return BlobStoreError(f"blob store {self.root} is full (no space left on device)")
+        return BlobStoreError(f"cannot write to the blob store {self.root}: {exc.strerror}")
 
     def link(self, reference: str) -> str:
         """A second, independent reference to the same bytes (a hard link: no copy, deleted separately)."""
         source = self.path(reference)
         try:
             new_reference, target = self._new_reference()
-            os.link(source, target)
+            self._in_folder(target, lambda: os.link(source, target))
             self._sync_directory(target.parent)
             return new_reference
         except FileNotFoundError:
@@ -117,3 +146,45 @@ class BlobStore:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+class UnsyncedBlob:
+    """A blob whose bytes are written but perhaps not yet on disk; `sync` or `discard` it exactly once."""
+
+    def __init__(self, store: BlobStore, reference: str, path: Path, fd: int) -> None:
+        self.reference = reference
+        self._store = store
+        self._path = path
+        self._fd: int | None = fd
+
+    def sync(self) -> str:
+        """Make the blob durable (its bytes and its folder entry) and return its reference.
+
+        On failure the file stays (a message may name it already): the caller `discard`s it if not.
+        """
+        fd, self._fd = self._fd, None
+        if fd is None:
+            raise BlobStoreError(f"blob {self.reference} was already synced or discarded")
+        try:
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            BlobStore._sync_directory(self._path.parent)
+        except OSError as exc:
+            raise self._store._write_error(exc) from None
+        return self.reference
+
+    def discard(self) -> None:
+        """Remove the blob, synced or not (nothing names it)."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+        _remove_quietly(self._path)
+
+
+def _remove_quietly(path: Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass

@@ -73,6 +73,25 @@ class ConfirmingPublisher(Protocol):
     ) -> None: ...
 
 
+class PendingConfirm:
+    """A message handed to the publisher whose confirm has not been waited for yet (see `Publisher.submit`)."""
+
+    def __init__(self, future: Future[None], description: str, timeout: float) -> None:
+        self._future = future
+        self._description = description
+        self._timeout = timeout
+
+    def wait(self) -> None:
+        """Return once RabbitMQ confirmed the message; raise `BrokerUnavailable` (or its subclasses) otherwise."""
+        try:
+            self._future.result(timeout=self._timeout)
+        except TimeoutError:
+            self._future.cancel()
+            raise PublishOutcomeUnknown(
+                f"no confirm from RabbitMQ within {self._timeout:g} s for {self._description}"
+            ) from None
+
+
 @dataclass
 class _PublishRequest:
     exchange: str
@@ -134,16 +153,27 @@ class Publisher:
         mandatory: bool = True,
     ) -> None:
         """Publish persistently and wait for the broker's confirm; raise `BrokerUnavailable` otherwise."""
+        self.submit(exchange, routing_key, body, headers, mandatory=mandatory).wait()
+
+    def submit(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        headers: dict[str, Any] | None = None,
+        *,
+        mandatory: bool = True,
+    ) -> PendingConfirm:
+        """Hand a message to the publisher and return at once: the caller does other work, then `wait()`s.
+
+        The receiver fsyncs a blob while the broker confirms the message that names it, and answers the
+        C-STORE only when both are done.
+        """
         if self._stop.is_set():
             raise BrokerUnavailable("publisher is stopped")
         request = _PublishRequest(exchange, routing_key, body, dict(headers or {}), mandatory)
         self._requests.put(request)
-        try:
-            request.future.result(timeout=self._confirm_timeout)
-        except TimeoutError:
-            raise PublishOutcomeUnknown(
-                f"no confirm from RabbitMQ within {self._confirm_timeout:g} s for {exchange}/{routing_key}"
-            ) from None
+        return PendingConfirm(request.future, f"{exchange}/{routing_key}", self._confirm_timeout)
 
     # --- the connection's own thread ------------------------------------------------------------
 
@@ -204,7 +234,7 @@ class Publisher:
                 pending = self._requests.get_nowait()
             except queue.Empty:
                 break
-            if pending is not None:
+            if pending is not None and pending.future.set_running_or_notify_cancel():
                 pending.future.set_exception(BrokerUnavailable("publisher is stopping"))
         self._drop_connection()
 
@@ -223,7 +253,7 @@ class Publisher:
             self._drop_connection()
 
     def _handle(self, request: _PublishRequest) -> None:
-        if request.future.done():  # the caller gave up (timeout)
+        if not request.future.set_running_or_notify_cancel():  # the caller gave up (timeout)
             return
         try:
             channel = self._ensure_connection()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import uuid
 from pathlib import Path
 
 import pytest
@@ -236,3 +237,54 @@ def test_ensure_creates_the_root(tmp_path: Path) -> None:
     store.ensure()
 
     assert (tmp_path / "a" / "b").is_dir()
+
+
+def test_a_written_blob_is_readable_before_and_after_its_sync(store: BlobStore) -> None:
+    blob = store.write(DATA)
+
+    assert store.get(blob.reference) == DATA
+    assert blob.sync() == blob.reference
+    assert store.get(blob.reference) == DATA
+
+
+def test_a_discarded_blob_is_gone_synced_or_not(store: BlobStore) -> None:
+    unsynced, synced = store.write(DATA), store.write(DATA)
+    synced.sync()
+
+    unsynced.discard()
+    synced.discard()
+
+    assert files_under(store.root) == []
+
+
+def test_a_failed_sync_keeps_the_file_for_the_caller_to_decide(
+    store: BlobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blob = store.write(DATA)
+
+    def broken_fsync(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "fsync", broken_fsync)
+    with pytest.raises(BlobStoreError, match="Input/output error"):
+        blob.sync()
+    monkeypatch.undo()
+
+    assert files_under(store.root) == [store.path(blob.reference)]
+    with pytest.raises(BlobStoreError, match="already synced or discarded"):
+        blob.sync()
+
+
+def test_a_folder_removed_behind_the_stores_back_is_made_again(
+    store: BlobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    names = iter(["ab" + "0" * 30, "ab" + "1" * 30, "ab" + "2" * 30])
+    monkeypatch.setattr(uuid, "uuid4", lambda: uuid.UUID(next(names)))
+    first = store.put(DATA)
+    store.path(first).unlink()
+    store.path(first).parent.rmdir()  # an operator's clean-up: the store still thinks the folder exists
+
+    second = store.put(DATA)
+    linked = store.link(second)
+
+    assert store.get(second) == DATA == store.get(linked)

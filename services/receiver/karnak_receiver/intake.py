@@ -7,12 +7,11 @@ from dataclasses import dataclass
 
 from prometheus_client import Counter, Histogram
 
-from karnak_shared.blobstore import BlobStore
-from karnak_shared.broker import ConfirmingPublisher
+from karnak_shared.blobstore import BlobStore, UnsyncedBlob
+from karnak_shared.broker import PendingConfirm, Publisher
 from karnak_shared.envelope import Envelope
 from karnak_shared.errors import BlobStoreError, BrokerUnavailable, PublishOutcomeUnknown
 from karnak_shared.logs import EventLogger
-from karnak_shared.payload import store_payload
 from karnak_shared.topology import Topology
 
 log = EventLogger("karnak.receiver")
@@ -55,9 +54,7 @@ class ReceivedInstance:
 class Intake:
     """Puts received instances on the `received` queue; answers Success only after the confirm."""
 
-    def __init__(
-        self, publisher: ConfirmingPublisher, topology: Topology, blobs: BlobStore, max_inline_bytes: int
-    ) -> None:
+    def __init__(self, publisher: Publisher, topology: Topology, blobs: BlobStore, max_inline_bytes: int) -> None:
         self._publisher = publisher
         self._topology = topology
         self._blobs = blobs
@@ -66,26 +63,44 @@ class Intake:
     def take(self, instance: ReceivedInstance) -> int:
         """Store and publish one instance; return the DICOM status for its C-STORE response."""
         started = time.perf_counter()
-        blob: str | None = None
+        blob: UnsyncedBlob | None = None
+        confirm: PendingConfirm | None = None
         try:
-            body, blob = store_payload(instance.part10, self._blobs, self._max_inline)
+            body = b""
+            if instance.size <= self._max_inline:
+                body = b"".join(instance.part10)
+            else:
+                blob = self._blobs.write(instance.part10)
             envelope = Envelope(
                 forward_node=instance.forward_node,
                 calling_ae=instance.calling_ae,
                 sop_class_uid=instance.sop_class_uid,
                 sop_instance_uid=instance.sop_instance_uid,
                 transfer_syntax=instance.transfer_syntax,
-                blob=blob,
+                blob=blob.reference if blob else None,
                 size=instance.size,
             )
-            self._publisher.publish(
+            # The blob reaches the disk while RabbitMQ confirms the message (both take milliseconds);
+            # the C-STORE is answered only when both are done. After a power cut between the two, the
+            # message may name a blob that is lost: the processor parks it, and the modality, never
+            # answered, sends the instance again.
+            confirm = self._publisher.submit(
                 self._topology.ingest_exchange, self._topology.received_queue, body, envelope.to_headers()
             )
+            sync_error: BlobStoreError | None = None
+            if blob is not None:
+                try:
+                    blob.sync()
+                except BlobStoreError as exc:
+                    sync_error = exc
+            confirm.wait()
+            if sync_error is not None:
+                raise sync_error  # the message is queued and names the blob as written: it stays
         except (BrokerUnavailable, BlobStoreError) as exc:
-            # A message whose confirm was lost may be in the queue all the same: without its blob it would
-            # be parked as missing. Keeping it costs a stray file when RabbitMQ did not take the message.
-            if blob is not None and not isinstance(exc, PublishOutcomeUnknown):
-                self._discard(blob)
+            # Only a message RabbitMQ refused (or never got) lets its blob go: one whose confirm was lost
+            # may be in the queue all the same, and without its blob it would be parked as missing.
+            if blob is not None and isinstance(exc, BrokerUnavailable) and not isinstance(exc, PublishOutcomeUnknown):
+                blob.discard()
             RECEIVED.labels(instance.forward_node, "out-of-resources").inc()
             log.error(
                 "c-store.refused",
@@ -107,9 +122,3 @@ class Intake:
             blob=blob is not None,
         )
         return STATUS_SUCCESS
-
-    def _discard(self, blob: str) -> None:
-        try:
-            self._blobs.delete(blob)
-        except BlobStoreError:
-            pass
