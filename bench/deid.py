@@ -54,14 +54,15 @@ def main() -> int:
             # CPU time of this process: other work on the machine does not count against the engine.
             start = time.process_time()
             for path in paths:
-                data = path.read_bytes()  # as the processor has it from the blob store
-                ds = dcmread(BytesIO(data), defer_size=DEFER_BYTES)
+                stream = path.open("rb")  # as the processor reads a blob file
+                ds = dcmread(stream, defer_size=DEFER_BYTES)
                 if deidentify:
                     engine.apply(ds, hash_pseudonym(SECRET, str(ds.PatientID)))
                 if pydicom_writer:
                     dcmwrite(BytesIO(), ds, enforce_file_format=True)
                 else:
-                    encode_part10(ds, source=data)
+                    encode_part10(ds, source=stream)
+                stream.close()
             return len(paths) / (time.process_time() - start)
 
         run(True)  # warm the caches (file system, profile plans)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 from karnak_shared.blobstore import BlobStore
 from karnak_shared.envelope import Envelope
-from karnak_shared.errors import InvalidInstance
+from karnak_shared.errors import BlobMissing, InvalidInstance
 
 
 def store_payload(data: bytes | Sequence[bytes], store: BlobStore, max_inline_bytes: int) -> tuple[bytes, str | None]:
@@ -15,6 +16,18 @@ def store_payload(data: bytes | Sequence[bytes], store: BlobStore, max_inline_by
     if sum(len(part) for part in parts) <= max_inline_bytes:
         return b"".join(parts), None
     return b"", store.put(parts)
+
+
+def payload_source(envelope: Envelope, body: bytes, store: BlobStore) -> bytes | Path:
+    """Where a message's Part 10 bytes are: its body, or its blob's file (`BlobMissing` when it is gone)."""
+    if envelope.blob:
+        path = store.path(envelope.blob)
+        if not path.exists():
+            raise BlobMissing(f"blob {envelope.blob} is missing from {store.root}")
+        return path
+    if not body:
+        raise InvalidInstance("message has neither a body nor a blob reference")
+    return body
 
 
 def read_payload(envelope: Envelope, body: bytes, store: BlobStore) -> bytes:

@@ -83,22 +83,25 @@ COMPLETE_FILES = [path for path in FILES if "truncated" not in Path(path).name]
 
 
 @pytest.mark.parametrize("path", COMPLETE_FILES, ids=lambda path: Path(path).name)
-def test_deferred_values_are_copied_from_the_source_bytes_as_dcmwrite_would_write_them(path: str) -> None:
+def test_deferred_values_are_copied_from_the_source_stream_as_dcmwrite_would_write_them(path: str) -> None:
     data = Path(path).read_bytes()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        deferred = dcmread(BytesIO(data), defer_size=256)
-        ours = write_part10(deferred, UID(str(deferred.file_meta.TransferSyntaxUID)), source=data)
+        stream = BytesIO(data)
+        deferred = dcmread(stream, defer_size=256)
+        ours = write_part10(deferred, UID(str(deferred.file_meta.TransferSyntaxUID)), source=stream)
         reference = BytesIO()
         dcmwrite(reference, dcmread(BytesIO(data)), enforce_file_format=True)
     assert ours == reference.getvalue()
 
 
 def test_a_deferred_pixel_data_is_not_read_into_the_dataset() -> None:
-    data = Path(get_testdata_file("CT_small.dcm")).read_bytes()
-    ds = dcmread(BytesIO(data), defer_size=1024)
+    with open(get_testdata_file("CT_small.dcm"), "rb") as stream:
+        ds = dcmread(stream, defer_size=1024)
 
-    write_part10(ds, ExplicitVRLittleEndian, source=data)
+        written = write_part10(ds, ExplicitVRLittleEndian, source=stream)
+
+    assert dcmread(BytesIO(written)).PixelData == dcmread(get_testdata_file("CT_small.dcm")).PixelData
 
     element = ds._dict[BaseTag(0x7FE00010)]
     assert isinstance(element, RawDataElement) and element.value is None

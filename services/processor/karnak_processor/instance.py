@@ -1,10 +1,13 @@
-"""Reading what routing needs from an instance's Part 10 bytes, without decoding its pixel data."""
+"""Reading what routing needs from an instance's Part 10 bytes or blob file, without reading its pixel data."""
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from io import BytesIO
+from pathlib import Path
+from typing import BinaryIO
 
 from pydicom import Dataset, dcmread
 from pydicom.dataelem import RawDataElement
@@ -12,20 +15,41 @@ from pydicom.errors import InvalidDicomError
 from pydicom.filereader import data_element_generator
 
 from karnak_shared.envelope import DISPLAY_KEYWORDS
-from karnak_shared.errors import InvalidInstance
+from karnak_shared.errors import BlobMissing, BlobStoreError, InvalidInstance
 
 
 @dataclass(frozen=True)
 class Instance:
-    """An instance as received: its bytes, and its attributes up to (not including) the pixel data."""
+    """An instance as received: where its bytes are, and its attributes up to (not including) the pixel data.
 
-    part10: bytes
+    `source` is the Part 10 bytes of an inline message, or the blob file of a large one, which is never
+    read whole: routing needs the header only, and a copy reads the rest as it writes (`open`).
+    """
+
+    source: bytes | Path
+    size: int
     dataset: Dataset
     sop_class_uid: str
     sop_instance_uid: str
     study_instance_uid: str
     series_instance_uid: str
     transfer_syntax: str
+
+    @property
+    def part10(self) -> bytes:
+        """The bytes of an inline instance; empty for one in the blob store (its blob is linked, not read)."""
+        return self.source if isinstance(self.source, bytes) else b""
+
+    def open(self) -> BinaryIO:
+        """A binary stream over the instance's Part 10 bytes; raise `BlobStoreError` when unreadable."""
+        if isinstance(self.source, bytes):
+            return BytesIO(self.source)
+        try:
+            return open(self.source, "rb")
+        except FileNotFoundError:
+            raise BlobMissing(f"blob {self.source.name} is missing") from None
+        except OSError as exc:
+            raise BlobStoreError(f"cannot read blob {self.source.name}: {exc.strerror}") from None
 
     def display_values(self) -> dict[str, str]:
         """Study-level values for notification emails (never logged); an unreadable one is left out."""
@@ -58,7 +82,7 @@ def describe_error(exc: BaseException, limit: int = 500) -> str:
 _UNDEFINED_LENGTH = 0xFFFFFFFF
 
 
-def _check_complete(part10: bytes, dataset: Dataset) -> None:
+def _check_complete(stream: BinaryIO, total: int, dataset: Dataset) -> None:
     """Raise `InvalidInstance` when an element's declared length runs past the bytes received.
 
     pydicom returns a short value for a cut element without complaint, and the pixel data is not read
@@ -67,9 +91,7 @@ def _check_complete(part10: bytes, dataset: Dataset) -> None:
     syntax = dataset.file_meta.TransferSyntaxUID
     if syntax.is_deflated or "FileMetaInformationGroupLength" not in dataset.file_meta:
         return
-    stream = BytesIO(part10)
     stream.seek(132 + 12 + int(dataset.file_meta.FileMetaInformationGroupLength))
-    total = len(part10)
     end = stream.tell()
     for element in data_element_generator(stream, syntax.is_implicit_VR, syntax.is_little_endian, defer_size=1):
         if isinstance(element, RawDataElement):
@@ -102,29 +124,49 @@ def _check_identity(dataset: Dataset, identifiers: dict[str, str]) -> None:
             raise InvalidInstance(f"the dataset's {keyword} {found} differs from the C-STORE's {announced}")
 
 
-def read_instance(part10: bytes) -> Instance:
-    """Parse an instance's header; raise `InvalidInstance` saying what is wrong with it."""
+def _open(source: bytes | Path) -> tuple[BinaryIO, int]:
+    """A stream over the instance and its size; `BlobStoreError` (`BlobMissing`) for an unreadable blob."""
+    if isinstance(source, bytes):
+        return BytesIO(source), len(source)
     try:
-        dataset = dcmread(BytesIO(part10), stop_before_pixels=True)
-        _check_complete(part10, dataset)
+        stream = open(source, "rb")
+        return stream, os.fstat(stream.fileno()).st_size
+    except FileNotFoundError:
+        raise BlobMissing(f"blob {source.name} is missing") from None
+    except OSError as exc:
+        raise BlobStoreError(f"cannot read blob {source.name}: {exc.strerror}") from None
+
+
+def read_instance(source: bytes | Path) -> Instance:
+    """Parse an instance's header (bytes, or a blob file); raise `InvalidInstance` saying what is wrong with it.
+
+    An unreadable blob file raises `BlobStoreError` (`BlobMissing` when it is gone).
+    """
+    stream, size = _open(source)
+    try:
+        dataset = dcmread(stream, stop_before_pixels=True)
+        _check_complete(stream, size, dataset)
         # Element values are read lazily: touch the ones routing uses so a malformed value fails here.
         identifiers = {
             keyword: str(dataset.get(keyword, "") or "")
             for keyword in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
         }
         transfer_syntax = str(dataset.file_meta.TransferSyntaxUID)
-    except InvalidInstance:
+    except (InvalidInstance, BlobStoreError):
         raise
     except InvalidDicomError as exc:
         raise InvalidInstance(f"not a DICOM Part 10 instance: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - pydicom raises many kinds on malformed input
         raise InvalidInstance(f"malformed DICOM dataset: {describe_error(exc)}") from None
+    finally:
+        stream.close()
     missing = [keyword for keyword, value in identifiers.items() if not value]
     if missing:
         raise InvalidInstance(f"instance lacks required attributes: {', '.join(missing)}")
     _check_identity(dataset, identifiers)
     return Instance(
-        part10=part10,
+        source=source,
+        size=size,
         dataset=dataset,
         sop_class_uid=identifiers["SOPClassUID"],
         sop_instance_uid=identifiers["SOPInstanceUID"],

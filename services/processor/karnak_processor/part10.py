@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import copy
 import struct
+from collections.abc import Callable
 from io import BytesIO
-from typing import Final
+from typing import BinaryIO, Final
 
 from pydicom import Dataset
 from pydicom.dataelem import RawDataElement
@@ -29,17 +30,18 @@ __all__ = ["write_part10"]
 # VRs whose explicit-VR header has two reserved bytes and a 32-bit length (PS3.5 7.1.2).
 _LONG_VRS: Final = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"})
 _UNDEFINED: Final = 0xFFFFFFFF
+_CHUNK: Final = 1 << 20
 _SHORT_HEADER: Final = struct.Struct("<HH2sH")
 _LONG_HEADER: Final = struct.Struct("<HH2sHI")
 
 
-def write_part10(dataset: Dataset, syntax: UID, source: bytes | None = None) -> bytes:
+def write_part10(dataset: Dataset, syntax: UID, source: BinaryIO | None = None) -> bytes:
     """The Part 10 bytes of ``dataset`` encoded in ``syntax``, which its file meta information must name.
 
     The file meta's Media Storage SOP Class/Instance UIDs follow the dataset's SOP Class/Instance UIDs
-    (de-identification replaces the latter). ``source`` is the buffer ``dataset`` was read from with a
-    ``defer_size``: deferred elements (the pixel data) are copied from it straight into the output, never
-    read into a value of their own. Raises what pydicom raises for values it cannot encode.
+    (de-identification replaces the latter). ``source`` is the stream ``dataset`` was read from with a
+    ``defer_size``: deferred elements (the pixel data) are copied from it in chunks straight into the
+    output, never read into a value of their own. Raises what pydicom raises for values it cannot encode.
     """
     if not _plain_explicit_little_endian(syntax) or not _encoding_unchanged(dataset):
         buffer = BytesIO()
@@ -62,11 +64,11 @@ def write_part10(dataset: Dataset, syntax: UID, source: bytes | None = None) -> 
         undefined = element.length == _UNDEFINED if isinstance(element, RawDataElement) else element.is_undefined_length
         if undefined != syntax.is_compressed:
             dataset["PixelData"].is_undefined_length = syntax.is_compressed
-    _write_dataset(fp, dataset, memoryview(source) if source is not None else None)
+    _write_dataset(fp, dataset, source)
     return fp.getvalue()
 
 
-def _write_dataset(fp: DicomBytesIO, dataset: Dataset, source: memoryview | None) -> None:
+def _write_dataset(fp: DicomBytesIO, dataset: Dataset, source: BinaryIO | None) -> None:
     encodings = dataset.get("SpecificCharacterSet", "iso8859")
     elements = dataset._dict
     write = fp.write
@@ -82,22 +84,37 @@ def _write_dataset(fp: DicomBytesIO, dataset: Dataset, source: memoryview | None
             and not element.is_implicit_VR
             and element.is_little_endian
         ):
-            value: bytes | memoryview | None = element.value
-            if value is None:  # empty or deferred: get_item converts (or reads) those, so must we
-                if source is None or not element.length:
-                    write_data_element(fp, dataset.get_item(BaseTag(tag)), encodings)
-                    continue
-                value = source[element.value_tell : element.value_tell + element.length]
-            if element.VR in _LONG_VRS:
-                write(_LONG_HEADER.pack(tag >> 16, tag & 0xFFFF, element.VR.encode(), 0, len(value)))
-                write(value)
+            value = element.value
+            length = element.length if value is None else len(value)
+            if value is None and (source is None or not length):
+                pass  # empty, or deferred without its source: get_item converts (or reads) those, so must we
+            elif element.VR in _LONG_VRS:
+                write(_LONG_HEADER.pack(tag >> 16, tag & 0xFFFF, element.VR.encode(), 0, length))
+                _write_value(write, value, source, element)
                 continue
-            if len(value) <= 0xFFFF:
-                write(_SHORT_HEADER.pack(tag >> 16, tag & 0xFFFF, element.VR.encode(), len(value)))
-                write(value)
+            elif length <= 0xFFFF:
+                write(_SHORT_HEADER.pack(tag >> 16, tag & 0xFFFF, element.VR.encode(), length))
+                _write_value(write, value, source, element)
                 continue
         with tag_in_exception(BaseTag(tag)):
             write_data_element(fp, dataset.get_item(BaseTag(tag)), encodings)
+
+
+def _write_value(
+    write: Callable[[bytes], object], value: bytes | None, source: BinaryIO | None, element: RawDataElement
+) -> None:
+    if value is not None:
+        write(value)
+        return
+    assert source is not None
+    source.seek(element.value_tell)
+    remaining = element.length
+    while remaining:
+        chunk = source.read(min(remaining, _CHUNK))
+        if not chunk:
+            raise ValueError(f"the source ends inside element {element.tag} ({remaining} bytes missing)")
+        write(chunk)
+        remaining -= len(chunk)
 
 
 def _plain_explicit_little_endian(syntax: UID) -> bool:

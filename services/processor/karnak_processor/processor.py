@@ -21,7 +21,7 @@ from karnak_shared.errors import (
     PublishOutcomeUnknown,
 )
 from karnak_shared.logs import EventLogger
-from karnak_shared.payload import read_payload, store_payload
+from karnak_shared.payload import payload_source, store_payload
 from karnak_shared.retry import RetryPolicy, park, schedule_retry
 from karnak_shared.topology import Topology
 
@@ -67,7 +67,8 @@ class Processor:
         except EnvelopeError as exc:
             return self._park(delivery, "invalid-envelope", str(exc))
         try:
-            part10 = read_payload(envelope, delivery.body, self._blobs)
+            source = payload_source(envelope, delivery.body, self._blobs)
+            instance = read_instance(source)
         except BlobMissing as exc:
             if delivery.redelivered:
                 # The received blob is deleted only after every output was confirmed and the ack sent:
@@ -79,10 +80,6 @@ class Processor:
             # Unreadable for now (I/O, permissions): try again rather than lose or park it.
             log.warning("instance.requeued", reason=str(exc), **envelope.log_fields())
             return Verdict(Settlement.REQUEUE)
-        except InvalidInstance as exc:
-            return self._park(delivery, "invalid-instance", str(exc), envelope)
-        try:
-            instance = read_instance(part10)
         except InvalidInstance as exc:
             return self._park(delivery, "invalid-instance", str(exc), envelope)
         if not self._router.knows(envelope.forward_node):
@@ -131,7 +128,7 @@ class Processor:
             update={
                 "destination": destination.id,
                 "blob": blob,
-                "size": len(decision.part10),
+                "size": decision.size,
                 "attempt": 0,
                 "sop_instance_uid": decision.sop_instance_uid,
                 "study_instance_uid": decision.study_instance_uid,

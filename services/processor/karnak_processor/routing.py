@@ -19,7 +19,7 @@ from karnak_processor.transformation import Transformation, build_transformation
 from karnak_shared.conditions import Condition
 from karnak_shared.config import DicomDestination, ForwardNode, GatewayConfig, StowDestination
 from karnak_shared.deid import InstanceExcluded
-from karnak_shared.errors import ConfigError, KarnakError
+from karnak_shared.errors import BlobStoreError, ConfigError, KarnakError
 
 AnyDestination = DicomDestination | StowDestination
 Gate = Callable[[Instance], str | None]
@@ -27,11 +27,15 @@ Gate = Callable[[Instance], str | None]
 
 @dataclass(frozen=True)
 class Deliver:
-    """Send `part10` to the destination; the identifiers are those of the copy as sent."""
+    """Send `part10` to the destination; the identifiers are those of the copy as sent.
+
+    An unchanged instance from the blob store has empty `part10`: its blob is linked, not read.
+    """
 
     destination: AnyDestination
     part10: bytes
     unchanged: bool
+    size: int
     sop_instance_uid: str
     study_instance_uid: str
     series_instance_uid: str
@@ -129,6 +133,7 @@ class Route:
                 self.destination,
                 instance.part10,
                 unchanged=True,
+                size=instance.size,
                 sop_instance_uid=instance.sop_instance_uid,
                 study_instance_uid=instance.study_instance_uid,
                 series_instance_uid=instance.series_instance_uid,
@@ -140,6 +145,8 @@ class Route:
             copy = self.transformation.apply(instance)
         except (PseudonymMissing, InstanceExcluded) as exc:
             return Reject(self.destination, exc.reason)
+        except BlobStoreError:
+            raise  # the received blob could not be read (again): the processor requeues the message
         except KarnakError as exc:
             if getattr(exc, "transient", False):
                 return Later(self.destination, str(exc))
@@ -157,6 +164,7 @@ class Route:
             self.destination,
             copy.part10,
             unchanged=False,
+            size=len(copy.part10),
             sop_instance_uid=copy.sop_instance_uid,
             study_instance_uid=copy.study_instance_uid,
             series_instance_uid=copy.series_instance_uid,

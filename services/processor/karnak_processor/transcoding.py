@@ -16,7 +16,7 @@ Instance UID stays the same.
 from __future__ import annotations
 
 import re
-from typing import Any, Final
+from typing import Any, BinaryIO, Final
 
 import numpy as np
 from pydicom import Dataset
@@ -144,11 +144,11 @@ def transcode(dataset: Dataset, target: str) -> Dataset:
     return dataset
 
 
-def encode_part10(dataset: Dataset, source: bytes | None = None) -> bytes:
+def encode_part10(dataset: Dataset, source: BinaryIO | None = None) -> bytes:
     """The Part 10 bytes of `dataset` in the transfer syntax of its file meta information.
 
     The file meta's Media Storage SOP Class/Instance UIDs follow the dataset's SOP Class/Instance UIDs
-    (de-identification replaces the latter). `source`: the bytes `dataset` was read from with a
+    (de-identification replaces the latter). `source`: the stream `dataset` was read from with a
     `defer_size`, whose deferred elements are copied from there (see `karnak_processor.part10`).
     """
     syntax = _transfer_syntax(dataset)

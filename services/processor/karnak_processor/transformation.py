@@ -12,7 +12,6 @@ source opened) and applied to each instance. Its outcomes are the processor's to
 from __future__ import annotations
 
 from dataclasses import dataclass
-from io import BytesIO
 from pathlib import Path
 
 from pydicom import Dataset, dcmread
@@ -83,16 +82,18 @@ class Transformation:
 
     def apply(self, instance: Instance) -> Transformed:
         """Make the destination's copy; raises as the module docstring says."""
-        # Large values (the pixel data) stay in the received bytes until written: one copy, not three.
-        dataset = dcmread(BytesIO(instance.part10), defer_size=DEFER_BYTES)
-        if self.deidentifier is not None:
-            pseudonym = self.pseudonyms.pseudonym_for(dataset) if self.pseudonyms is not None else None
-            self.deidentifier.apply(dataset, pseudonym)
-        syntax = str(dataset.file_meta.TransferSyntaxUID)
-        planned = plan_syntax(syntax, self.requested_syntax, self.only_uncompressed)
-        if planned != syntax:
-            transcode(dataset, planned)
-        part10 = encode_part10(dataset, source=instance.part10)
+        # Large values (the pixel data) stay where they were received (blob file or message body) until
+        # written into the copy: the copy is the only one in memory.
+        with instance.open() as stream:
+            dataset = dcmread(stream, defer_size=DEFER_BYTES)
+            if self.deidentifier is not None:
+                pseudonym = self.pseudonyms.pseudonym_for(dataset) if self.pseudonyms is not None else None
+                self.deidentifier.apply(dataset, pseudonym)
+            syntax = str(dataset.file_meta.TransferSyntaxUID)
+            planned = plan_syntax(syntax, self.requested_syntax, self.only_uncompressed)
+            if planned != syntax:
+                transcode(dataset, planned)
+            part10 = encode_part10(dataset, source=stream)
         return Transformed(
             part10=part10,
             sop_instance_uid=str(dataset.SOPInstanceUID),
