@@ -19,21 +19,12 @@ import time
 from io import BytesIO
 from pathlib import Path
 
-from instances import write_study
 from pydicom import dcmread, dcmwrite
+from workload import BASIC_PROFILE, SECRET, write_study
 
 from karnak_processor.transcoding import encode_part10
 from karnak_processor.transformation import DEFER_BYTES
-from karnak_shared.deid import Deidentifier, hash_pseudonym, load_profile, parse_project_secret
-
-BASIC_PROFILE = """\
-name: "Dicom Basic Profile"
-version: "1.0"
-profileElements:
-  - name: "DICOM basic profile"
-    codename: "basic.dicom.profile"
-"""
-SECRET = parse_project_secret("5f0c2a33-9b1e-4d6a-8c21-0e7d4b9a1f35")
+from karnak_shared.deid import Deidentifier, hash_pseudonym, load_profile
 
 
 def main() -> int:

@@ -16,6 +16,7 @@ What it runs, all on this machine and printed as tables (issue 7):
 DCMTK's tools run with TCP_NODELAY=1. RabbitMQ is the local broker (or $KARNAK_TEST_AMQP_URL).
 
     .venv/bin/python bench/gateway.py [--count 500] [--replicas 1 2 4] [--large-mb 300] [--latency-seconds 20]
+                                      [--plain]
 """
 
 from __future__ import annotations
@@ -38,25 +39,16 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pika
-from instances import build_multiframe, write_study
 from pydicom import dcmread, dcmwrite
 from pynetdicom import AE, evt
+from workload import BASIC_PROFILE, SECRET, SECRET_TEXT, build_multiframe, write_study
 
 from karnak_shared.config import parse_config
-from karnak_shared.deid import parse_project_secret, uid_hash
+from karnak_shared.deid import uid_hash
 from karnak_shared.topology import Topology
 from tests.conftest import gateway_config
 from tests.support.servers import Gateway, StoreSCP, find_broker, free_port, storescu, wait_until
 
-SECRET_TEXT = "5f0c2a33-9b1e-4d6a-8c21-0e7d4b9a1f35"
-SECRET = parse_project_secret(SECRET_TEXT)
-BASIC_PROFILE = """\
-name: "Dicom Basic Profile"
-version: "1.0"
-profileElements:
-  - name: "DICOM basic profile"
-    codename: "basic.dicom.profile"
-"""
 STARTED = re.compile(r"karnak up: started (\S+) \(pid (\d+)\)")
 
 
@@ -69,10 +61,24 @@ class GatewayRun:
     accepted_seconds: float
     delivered_seconds: float
     peak_rss: dict[str, int] = field(default_factory=dict)  # process label -> bytes
+    cpu_seconds: dict[str, float] = field(default_factory=dict)  # process label -> CPU time during the run
+    machine_busy: float = 0.0  # share of all cores busy (any process) between first send and last delivery
 
     @property
     def rate(self) -> float:
         return self.count / self.delivered_seconds
+
+
+def cpu_time(pid: int) -> float:
+    """User + system CPU seconds a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_times() -> tuple[int, int]:
+    """(total, idle) jiffies of all cores since boot."""
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    return sum(values), values[3] + values[4]
 
 
 def peak_rss(pid: int) -> int:
@@ -86,11 +92,20 @@ def peak_rss(pid: int) -> int:
 class Bench:
     """One working folder, the broker, and the gateway configuration every run shares."""
 
-    def __init__(self, work: Path, url: str) -> None:
+    def __init__(self, work: Path, url: str, *, deidentify: bool = True) -> None:
         self.work = work
         self.url = url
+        self.deidentify = deidentify
         self.profile = work / "basic-profile.yml"
         self.profile.write_text(BASIC_PROFILE)
+
+    def sent_uid(self, uid: str) -> str:
+        """The SOP Instance UID an instance arrives with: de-identified as the project's secret makes it."""
+        return uid_hash(SECRET, uid) if self.deidentify else uid
+
+    def expected_uids(self, paths: list[Path]) -> set[str]:
+        """The SOP Instance UIDs the destination must receive for these files."""
+        return {self.sent_uid(str(dcmread(path, stop_before_pixels=True).SOPInstanceUID)) for path in paths}
 
     def direct(self, paths: list[Path]) -> float:
         """Seconds for storescu -> storescp with the same files."""
@@ -116,8 +131,9 @@ class Bench:
             "ae_title": "PACS",
             "hostname": "127.0.0.1",
             "port": pacs.port,
-            "deidentification": {"project": "bench"},
         }
+        if self.deidentify:
+            destination["deidentification"] = {"project": "bench"}
         config = gateway_config(self.url, prefix, run_dir, [destination])
         config["projects"] = [{"name": "bench", "secret": SECRET_TEXT, "profile": str(self.profile)}]
         config["logging"] = {"level": "WARNING"}
@@ -147,6 +163,9 @@ class Bench:
         gateway, pacs, config = self.start_gateway(replicas)
         dead = -1
         try:
+            processes = _processes(gateway)
+            cpu_before = {label: cpu_time(pid) for label, pid in processes.items()}
+            total_before, idle_before = machine_times()
             started = time.perf_counter()
             result = storescu(gateway.listener_port, "KARNAK-GW", "CT01", paths, timeout=1800)
             accepted = time.perf_counter() - started
@@ -154,12 +173,15 @@ class Bench:
                 raise RuntimeError(f"storescu -> gateway failed: {result.stderr[-2000:]}\n{gateway.log()[-3000:]}")
             wait_until(lambda: _arrived(pacs) >= expected, 1800, "every instance delivered", interval=0.01)
             delivered = time.perf_counter() - started
-            peaks = {label: peak_rss(pid) for label, pid in _processes(gateway).items()}
+            total_after, idle_after = machine_times()
+            cpu = {label: cpu_time(pid) - cpu_before[label] for label, pid in processes.items()}
+            peaks = {label: peak_rss(pid) for label, pid in processes.items()}
         finally:
             dead = self.stop_gateway(gateway, pacs, config)
         if dead:
             raise RuntimeError(f"{dead} message(s) in the dead-letter queue: see {gateway.log_path}")
-        return GatewayRun(replicas, len(paths), accepted, delivered, peaks)
+        busy = 1 - (idle_after - idle_before) / max(1, total_after - total_before)
+        return GatewayRun(replicas, len(paths), accepted, delivered, peaks, cpu, busy)
 
     def latency(self, paths: list[Path], rate: float, seconds: float) -> list[float]:
         """Received -> delivered seconds of instances sent at `rate` per second for about `seconds`."""
@@ -194,7 +216,7 @@ class Bench:
                 status = assoc.send_c_store(ds)
                 if getattr(status, "Status", None) != 0:
                     raise RuntimeError(f"C-STORE answered {status}")
-                answered[uid_hash(SECRET, str(ds.SOPInstanceUID))] = time.perf_counter()
+                answered[self.sent_uid(str(ds.SOPInstanceUID))] = time.perf_counter()
             assoc.release()
             wait_until(lambda: set(answered) <= set(seen), 300, "every paced instance delivered", interval=0.01)
         finally:
@@ -226,11 +248,6 @@ def _processes(gateway: Gateway) -> dict[str, int]:
     return found
 
 
-def _expected_names(paths: list[Path]) -> set[str]:
-    """The de-identified SOP Instance UIDs of the files, as the project's secret makes them."""
-    return {uid_hash(SECRET, str(dcmread(path, stop_before_pixels=True).SOPInstanceUID)) for path in paths}
-
-
 def _percentile(values: list[float], fraction: float) -> float:
     return values[min(len(values) - 1, max(0, round(fraction * len(values)) - 1))]
 
@@ -249,14 +266,15 @@ def main() -> int:
     parser.add_argument("--replicas", type=int, nargs="+", default=[1, 2, 4], help="processor and sender processes")
     parser.add_argument("--large-mb", type=int, default=300, help="size of the multi-frame instance; 0 skips it")
     parser.add_argument("--latency-seconds", type=float, default=20, help="length of the paced run; 0 skips it")
+    parser.add_argument("--plain", action="store_true", help="no de-identification: the bytes go through as sent")
     args = parser.parse_args()
     url, _ = find_broker()
     with tempfile.TemporaryDirectory(prefix="karnak-bench-") as tmp:
         work = Path(tmp)
-        bench = Bench(work, url)
+        bench = Bench(work, url, deidentify=not args.plain)
         paths = write_study(work / "study", args.count)
         each_mb = statistics.mean(p.stat().st_size for p in paths) / 1e6
-        expected = _expected_names(paths)
+        expected = bench.expected_uids(paths)
 
         direct_seconds = bench.direct(paths)
         direct_rate = args.count / direct_seconds
@@ -265,14 +283,26 @@ def main() -> int:
             f"instances: {args.count} CT of {each_mb:.2f} MB, basic-profile de-identification; cores: {os.cpu_count()}"
         )
         print()
-        print("| path | replicas | seconds | inst/s | ratio to direct |")
-        print("|---|---|---|---|---|")
-        print(f"| storescu → storescp (direct) | - | {direct_seconds:.2f} | {direct_rate:.1f} | 1.00 |")
+        print("| path | replicas | answered (s) | delivered (s) | inst/s | ratio to direct | cores busy |")
+        print("|---|---|---|---|---|---|---|")
+        print(f"| storescu → storescp (direct) | - | - | {direct_seconds:.2f} | {direct_rate:.1f} | 1.00 | - |")
         for run in runs:
             print(
-                f"| storescu → gateway → storescp (C-STORE answered in {run.accepted_seconds:.2f} s) | "
-                f"{run.replicas} | {run.delivered_seconds:.2f} | {run.rate:.1f} | {run.rate / direct_rate:.2f} |"
+                f"| storescu → gateway → storescp | {run.replicas} | {run.accepted_seconds:.2f} | "
+                f"{run.delivered_seconds:.2f} | {run.rate:.1f} | {run.rate / direct_rate:.2f} | "
+                f"{run.machine_busy * 100:.0f} % |"
             )
+        print()
+        print("CPU time per instance (ms), summed over each service's processes:")
+        services = sorted({_service(label) for run in runs for label in run.cpu_seconds})
+        print("| replicas | " + " | ".join(services) + " |")
+        print("|---|" + "---|" * len(services))
+        for run in runs:
+            per_service = {name: 0.0 for name in services}
+            for label, seconds in run.cpu_seconds.items():
+                per_service[_service(label)] += seconds
+            cells = " | ".join(f"{1000 * per_service[name] / run.count:.2f}" for name in services)
+            print(f"| {run.replicas} | {cells} |")
         base = next((run for run in runs if run.replicas == 1), runs[0])
 
         latencies: list[float] = []
@@ -298,7 +328,7 @@ def main() -> int:
             size = big.stat().st_size
             half = len(paths) // 2
             stream = [*paths[:half], big, *paths[half:]]
-            large_run = bench.through_gateway(stream, 1, expected | _expected_names([big]))
+            large_run = bench.through_gateway(stream, 1, expected | bench.expected_uids([big]))
             print()
             print(f"peak RSS (MB) per service process, one replica; large instance: {size / 1e6:.0f} MB")
             print(f"| service | {args.count} CT | {args.count} CT + the large one | extra, in copies of it |")

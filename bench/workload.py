@@ -1,7 +1,8 @@
-"""Realistic instances for the benchmarks: a scanner's 0.5 MB CT slice and a large multi-frame.
+"""What the benchmarks give the gateway: realistic instances, the DICOM basic profile and a project secret.
 
-Both carry what a modality writes (patient, study, series, equipment and image modules, sequences, private
-blocks), so that de-identification has its real work to do.
+The instances (a scanner's 0.5 MB CT slice, a large multi-frame) carry what a modality writes (patient,
+study, series, equipment and image modules, sequences, private blocks), so that de-identification has its
+real work to do.
 """
 
 from __future__ import annotations
@@ -12,7 +13,18 @@ from pydicom import Dataset, dcmwrite
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
+from karnak_shared.deid import parse_project_secret
+
 MULTIFRAME_STORAGE = "1.2.840.10008.5.1.4.1.1.7.3"  # Multi-frame Grayscale Word Secondary Capture
+BASIC_PROFILE = """\
+name: "Dicom Basic Profile"
+version: "1.0"
+profileElements:
+  - name: "DICOM basic profile"
+    codename: "basic.dicom.profile"
+"""
+SECRET_TEXT = "5f0c2a33-9b1e-4d6a-8c21-0e7d4b9a1f35"
+SECRET = parse_project_secret(SECRET_TEXT)
 
 
 def _code(value: str, scheme: str, meaning: str) -> Dataset:
