@@ -47,7 +47,7 @@ from karnak_shared.config import parse_config
 from karnak_shared.deid import uid_hash
 from karnak_shared.topology import Topology
 from tests.conftest import gateway_config
-from tests.support.servers import Gateway, StoreSCP, find_broker, free_port, storescu, wait_until
+from tests.support.servers import Gateway, ScriptedSCP, StoreSCP, find_broker, free_port, storescu, wait_until
 
 STARTED = re.compile(r"karnak up: started (\S+) \(pid (\d+)\)")
 
@@ -89,6 +89,28 @@ def peak_rss(pid: int) -> int:
     raise RuntimeError(f"no VmHWM for pid {pid}")
 
 
+class Pacs:
+    """The destination: DCMTK's storescp, or, with a delay, a pynetdicom SCP slow to answer (a distant PACS)."""
+
+    def __init__(self, run_dir: Path, delay: float = 0.0) -> None:
+        self.directory = run_dir / "pacs"
+        self._slow = ScriptedSCP("PACS", free_port(), delay=delay).start() if delay else None
+        self._storescp = None if delay else StoreSCP("PACS", free_port(), self.directory).start()
+
+    @property
+    def port(self) -> int:
+        return self._slow.port if self._slow else self._storescp.port  # type: ignore[union-attr]
+
+    def arrived(self) -> set[str]:
+        """SOP Instance UIDs received so far (storescp names its files `CT.<uid>`)."""
+        if self._slow is not None:
+            return set(self._slow.received)
+        return {_sop_uid(entry.name) for entry in os.scandir(self.directory)}
+
+    def stop(self) -> None:
+        (self._slow or self._storescp).stop()  # type: ignore[union-attr]
+
+
 class Bench:
     """One working folder, the broker, and the gateway configuration every run shares."""
 
@@ -120,10 +142,10 @@ class Bench:
             raise RuntimeError(f"storescu -> storescp failed: {result.stderr[-2000:]}")
         return seconds
 
-    def start_gateway(self, replicas: int) -> tuple[Gateway, StoreSCP, dict[str, Any]]:
+    def start_gateway(self, replicas: int, pacs_delay: float = 0.0) -> tuple[Gateway, Pacs, dict[str, Any]]:
         run_dir = self.work / f"run-{uuid.uuid4().hex[:6]}"
         run_dir.mkdir()
-        pacs = StoreSCP("PACS", free_port(), run_dir / "pacs").start()
+        pacs = Pacs(run_dir, pacs_delay)
         prefix = f"karnak-bench-{uuid.uuid4().hex[:8]}"
         destination = {
             "id": "research",
@@ -144,7 +166,7 @@ class Bench:
             raise
         return gateway, pacs, config
 
-    def stop_gateway(self, gateway: Gateway, pacs: StoreSCP, config: dict[str, Any]) -> int:
+    def stop_gateway(self, gateway: Gateway, pacs: Pacs, config: dict[str, Any]) -> int:
         """Stop everything, delete the run's queues; return how many messages the dead queue held."""
         gateway.stop()
         pacs.stop()
@@ -158,9 +180,11 @@ class Bench:
             connection.close()
         return int(dead)
 
-    def through_gateway(self, paths: list[Path], replicas: int, expected: set[str]) -> GatewayRun:
-        """storescu -> gateway -> storescp; every expected file must arrive and nothing may be parked."""
-        gateway, pacs, config = self.start_gateway(replicas)
+    def through_gateway(
+        self, paths: list[Path], replicas: int, expected: set[str], pacs_delay: float = 0.0
+    ) -> GatewayRun:
+        """storescu -> gateway -> the PACS; every expected instance must arrive and nothing may be parked."""
+        gateway, pacs, config = self.start_gateway(replicas, pacs_delay)
         dead = -1
         try:
             processes = _processes(gateway)
@@ -171,7 +195,7 @@ class Bench:
             accepted = time.perf_counter() - started
             if result.returncode != 0:
                 raise RuntimeError(f"storescu -> gateway failed: {result.stderr[-2000:]}\n{gateway.log()[-3000:]}")
-            wait_until(lambda: _arrived(pacs) >= expected, 1800, "every instance delivered", interval=0.01)
+            wait_until(lambda: pacs.arrived() >= expected, 1800, "every instance delivered", interval=0.01)
             delivered = time.perf_counter() - started
             total_after, idle_after = machine_times()
             cpu = {label: cpu_time(pid) - cpu_before[label] for label, pid in processes.items()}
@@ -194,8 +218,8 @@ class Bench:
         def watch() -> None:
             while not stop.is_set():
                 now = time.perf_counter()
-                for entry in os.scandir(pacs.directory):
-                    seen.setdefault(_sop_uid(entry.name), now)
+                for uid in pacs.arrived():
+                    seen.setdefault(uid, now)
                 time.sleep(0.002)
 
         watcher = threading.Thread(target=watch, daemon=True)
@@ -237,10 +261,6 @@ def _sop_uid(file_name: str) -> str:
     return file_name.split(".", 1)[1] if "." in file_name else file_name
 
 
-def _arrived(pacs: StoreSCP) -> set[str]:
-    return {_sop_uid(entry.name) for entry in os.scandir(pacs.directory)}
-
-
 def _processes(gateway: Gateway) -> dict[str, int]:
     found = {label: int(pid) for label, pid in STARTED.findall(gateway.log())}
     if not found:
@@ -267,6 +287,9 @@ def main() -> int:
     parser.add_argument("--large-mb", type=int, default=300, help="size of the multi-frame instance; 0 skips it")
     parser.add_argument("--latency-seconds", type=float, default=20, help="length of the paced run; 0 skips it")
     parser.add_argument("--plain", action="store_true", help="no de-identification: the bytes go through as sent")
+    parser.add_argument(
+        "--slow-pacs-ms", type=float, default=20, help="answer delay of the PACS in the second scaling run; 0 skips it"
+    )
     args = parser.parse_args()
     url, _ = find_broker()
     with tempfile.TemporaryDirectory(prefix="karnak-bench-") as tmp:
@@ -304,6 +327,17 @@ def main() -> int:
             cells = " | ".join(f"{1000 * per_service[name] / run.count:.2f}" for name in services)
             print(f"| {run.replicas} | {cells} |")
         base = next((run for run in runs if run.replicas == 1), runs[0])
+
+        if args.slow_pacs_ms > 0:
+            delay = args.slow_pacs_ms / 1000
+            slow_runs = [bench.through_gateway(paths, replicas, expected, delay) for replicas in args.replicas]
+            print()
+            print(f"scaling when the PACS takes {args.slow_pacs_ms:g} ms to answer each C-STORE (a distant PACS):")
+            print("| replicas | delivered (s) | inst/s | cores busy |")
+            print("|---|---|---|---|")
+            for run in slow_runs:
+                busy = f"{run.machine_busy * 100:.0f} %"
+                print(f"| {run.replicas} | {run.delivered_seconds:.2f} | {run.rate:.1f} | {busy} |")
 
         latencies: list[float] = []
         if args.latency_seconds > 0:

@@ -166,13 +166,17 @@ def storescu(
 
 
 class ScriptedSCP:
-    """A pynetdicom Storage SCP whose answer the test chooses (e.g. 0xA900 to refuse permanently)."""
+    """A pynetdicom Storage SCP whose answer the test chooses (e.g. 0xA900 to refuse permanently).
 
-    def __init__(self, ae_title: str, port: int, status: int = 0x0000) -> None:
+    `delay` seconds pass before each answer, as with a PACS across a slow network.
+    """
+
+    def __init__(self, ae_title: str, port: int, status: int = 0x0000, delay: float = 0.0) -> None:
         from pydicom.uid import AllTransferSyntaxes
         from pynetdicom import AE, AllStoragePresentationContexts
 
         self.status = status
+        self.delay = delay
         self.received: list[str] = []
         self._lock = threading.Lock()
         self.ae = AE(ae_title=ae_title)
@@ -182,6 +186,8 @@ class ScriptedSCP:
         self._server: Any = None
 
     def _on_store(self, event: Any) -> int:
+        if self.delay:
+            time.sleep(self.delay)  # outside the lock: concurrent associations wait side by side
         with self._lock:
             if self.status in (0x0000, 0xB000):
                 self.received.append(str(event.request.AffectedSOPInstanceUID))
