@@ -595,3 +595,25 @@ def _ready(port: int, process: subprocess.Popen[bytes], log_path: Path) -> bool:
         return True
     except OSError:
         return False
+
+
+def test_a_notifier_with_no_notified_destination_declares_no_queue_and_is_ready(
+    amqp_url: str, prefix: str, tmp_path: Path, running: Callable[[GatewayConfig], NotifierService]
+) -> None:
+    quiet = {"id": "quiet-pacs", "type": "dicom", "ae_title": "QUIET", "hostname": "127.0.0.1", "port": 104}
+    raw = gateway_config(amqp_url, prefix, tmp_path, [quiet])
+    raw["metrics"]["ports"]["notifier"] = free_port()
+    config = parse_config(json.dumps(raw))
+
+    service = running(config)
+
+    assert service.ready and service.consumer is None
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    try:
+        channel = connection.channel()
+        # Events published now are dropped by the exchange, not piled up in a queue nobody reads.
+        with pytest.raises(pika.exceptions.ChannelClosedByBroker, match="NOT_FOUND"):
+            channel.queue_declare(Topology.from_config(config).notifier_queue, passive=True)
+    finally:
+        if connection.is_open:
+            connection.close()

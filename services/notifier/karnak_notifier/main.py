@@ -26,7 +26,7 @@ SETTLEMENTS = {
 class NotifierService:
     """The running notifier: a consumer of `<prefix>.notifier` feeding a `Notifier` thread."""
 
-    def __init__(self, ctx: ServiceContext, consumer: Consumer, notifier: Notifier[Delivery]) -> None:
+    def __init__(self, ctx: ServiceContext, consumer: Consumer | None, notifier: Notifier[Delivery]) -> None:
         self.ctx = ctx
         self.consumer = consumer
         self.notifier = notifier
@@ -39,13 +39,16 @@ class NotifierService:
         """Check the configuration, then start consuming; raise `ConfigError` before anything runs."""
         destinations = notified_destinations(config)
         ctx = prepare_service(SERVICE, config, metrics_port)
-        # Only the notifier declares its queue: a gateway without one must not pile events up.
-        topology = dataclasses.replace(ctx.topology, notifier=True)
+        # Only the notifier declares its queue: a gateway without one must not pile events up. Nor does an
+        # idle notifier (no destination has notifications): consuming every event to ack it unsent cost
+        # RabbitMQ and this process about a millisecond per instance for nothing.
+        idle = not destinations
+        topology = dataclasses.replace(ctx.topology, notifier=not idle)
         ctx.topology = topology
         consumer: Consumer | None = None
         notifier: Notifier[Delivery] | None = None
         # Registered before anything starts: /readyz answers "ready" while it has no check at all.
-        ctx.ops.add_check("broker", lambda: consumer is not None and consumer.connected)
+        ctx.ops.add_check("broker", lambda: idle or (consumer is not None and consumer.connected))
         ctx.ops.add_check("notifier", lambda: notifier is not None and notifier.alive)
 
         def settle(delivery: Delivery, disposition: Disposition) -> None:
@@ -66,6 +69,9 @@ class NotifierService:
             if not connected and notifier is not None:
                 notifier.connection_lost()
 
+        if idle:
+            log.warning("notifier.idle", reason="no destination has notifications: no queue, nothing consumed")
+            return cls(ctx, None, notifier)
         prefetch = window_capacity(destinations)
         consumer = Consumer(
             ctx.broker_url,
@@ -77,10 +83,7 @@ class NotifierService:
             name="karnak-notifier-consumer",
             on_state=on_state,
         ).start()
-        if destinations:
-            log.info("notifier.started", destinations=",".join(sorted(destinations)), prefetch=prefetch)
-        else:
-            log.warning("notifier.idle", reason="no destination has notifications: events are acked unsent")
+        log.info("notifier.started", destinations=",".join(sorted(destinations)), prefetch=prefetch)
         return cls(ctx, consumer, notifier)
 
     @property
@@ -95,7 +98,8 @@ class NotifierService:
         log.info("service.stopping")
         self.notifier.stop()
         # Unsent windows hold deliveries that are never settled: wait only for the last acks to go out.
-        self.consumer.stop(drain_timeout=1.0)
+        if self.consumer is not None:
+            self.consumer.stop(drain_timeout=1.0)
         self.ctx.ops.stop()
 
 
