@@ -15,8 +15,8 @@ What it runs, all on this machine and printed as tables (issue 7):
 
 DCMTK's tools run with TCP_NODELAY=1. RabbitMQ is the local broker (or $KARNAK_TEST_AMQP_URL).
 
-    .venv/bin/python bench/gateway.py [--count 500] [--replicas 1 2 4] [--large-mb 300] [--latency-seconds 20]
-                                      [--plain]
+    .venv/bin/python bench/gateway.py [--count 500] [--replicas 1 2 4] [--repeat 3] [--large-mb 300]
+                                      [--latency-seconds 20] [--slow-pacs-ms 20] [--plain]
 """
 
 from __future__ import annotations
@@ -268,6 +268,14 @@ def _processes(gateway: Gateway) -> dict[str, int]:
     return found
 
 
+def _median_run(runs: list[GatewayRun]) -> GatewayRun:
+    return sorted(runs, key=lambda run: run.rate)[(len(runs) - 1) // 2]
+
+
+def _range(rates: list[float]) -> str:
+    return f"({min(rates):.0f} to {max(rates):.0f})" if len(rates) > 1 else ""
+
+
 def _percentile(values: list[float], fraction: float) -> float:
     return values[min(len(values) - 1, max(0, round(fraction * len(values)) - 1))]
 
@@ -287,6 +295,7 @@ def main() -> int:
     parser.add_argument("--large-mb", type=int, default=300, help="size of the multi-frame instance; 0 skips it")
     parser.add_argument("--latency-seconds", type=float, default=20, help="length of the paced run; 0 skips it")
     parser.add_argument("--plain", action="store_true", help="no de-identification: the bytes go through as sent")
+    parser.add_argument("--repeat", type=int, default=3, help="throughput runs per replica count (median shown)")
     parser.add_argument(
         "--slow-pacs-ms", type=float, default=20, help="answer delay of the PACS in the second scaling run; 0 skips it"
     )
@@ -299,20 +308,32 @@ def main() -> int:
         each_mb = statistics.mean(p.stat().st_size for p in paths) / 1e6
         expected = bench.expected_uids(paths)
 
-        direct_seconds = bench.direct(paths)
+        # Rounds interleave the replica counts, so that a slower minute of the machine hits them all alike.
+        direct_runs: list[float] = []
+        grouped: dict[int, list[GatewayRun]] = {replicas: [] for replicas in args.replicas}
+        for _ in range(args.repeat):
+            direct_runs.append(bench.direct(paths))
+            for replicas in args.replicas:
+                grouped[replicas].append(bench.through_gateway(paths, replicas, expected))
+        direct_seconds = statistics.median(direct_runs)
         direct_rate = args.count / direct_seconds
-        runs = [bench.through_gateway(paths, replicas, expected) for replicas in args.replicas]
-        print(
-            f"instances: {args.count} CT of {each_mb:.2f} MB, basic-profile de-identification; cores: {os.cpu_count()}"
-        )
+        runs = [_median_run(grouped[replicas]) for replicas in args.replicas]
+        what = "no de-identification" if args.plain else "basic-profile de-identification"
+        print(f"instances: {args.count} CT of {each_mb:.2f} MB, {what}; cores: {os.cpu_count()}")
+        print(f"each figure: the median of {args.repeat} run(s), with the range of inst/s")
         print()
-        print("| path | replicas | answered (s) | delivered (s) | inst/s | ratio to direct | cores busy |")
+        print("| path | replicas | answered (s) | delivered (s) | inst/s (range) | ratio to direct | cores busy |")
         print("|---|---|---|---|---|---|---|")
-        print(f"| storescu → storescp (direct) | - | - | {direct_seconds:.2f} | {direct_rate:.1f} | 1.00 | - |")
+        direct_range = _range([args.count / seconds for seconds in direct_runs])
+        print(
+            f"| storescu → storescp (direct) | - | - | {direct_seconds:.2f} | {direct_rate:.1f} {direct_range} | "
+            "1.00 | - |"
+        )
         for run in runs:
+            spread = _range([other.rate for other in grouped[run.replicas]])
             print(
                 f"| storescu → gateway → storescp | {run.replicas} | {run.accepted_seconds:.2f} | "
-                f"{run.delivered_seconds:.2f} | {run.rate:.1f} | {run.rate / direct_rate:.2f} | "
+                f"{run.delivered_seconds:.2f} | {run.rate:.1f} {spread} | {run.rate / direct_rate:.2f} | "
                 f"{run.machine_busy * 100:.0f} % |"
             )
         print()
