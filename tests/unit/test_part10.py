@@ -10,6 +10,7 @@ import pytest
 from pydicom import Dataset, dcmread, dcmwrite
 from pydicom.data import get_testdata_file, get_testdata_files
 from pydicom.dataelem import RawDataElement
+from pydicom.dataset import FileMetaDataset
 from pydicom.tag import BaseTag
 from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
@@ -145,3 +146,34 @@ def test_an_element_that_cannot_be_encoded_is_named_without_its_value() -> None:
     with pytest.raises(Exception, match=r"\(0010, ?0010\)") as caught:
         encode_part10(ds)
     assert "Doe" not in str(caught.value)
+
+
+def _minimal(meta: dict[str, object]) -> Dataset:
+    ds = dcmread(get_testdata_file("CT_small.dcm"))
+    ds.file_meta = FileMetaDataset()
+    for keyword, value in meta.items():
+        setattr(ds.file_meta, keyword, value)
+    return ds
+
+
+@pytest.mark.parametrize(
+    "meta",
+    [
+        {"TransferSyntaxUID": ExplicitVRLittleEndian},
+        {"TransferSyntaxUID": ExplicitVRLittleEndian, "FileMetaInformationVersion": b"", "ImplementationClassUID": ""},
+        {"TransferSyntaxUID": ExplicitVRLittleEndian, "SourceApplicationEntityTitle": "MODALITY1"},
+        {"TransferSyntaxUID": ExplicitVRLittleEndian, "ImplementationVersionName": "ODD"},
+    ],
+    ids=["minimal", "empty-defaults", "source-ae", "odd-length-name"],
+)
+def test_the_file_meta_gets_the_defaults_and_lengths_dcmwrite_gives_it(meta: dict[str, object]) -> None:
+    ours, reference = _both_writers(_minimal(meta))
+
+    assert ours == reference
+
+
+def test_a_file_meta_without_transfer_syntax_value_is_refused_naming_it() -> None:
+    ds = _minimal({"TransferSyntaxUID": ""})
+
+    with pytest.raises(AttributeError, match=r"\(0002,0010\) Transfer Syntax UID"):
+        write_part10(ds, ExplicitVRLittleEndian)
