@@ -140,15 +140,15 @@ def _encode_file_meta(dataset: Dataset) -> bytes:
     """
     meta = dataset.file_meta
     values: dict[int, tuple[str, bytes]] = {}
-    for tag, element in meta._dict.items():
-        if tag >> 16 != 2:
+    for found, element in meta._dict.items():
+        if found >> 16 != 2:
             raise ValueError("Only File Meta Information group (0002,eeee) elements may be present in 'file_meta'.")
-        if tag != 0x00020000:
-            values[tag] = _meta_value(element)
-    for tag, keyword in ((0x00020002, "SOPClassUID"), (0x00020003, "SOPInstanceUID")):
+        if found != 0x00020000:
+            values[int(found)] = _meta_value(element)
+    for uid_tag, keyword in ((0x00020002, "SOPClassUID"), (0x00020003, "SOPInstanceUID")):
         value = dataset.get(keyword, None)
-        if value and _meta_text(meta._dict.get(BaseTag(tag))) != str(value):
-            values[tag] = _meta_value(DataElement(tag, "UI", value))
+        if value and _meta_text(meta._dict.get(BaseTag(uid_tag))) != str(value):
+            values[uid_tag] = _meta_value(DataElement(uid_tag, "UI", value))
     defaults = (
         (0x00020001, "OB", b"\x00\x01", True),
         (0x00020012, "UI", PYDICOM_IMPLEMENTATION_UID, True),
