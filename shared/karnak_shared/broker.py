@@ -102,6 +102,20 @@ class _PublishRequest:
     future: Future[None] = field(default_factory=Future)
 
 
+class SubmittingPublisher(ConfirmingPublisher, Protocol):
+    """A publisher that can also hand a message over without waiting for its confirm."""
+
+    def submit(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        headers: dict[str, Any] | None = None,
+        *,
+        mandatory: bool = True,
+    ) -> PendingConfirm: ...
+
+
 class Publisher:
     """Publishes with confirms from any thread through one connection owned by a background thread."""
 
@@ -306,10 +320,13 @@ class Verdict:
     """A handler's answer: how to settle the delivery, and a blob to delete once the ack is sent.
 
     Only a message whose work is done names its blob: a retried, parked or requeued one still needs it.
+    `after`: a message the handler published (an event) whose confirm must come before this settlement;
+    if it fails, the delivery is requeued instead (see `SettleAfterConfirm`).
     """
 
     settlement: Settlement
     delete_blob: str | None = None
+    after: PendingConfirm | None = None
 
 
 @dataclass(frozen=True)

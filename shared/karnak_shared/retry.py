@@ -122,5 +122,12 @@ class SenderFailures:
 
     def event(self, envelope: Envelope, kind: Literal["sent", "failed", "rejected"], reason: str | None) -> None:
         """Publish a `transfer.<kind>.<destination>` event (no subscriber is not an error: no `mandatory`)."""
+        exchange, routing_key, body = self.event_message(envelope, kind, reason)
+        self.publisher.publish(exchange, routing_key, body, mandatory=False)
+
+    def event_message(
+        self, envelope: Envelope, kind: Literal["sent", "failed", "rejected"], reason: str | None
+    ) -> tuple[str, str, bytes]:
+        """(exchange, routing key, body) of a `transfer.<kind>.<destination>` event, for a caller that publishes."""
         event = TransferEvent.for_envelope(envelope, kind, envelope.destination or "-", reason)
-        self.publisher.publish(self.topology.events_exchange, event.routing_key, event.to_body(), mandatory=False)
+        return self.topology.events_exchange, event.routing_key, event.to_body()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from karnak_dicom_sender.link import DestinationLink, Peer
 from karnak_dicom_sender.sender import DicomSender
+from karnak_dicom_sender.settling import SettleAfterConfirm
 from karnak_dicom_sender.workers import DestinationWorker
 from karnak_shared.broker import Consumer, Delivery, Publisher, Settlement, wait_until_settleable
 from karnak_shared.config import DicomDestination, GatewayConfig
@@ -68,10 +69,15 @@ def run(config: GatewayConfig, metrics_port: int | None = None) -> None:
             log.error("instance.handler-crashed", exc_info=True, queue=delivery.queue)
             consumer.settle(delivery, Settlement.REQUEUE)
             return
+        if verdict.after is not None:
+            settler.submit(delivery, verdict)
+            return
         consumer.settle(delivery, verdict.settlement)
         if verdict.delete_blob:
             sender.delete_blob(verdict.delete_blob)
 
+    settler = SettleAfterConfirm(lambda delivery, settlement: consumer.settle(delivery, settlement), sender.delete_blob)
+    settler.start()
     workers = {
         ctx.topology.send_queue("dicom", peer.destination_id): DestinationWorker(
             DestinationLink(peer), work, config.dicom_sender.idle_release_seconds
@@ -98,5 +104,6 @@ def run(config: GatewayConfig, metrics_port: int | None = None) -> None:
         consumer.stop()
         for worker in workers.values():
             worker.stop()
+        settler.stop()
         publisher.stop()
         ctx.ops.stop()

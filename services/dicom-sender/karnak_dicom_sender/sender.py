@@ -14,7 +14,7 @@ from prometheus_client import Counter, Histogram
 from karnak_dicom_sender.link import DestinationLink
 from karnak_dicom_sender.status import Outcome
 from karnak_shared.blobstore import BlobStore
-from karnak_shared.broker import ConfirmingPublisher, Delivery, Settlement, Verdict
+from karnak_shared.broker import Delivery, Settlement, SubmittingPublisher, Verdict
 from karnak_shared.envelope import Envelope
 from karnak_shared.errors import (
     BlobMissing,
@@ -61,7 +61,7 @@ class DicomSender:
     """Delivers messages of the dicom send queues through per-destination links."""
 
     def __init__(
-        self, publisher: ConfirmingPublisher, topology: Topology, blobs: BlobStore, policy: RetryPolicy
+        self, publisher: SubmittingPublisher, topology: Topology, blobs: BlobStore, policy: RetryPolicy
     ) -> None:
         self._publisher = publisher
         self._topology = topology
@@ -108,14 +108,16 @@ class DicomSender:
         SENT_BYTES.labels(destination).inc(envelope.size)
         reason = "stored with a warning status" if outcome is Outcome.WARNING else None
         try:
-            self._failures.event(envelope, "sent", reason)
+            # The next instance goes out while RabbitMQ confirms this event; the delivery is acked only
+            # after the confirm (`SettleAfterConfirm`), and requeued if the event is refused: a second
+            # C-STORE of the same instance is harmless, a missing event in the notification is not.
+            exchange, routing_key, body = self._failures.event_message(envelope, "sent", reason)
+            confirm = self._publisher.submit(exchange, routing_key, body, mandatory=False)
         except BrokerUnavailable as exc:
-            # Delivered, but the event cannot be published: requeue; a second C-STORE of the same
-            # instance is harmless, a missing event in the notification is not.
             log.warning("event.unpublished", reason=str(exc), **envelope.log_fields())
             return Verdict(Settlement.REQUEUE)
         log.debug("instance.sent", **envelope.log_fields())
-        return Verdict(Settlement.ACK, delete_blob=envelope.blob)
+        return Verdict(Settlement.ACK, delete_blob=envelope.blob, after=confirm)
 
     def delete_blob(self, reference: str) -> None:
         """Delete a delivered message's blob once its ack is on its way (a retried or parked one keeps it)."""
