@@ -48,6 +48,21 @@ class Peer:
     tls: ssl.SSLContext | None = None
 
 
+def _let_reactor_resume(assoc: Association) -> None:
+    """Wait (a fraction of a millisecond) until the association's reactor has resumed after the last exchange.
+
+    pynetdicom pauses its reactor thread during `send_c_store` by clearing an event and waiting for
+    `_is_paused`, a flag the reactor sets before it blocks and clears once it wakes. Right after an exchange
+    the flag is still set while the reactor is waking up: a C-STORE sent at once believes the reactor
+    paused, the reactor wakes and may take the response off the queue ("Received unexpected C-STORE
+    service message"), and the C-STORE waits out the DIMSE timeout. Back-to-back C-STOREs hit this about
+    once in a few hundred; waiting for the flag to clear closes the window.
+    """
+    deadline = time.monotonic() + 0.05
+    while getattr(assoc, "_is_paused", False) and time.monotonic() < deadline:
+        time.sleep(0.0002)
+
+
 def _set_nodelay(event: evt.Event) -> None:
     sock = getattr(getattr(event.assoc.dul, "socket", None), "socket", None)
     if sock is not None:
@@ -85,6 +100,7 @@ class DestinationLink:
                 self._contexts.pop(pair, None)
                 raise self._refused(pair)
             try:
+                _let_reactor_resume(assoc)
                 status = assoc.send_c_store(path)
             except (OSError, RuntimeError) as exc:
                 self.abort()
