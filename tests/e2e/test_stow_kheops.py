@@ -201,7 +201,7 @@ def test_the_stow_sender_batches_and_counts_what_it_sent(run: Run) -> None:
     count = len(run.study.paths)
     wait_until(lambda: len(run.events.of("sent", "orthanc")) >= count, 90, "every instance sent")
     metrics = run.gateway.metrics("stow-sender")
-    assert metric_value(metrics, "karnak_stow_instances_sent_total", destination="orthanc", outcome="sent") >= count
+    assert metric_value(metrics, "karnak_instances_sent_total", destination="orthanc", outcome="sent") >= count
     requests = metric_value(metrics, "karnak_stow_batch_instances_count", destination="orthanc")
     assert 0 < requests < count, "one request per instance: nothing was batched"
     assert metric_value(metrics, "karnak_stow_requests_total", destination="orthanc", status="200") == requests

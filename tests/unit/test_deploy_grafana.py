@@ -100,7 +100,6 @@ def test_every_query_is_valid_promql(tmp_path: Path) -> None:
             "instances out per destination",
             r'sum by \(destination\) \(rate\(karnak_instances_sent_total\{outcome="sent"',
         ),
-        ("STOW-RS instances out per destination", r"sum by \(destination\) \(rate\(karnak_stow_instances_sent_total"),
         ("failures", r'outcome=~"retried\|failed"'),
         ("intake latency", r"histogram_quantile\(0\.\d+, sum by \(le\) \(rate\(karnak_intake_seconds_bucket"),
         ("processing latency", r"histogram_quantile\(0\.\d+, sum by \(le\) \(rate\(karnak_processing_seconds_bucket"),

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Histogram
 
 from karnak_dicom_sender.link import DestinationLink
 from karnak_dicom_sender.status import Outcome
@@ -26,28 +26,16 @@ from karnak_shared.errors import (
 )
 from karnak_shared.logs import EventLogger
 from karnak_shared.retry import RetryPolicy, SenderFailures
+from karnak_shared.sender_metrics import LATENCY_BUCKETS, SENT, SENT_BYTES, TRANSIT_SECONDS
 from karnak_shared.topology import Topology
 
 log = EventLogger("karnak.dicom-sender")
 
-_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600)
-SENT = Counter(
-    "karnak_instances_sent_total",
-    "Delivery outcomes per destination: sent, retried, failed (parked)",
-    ["destination", "outcome"],
-)
-SENT_BYTES = Counter("karnak_sent_bytes_total", "Bytes delivered per destination", ["destination"])
 DELIVERY_SECONDS = Histogram(
     "karnak_delivery_seconds",
     "Time of one C-STORE (association set-up included)",
     ["destination"],
-    buckets=_LATENCY_BUCKETS,
-)
-TRANSIT_SECONDS = Histogram(
-    "karnak_instance_transit_seconds",
-    "Time from the C-STORE received by the gateway to its delivery at the destination",
-    ["destination"],
-    buckets=_LATENCY_BUCKETS,
+    buckets=LATENCY_BUCKETS,
 )
 
 # After a destination could not be reached, its next messages go straight to the delay queues for this

@@ -31,20 +31,12 @@ from karnak_shared.errors import (
 from karnak_shared.logs import EventLogger
 from karnak_shared.payload import read_payload
 from karnak_shared.retry import RetryPolicy, SenderFailures
+from karnak_shared.sender_metrics import LATENCY_BUCKETS, SENT, SENT_BYTES, TRANSIT_SECONDS
 from karnak_shared.topology import Topology
 from karnak_stow_sender.response import InstanceResult, Outcome, StowResponse, settle
 
 log = EventLogger("karnak.stow-sender")
 
-# Names of their own (not the dicom-sender's karnak_instances_sent_total...): every service's modules are
-# imported into one process by `karnak` (entry points) and by the tests, and a name registers once.
-_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600)
-SENT = Counter(
-    "karnak_stow_instances_sent_total",
-    "Delivery outcomes per destination: sent, retried, failed (parked), duplicate",
-    ["destination", "outcome"],
-)
-SENT_BYTES = Counter("karnak_stow_sent_bytes_total", "Bytes delivered per destination", ["destination"])
 REQUESTS = Counter(
     "karnak_stow_requests_total",
     "STOW-RS requests per destination and HTTP status ('error' when no answer came)",
@@ -60,13 +52,7 @@ DELIVERY_SECONDS = Histogram(
     "karnak_stow_request_seconds",
     "Time of one STOW-RS request (a whole batch)",
     ["destination"],
-    buckets=_LATENCY_BUCKETS,
-)
-TRANSIT_SECONDS = Histogram(
-    "karnak_stow_instance_transit_seconds",
-    "Time from the C-STORE received by the gateway to its delivery at the destination",
-    ["destination"],
-    buckets=_LATENCY_BUCKETS,
+    buckets=LATENCY_BUCKETS,
 )
 SHARES_REQUESTED = Counter(
     "karnak_kheops_share_requests_total",
