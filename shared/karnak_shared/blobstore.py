@@ -50,7 +50,7 @@ class BlobStore:
         reference = f"{name[:2]}/{name}.dcm"
         target = self.root / reference
         if name[:2] not in self._folders:  # 256 folders: a mkdir per blob cost a syscall for nothing
-            target.parent.mkdir(parents=True, exist_ok=True)
+            self._make_folder(target.parent)
             self._folders.add(name[:2])
         return reference, target
 
@@ -93,6 +93,11 @@ class BlobStore:
                 _remove_quietly(target)
             raise self._write_error(exc) from None
 
+    def _make_folder(self, folder: Path) -> None:
+        if not folder.is_dir():
+            folder.mkdir(parents=True, exist_ok=True)
+            self._sync_directory(self.root)  # the new folder's own entry must survive a crash too
+
     def _in_folder(self, target: Path, create: Callable[[], _T]) -> _T:
         """Run `create` (of `target`), recreating the folder if it went since we made it (an operator's purge)."""
         try:
@@ -100,7 +105,7 @@ class BlobStore:
         except FileNotFoundError:
             if target.parent.exists():
                 raise
-        target.parent.mkdir(parents=True, exist_ok=True)
+        self._make_folder(target.parent)
         return create()
 
     def _write_error(self, exc: OSError) -> BlobStoreError:
@@ -112,6 +117,13 @@ class BlobStore:
         """A second, independent reference to the same bytes (a hard link: no copy, deleted separately)."""
         source = self.path(reference)
         try:
+            # The source may be one whose message was confirmed while its fsync was still running (the
+            # receiver overlaps them): the link's message must not rest on bytes not yet on disk.
+            fd = os.open(source, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
             new_reference, target = self._new_reference()
             self._in_folder(target, lambda: os.link(source, target))
             self._sync_directory(target.parent)

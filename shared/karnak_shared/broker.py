@@ -86,7 +86,10 @@ class PendingConfirm:
         try:
             self._future.result(timeout=self._timeout)
         except TimeoutError:
-            self._future.cancel()
+            if self._future.cancel():  # still waiting for the publisher thread: never published
+                raise BrokerUnavailable(
+                    f"RabbitMQ could not take the message to {self._description} within {self._timeout:g} s"
+                ) from None
             raise PublishOutcomeUnknown(
                 f"no confirm from RabbitMQ within {self._timeout:g} s for {self._description}"
             ) from None

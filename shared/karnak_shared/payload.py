@@ -7,7 +7,7 @@ from pathlib import Path
 
 from karnak_shared.blobstore import BlobStore
 from karnak_shared.envelope import Envelope
-from karnak_shared.errors import BlobMissing, InvalidInstance
+from karnak_shared.errors import InvalidInstance
 
 
 def store_payload(data: bytes | Sequence[bytes], store: BlobStore, max_inline_bytes: int) -> tuple[bytes, str | None]:
@@ -19,12 +19,9 @@ def store_payload(data: bytes | Sequence[bytes], store: BlobStore, max_inline_by
 
 
 def payload_source(envelope: Envelope, body: bytes, store: BlobStore) -> bytes | Path:
-    """Where a message's Part 10 bytes are: its body, or its blob's file (`BlobMissing` when it is gone)."""
+    """Where a message's Part 10 bytes are: its body, or its blob's file."""
     if envelope.blob:
-        path = store.path(envelope.blob)
-        if not path.exists():
-            raise BlobMissing(f"blob {envelope.blob} is missing from {store.root}")
-        return path
+        return store.path(envelope.blob)  # opening it says whether it is missing (`BlobMissing`)
     if not body:
         raise InvalidInstance("message has neither a body nor a blob reference")
     return body

@@ -47,7 +47,10 @@ class Topology:
             send_queues=tuple(
                 f"{config.broker.prefix}.send.{dest.queue_kind}.{dest.id}" for _, dest in config.destinations()
             ),
-            notifier=any(dest.notifications is not None for _, dest in config.destinations()),
+            # The notifier's own rule: a destination with notifications but no address is not notified.
+            notifier=any(
+                d.notifications is not None and d.notifications.emails != [] for _, d in config.destinations()
+            ),
         )
 
     @property

@@ -617,3 +617,23 @@ def test_a_notifier_with_no_notified_destination_declares_no_queue_and_is_ready(
     finally:
         if connection.is_open:
             connection.close()
+
+
+def test_an_idle_notifier_drains_a_queue_left_by_an_earlier_configuration(
+    amqp_url: str, prefix: str, tmp_path: Path, running: Callable[[GatewayConfig], NotifierService]
+) -> None:
+    quiet = {"id": "quiet-pacs", "type": "dicom", "ae_title": "QUIET", "hostname": "127.0.0.1", "port": 104}
+    raw = gateway_config(amqp_url, prefix, tmp_path, [quiet])
+    raw["metrics"]["ports"]["notifier"] = free_port()
+    config = parse_config(json.dumps(raw))
+    earlier = replace(Topology.from_config(config), notifier=True)
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    try:
+        earlier.declare(connection.channel())  # as a configuration with notifications left it
+    finally:
+        connection.close()
+
+    service = running(config)
+
+    # Left alone, the queue would fill up until RabbitMQ blocks every publisher, the receiver included.
+    assert service.consumer is not None

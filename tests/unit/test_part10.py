@@ -177,3 +177,25 @@ def test_a_file_meta_without_transfer_syntax_value_is_refused_naming_it() -> Non
 
     with pytest.raises(AttributeError, match=r"\(0002,0010\) Transfer Syntax UID"):
         write_part10(ds, ExplicitVRLittleEndian)
+
+
+def test_encapsulated_pixel_data_stored_with_a_defined_length_is_written_undefined_as_dcmwrite_does() -> None:
+    ds = dcmread(get_testdata_file("SC_rgb_jpeg_dcmtk.dcm"))
+    ds["PixelData"].is_undefined_length = False
+
+    ours, reference = _both_writers(ds)
+
+    assert ours == reference
+
+
+def test_file_meta_values_pydicom_decodes_are_re_encoded_as_dcmwrite_does() -> None:
+    ds = dcmread(get_testdata_file("CT_small.dcm"))
+    meta = ds.file_meta._dict
+    # Padding-only implementation class UID (so: empty, and replaced) and a space-padded syntax UID.
+    meta[BaseTag(0x00020012)] = RawDataElement(BaseTag(0x00020012), "UI", 2, b"\x00\x00", 0, False, True)
+    syntax = b"1.2.840.10008.1.2.1 "
+    meta[BaseTag(0x00020010)] = RawDataElement(BaseTag(0x00020010), "UI", len(syntax), syntax, 0, False, True)
+
+    ours, reference = _both_writers(ds)
+
+    assert ours == reference

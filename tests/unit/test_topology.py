@@ -228,3 +228,23 @@ def test_declaring_twice_asks_for_the_same_topology(topology: Topology) -> None:
 
     assert first.calls == second.calls
     assert first.queues == second.queues
+
+
+@pytest.mark.parametrize(
+    "notifications,expected",
+    [
+        ("", False),
+        (", notifications: {emails: ''}", False),
+        (", notifications: {emails: 'team@hospital.org'}", True),
+    ],
+    ids=["none", "no-address", "an-address"],
+)
+def test_the_notifier_queue_exists_only_when_the_notifier_would_read_it(notifications: str, expected: bool) -> None:
+    # The notifier ignores a destination whose notifications name nobody: no service may declare the
+    # queue for it, or events would pile up in a queue nobody consumes.
+    config = parse_config(
+        "forward_nodes:\n  - ae_title: KARNAK-GW\n    destinations:\n"
+        f"      - {{id: pacs, type: dicom, ae_title: PACS, hostname: pacs.example, port: 104{notifications}}}\n"
+    )
+
+    assert Topology.from_config(config).notifier is expected

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 
+import pika
+
 from karnak_notifier.notifier import Disposition, Mailer, Notifier
 from karnak_notifier.settings import notified_destinations, window_capacity
 from karnak_notifier.smtp import SmtpMailer, SmtpServer
-from karnak_shared.broker import Consumer, Delivery, Settlement
+from karnak_shared.broker import Consumer, Delivery, Settlement, open_connection
 from karnak_shared.config import GatewayConfig
+from karnak_shared.errors import BrokerUnavailable
 from karnak_shared.logs import EventLogger
 from karnak_shared.ops import broker_state_recorder
 from karnak_shared.runtime import ServiceContext, prepare_service, wait_for_signal
@@ -42,7 +45,9 @@ class NotifierService:
         # Only the notifier declares its queue: a gateway without one must not pile events up. Nor does an
         # idle notifier (no destination has notifications): consuming every event to ack it unsent cost
         # RabbitMQ and this process about a millisecond per instance for nothing.
-        idle = not destinations
+        # A queue left by an earlier configuration (or declared by a service whose configuration still
+        # notifies) is drained as before: left alone, it would fill up until RabbitMQ blocks publishers.
+        idle = not destinations and not _queue_exists(ctx.broker_url, ctx.topology.notifier_queue)
         topology = dataclasses.replace(ctx.topology, notifier=not idle)
         ctx.topology = topology
         consumer: Consumer | None = None
@@ -83,7 +88,10 @@ class NotifierService:
             name="karnak-notifier-consumer",
             on_state=on_state,
         ).start()
-        log.info("notifier.started", destinations=",".join(sorted(destinations)), prefetch=prefetch)
+        if destinations:
+            log.info("notifier.started", destinations=",".join(sorted(destinations)), prefetch=prefetch)
+        else:
+            log.warning("notifier.draining", reason="no destination has notifications: events are acked unsent")
         return cls(ctx, consumer, notifier)
 
     @property
@@ -101,6 +109,24 @@ class NotifierService:
         if self.consumer is not None:
             self.consumer.stop(drain_timeout=1.0)
         self.ctx.ops.stop()
+
+
+def _queue_exists(url: str, queue: str) -> bool:
+    """Whether RabbitMQ has `queue`; True when it cannot say (the notifier then consumes, as it always did)."""
+    try:
+        connection = open_connection(url, name="karnak-notifier-check")
+    except BrokerUnavailable:
+        return True
+    try:
+        connection.channel().queue_declare(queue, passive=True)
+        return True
+    except pika.exceptions.ChannelClosedByBroker as exc:
+        return bool(exc.reply_code != 404)
+    except pika.exceptions.AMQPError:
+        return True
+    finally:
+        if connection.is_open:
+            connection.close()
 
 
 def run(config: GatewayConfig, metrics_port: int | None = None) -> None:

@@ -42,14 +42,7 @@ class Instance:
 
     def open(self) -> BinaryIO:
         """A binary stream over the instance's Part 10 bytes; raise `BlobStoreError` when unreadable."""
-        if isinstance(self.source, bytes):
-            return BytesIO(self.source)
-        try:
-            return open(self.source, "rb")
-        except FileNotFoundError:
-            raise BlobMissing(f"blob {self.source.name} is missing") from None
-        except OSError as exc:
-            raise BlobStoreError(f"cannot read blob {self.source.name}: {exc.strerror}") from None
+        return _open(self.source)[0]
 
     def display_values(self) -> dict[str, str]:
         """Study-level values for notification emails (never logged); an unreadable one is left out."""
@@ -128,13 +121,18 @@ def _open(source: bytes | Path) -> tuple[BinaryIO, int]:
     """A stream over the instance and its size; `BlobStoreError` (`BlobMissing`) for an unreadable blob."""
     if isinstance(source, bytes):
         return BytesIO(source), len(source)
+    reference = f"{source.parent.name}/{source.name}"  # as the blob store names it
     try:
         stream = open(source, "rb")
-        return stream, os.fstat(stream.fileno()).st_size
     except FileNotFoundError:
-        raise BlobMissing(f"blob {source.name} is missing") from None
+        raise BlobMissing(f"blob {reference} is missing from {source.parent.parent}") from None
     except OSError as exc:
-        raise BlobStoreError(f"cannot read blob {source.name}: {exc.strerror}") from None
+        raise BlobStoreError(f"cannot read blob {reference}: {exc.strerror}") from None
+    try:
+        return stream, os.fstat(stream.fileno()).st_size
+    except OSError as exc:
+        stream.close()
+        raise BlobStoreError(f"cannot read blob {reference}: {exc.strerror}") from None
 
 
 def read_instance(source: bytes | Path) -> Instance:
@@ -154,6 +152,11 @@ def read_instance(source: bytes | Path) -> Instance:
         transfer_syntax = str(dataset.file_meta.TransferSyntaxUID)
     except (InvalidInstance, BlobStoreError):
         raise
+    except OSError as exc:
+        if exc.errno is None:  # pydicom's own complaint about the data (it raises OSError for some)
+            raise InvalidInstance(f"malformed DICOM dataset: {describe_error(exc)}") from None
+        # The blob file, not the instance: an I/O error is tried again, not parked.
+        raise BlobStoreError(f"cannot read the instance's blob: {exc.strerror}") from None
     except InvalidDicomError as exc:
         raise InvalidInstance(f"not a DICOM Part 10 instance: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - pydicom raises many kinds on malformed input

@@ -18,7 +18,7 @@ from typing import BinaryIO, Final
 
 from pydicom import Dataset, __version_info__
 from pydicom.datadict import dictionary_description
-from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import dcmwrite, write_data_element
 from pydicom.tag import BaseTag, tag_in_exception
@@ -30,6 +30,9 @@ __all__ = ["write_part10"]
 _LONG_VRS: Final = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"})
 _UNDEFINED: Final = 0xFFFFFFFF
 _CHUNK: Final = 1 << 20
+_PIXEL_DATA: Final = BaseTag(0x7FE00010)
+# File meta elements pydicom reads (and so decodes and re-encodes) before writing: the rest go as read.
+_META_DECODED: Final = frozenset({0x00020001, 0x00020002, 0x00020003, 0x00020010, 0x00020012})
 _SHORT_HEADER: Final = struct.Struct("<HH2sH")
 _LONG_HEADER: Final = struct.Struct("<HH2sHI")
 # File meta VRs whose values are ASCII text or bytes: encoded here; others (none in PS3.10) go to pydicom.
@@ -59,9 +62,9 @@ def write_part10(dataset: Dataset, syntax: UID, source: BinaryIO | None = None) 
     fp.write(preamble)
     fp.write(b"DICM")
     fp.write(_encode_file_meta(dataset))
-    if "PixelData" in dataset._dict:
+    if _PIXEL_DATA in dataset._dict:
         # As dcmwrite (PS3.5 A.4): encapsulated pixel data has an undefined length, native pixel data not.
-        element = dataset._dict[BaseTag(0x7FE00010)]
+        element = dataset._dict[_PIXEL_DATA]
         undefined = element.length == _UNDEFINED if isinstance(element, RawDataElement) else element.is_undefined_length
         if undefined != syntax.is_compressed:
             dataset["PixelData"].is_undefined_length = syntax.is_compressed
@@ -144,6 +147,8 @@ def _encode_file_meta(dataset: Dataset) -> bytes:
         if found >> 16 != 2:
             raise ValueError("Only File Meta Information group (0002,eeee) elements may be present in 'file_meta'.")
         if found != 0x00020000:
+            if found in _META_DECODED and isinstance(element, RawDataElement):
+                element = convert_raw_data_element(element)  # a new element: the caller's stays raw
             values[int(found)] = _meta_value(element)
     for uid_tag, keyword in ((0x00020002, "SOPClassUID"), (0x00020003, "SOPInstanceUID")):
         value = dataset.get(keyword, None)

@@ -156,6 +156,13 @@ def encode_part10(dataset: Dataset, source: BinaryIO | None = None) -> bytes:
         raise TranscodingError("", "the instance has no transfer syntax in its file meta information")
     try:
         return write_part10(dataset, syntax, source)
+    except OSError as exc:
+        if exc.errno is not None:
+            raise  # reading the source (the blob file) failed, not the encoding: the caller retries
+        # pydicom raises OSError (without errno) for a value it cannot pack, quoting the value.
+        where = re.match(r"With tag (\([0-9A-Fa-f]{4}, ?[0-9A-Fa-f]{4}\))", str(exc))
+        element = f" {where.group(1)}" if where else ""
+        raise TranscodingError(str(syntax), f"cannot encode element{element} (OSError)") from None
     except Exception as exc:  # noqa: BLE001 - pydicom raises many kinds on values it cannot encode
         # pydicom's messages may quote the offending value (a birth date, a name): keep the tag and the kind.
         where = re.match(r"With tag (\([0-9A-Fa-f]{4}, ?[0-9A-Fa-f]{4}\))", str(exc))

@@ -22,7 +22,7 @@ from karnak_processor.transcoding import encode_part10, plan_syntax, transcode
 from karnak_shared.config import DicomDestination, GatewayConfig, StowDestination
 from karnak_shared.deid import Deidentifier, ProfileError, load_profile, parse_project_secret, uid_hash
 from karnak_shared.envelope import DISPLAY_KEYWORDS
-from karnak_shared.errors import ConfigError, KarnakError
+from karnak_shared.errors import BlobStoreError, ConfigError, KarnakError
 
 AnyDestination = DicomDestination | StowDestination
 
@@ -84,16 +84,22 @@ class Transformation:
         """Make the destination's copy; raises as the module docstring says."""
         # Large values (the pixel data) stay where they were received (blob file or message body) until
         # written into the copy: the copy is the only one in memory.
-        with instance.open() as stream:
-            dataset = dcmread(stream, defer_size=DEFER_BYTES)
-            if self.deidentifier is not None:
-                pseudonym = self.pseudonyms.pseudonym_for(dataset) if self.pseudonyms is not None else None
-                self.deidentifier.apply(dataset, pseudonym)
-            syntax = str(dataset.file_meta.TransferSyntaxUID)
-            planned = plan_syntax(syntax, self.requested_syntax, self.only_uncompressed)
-            if planned != syntax:
-                transcode(dataset, planned)
-            part10 = encode_part10(dataset, source=stream)
+        try:
+            with instance.open() as stream:
+                dataset = dcmread(stream, defer_size=DEFER_BYTES)
+                if self.deidentifier is not None:
+                    pseudonym = self.pseudonyms.pseudonym_for(dataset) if self.pseudonyms is not None else None
+                    self.deidentifier.apply(dataset, pseudonym)
+                syntax = str(dataset.file_meta.TransferSyntaxUID)
+                planned = plan_syntax(syntax, self.requested_syntax, self.only_uncompressed)
+                if planned != syntax:
+                    transcode(dataset, planned)
+                part10 = encode_part10(dataset, source=stream)
+        except OSError as exc:
+            if exc.errno is None:
+                raise  # pydicom's own complaint about a value (it raises OSError): parked as a failed copy
+            # Reading the blob file (deferred values) failed: tried again, never parked for it.
+            raise BlobStoreError(f"cannot read the instance's blob: {exc.strerror}") from None
         return Transformed(
             part10=part10,
             sop_instance_uid=str(dataset.SOPInstanceUID),
