@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -23,7 +24,35 @@ REPO = Path(__file__).resolve().parents[2]
 DEFAULT_AMQP_URL = "amqp://guest:guest@localhost:5672/"
 
 
+_HANDED_OUT: set[int] = set()
+
+
+def _ephemeral_floor() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
+    """A free TCP port on loopback for a server a test starts, below the kernel's ephemeral range.
+
+    A port of the ephemeral range (what binding port 0 gives) can be taken between this call and the
+    server's bind by any outgoing connection or any process binding port 0: it happened to a service's
+    metrics port. Ports below the range are only ever used by explicit binds; none is handed out twice.
+    """
+    floor = min(_ephemeral_floor(), 32768)
+    for _ in range(500):
+        port = random.randrange(max(1024, floor - 12000), floor)
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
