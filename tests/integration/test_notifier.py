@@ -597,13 +597,17 @@ def _ready(port: int, process: subprocess.Popen[bytes], log_path: Path) -> bool:
         return False
 
 
-def test_a_notifier_with_no_notified_destination_declares_no_queue_and_is_ready(
-    amqp_url: str, prefix: str, tmp_path: Path, running: Callable[[GatewayConfig], NotifierService]
-) -> None:
+def _config_without_notifications(amqp_url: str, prefix: str, tmp_path: Path) -> GatewayConfig:
     quiet = {"id": "quiet-pacs", "type": "dicom", "ae_title": "QUIET", "hostname": "127.0.0.1", "port": 104}
     raw = gateway_config(amqp_url, prefix, tmp_path, [quiet])
     raw["metrics"]["ports"]["notifier"] = free_port()
-    config = parse_config(json.dumps(raw))
+    return parse_config(json.dumps(raw))
+
+
+def test_a_notifier_with_no_notified_destination_declares_no_queue_and_is_ready(
+    amqp_url: str, prefix: str, tmp_path: Path, running: Callable[[GatewayConfig], NotifierService]
+) -> None:
+    config = _config_without_notifications(amqp_url, prefix, tmp_path)
 
     service = running(config)
 
@@ -622,10 +626,7 @@ def test_a_notifier_with_no_notified_destination_declares_no_queue_and_is_ready(
 def test_an_idle_notifier_drains_a_queue_left_by_an_earlier_configuration(
     amqp_url: str, prefix: str, tmp_path: Path, running: Callable[[GatewayConfig], NotifierService]
 ) -> None:
-    quiet = {"id": "quiet-pacs", "type": "dicom", "ae_title": "QUIET", "hostname": "127.0.0.1", "port": 104}
-    raw = gateway_config(amqp_url, prefix, tmp_path, [quiet])
-    raw["metrics"]["ports"]["notifier"] = free_port()
-    config = parse_config(json.dumps(raw))
+    config = _config_without_notifications(amqp_url, prefix, tmp_path)
     earlier = replace(Topology.from_config(config), notifier=True)
     connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
     try:
