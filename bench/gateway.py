@@ -47,6 +47,7 @@ from karnak_shared.config import parse_config
 from karnak_shared.deid import uid_hash
 from karnak_shared.topology import Topology
 from tests.conftest import gateway_config
+from tests.support.faults import resident_bytes
 from tests.support.servers import Gateway, ScriptedSCP, StoreSCP, find_broker, free_port, storescu, wait_until
 
 STARTED = re.compile(r"karnak up: started (\S+) \(pid (\d+)\)")
@@ -79,14 +80,6 @@ def machine_times() -> tuple[int, int]:
     """(total, idle) jiffies of all cores since boot."""
     values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
     return sum(values), values[3] + values[4]
-
-
-def peak_rss(pid: int) -> int:
-    """The resident set high-water mark of a process (VmHWM), in bytes."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no VmHWM for pid {pid}")
 
 
 class Pacs:
@@ -199,7 +192,7 @@ class Bench:
             delivered = time.perf_counter() - started
             total_after, idle_after = machine_times()
             cpu = {label: cpu_time(pid) - cpu_before[label] for label, pid in processes.items()}
-            peaks = {label: peak_rss(pid) for label, pid in processes.items()}
+            peaks = {label: resident_bytes(pid, "VmHWM") for label, pid in processes.items()}
         finally:
             dead = self.stop_gateway(gateway, pacs, config)
         if dead:

@@ -29,8 +29,5 @@ def payload_source(envelope: Envelope, body: bytes, store: BlobStore) -> bytes |
 
 def read_payload(envelope: Envelope, body: bytes, store: BlobStore) -> bytes:
     """The Part 10 bytes of a message, from its body or its blob (`BlobStoreError` when missing)."""
-    if envelope.blob:
-        return store.get(envelope.blob)
-    if not body:
-        raise InvalidInstance("message has neither a body nor a blob reference")
-    return body
+    source = payload_source(envelope, body, store)
+    return source if isinstance(source, bytes) else store.get(str(envelope.blob))

@@ -140,6 +140,26 @@ def rig(amqp_url: str, prefix: str, tmp_path: Path) -> Iterator[Callable[..., Ri
         scp.stop()
 
 
+def _assert_all_delivered(
+    deliveries: dict[str, Deliveries], originals: dict[str, Path], most_duplicates: int, when: str = ""
+) -> None:
+    """Every destination has every instance, with at most `most_duplicates` second copies of one."""
+    for name, got in deliveries.items():
+        assert got.distinct == set(originals), f"{name}: {len(set(originals) - got.distinct)} instance(s) lost{when}"
+        assert got.duplicates <= most_duplicates, (
+            f"{name}: {got.duplicates} duplicates, more than the {most_duplicates} expected"
+        )
+
+
+def _delivery_figures(deliveries: dict[str, Deliveries]) -> dict[str, int]:
+    """Deliveries and duplicates per destination, for the test's report."""
+    figures = {}
+    for name, got in deliveries.items():
+        figures[f"{name}_deliveries"] = got.total
+        figures[f"{name}_duplicates"] = got.duplicates
+    return figures
+
+
 def _report(record_property: Callable[[str, object], None], **figures: object) -> None:
     for name, value in figures.items():
         record_property(name, value)
@@ -188,11 +208,7 @@ def test_a_service_killed_mid_transfer_is_restarted_and_every_instance_reaches_e
     # (one per destination link); the processor's deliveries being routed by its workers (a routed one
     # whose received blob is gone is recognised when it comes again; the prefetched rest was not begun).
     bound = {"receiver": 1, "processor": PROCESSOR_WORKERS, "dicom-sender": 1}[service]
-    for name, got in deliveries.items():
-        assert got.distinct == set(originals), (
-            f"{name}: {len(set(originals) - got.distinct)} instance(s) lost after the {service} was killed"
-        )
-        assert got.duplicates <= bound, f"{name}: {got.duplicates} duplicates, more than the {bound} expected"
+    _assert_all_delivered(deliveries, originals, bound, when=f" after the {service} was killed")
     assert r.depths()[r.topology.dead_queue] == 0, "messages parked in the dead queue"
     assert f"karnak up: {service} exited with -9; restarting" in r.gateway.log()
     _report(
@@ -202,8 +218,7 @@ def test_a_service_killed_mid_transfer_is_restarted_and_every_instance_reaches_e
         restarted_pid=new,
         delivered_at_kill=delivered_before,
         modality_resends=resends,
-        **{f"{name}_deliveries": got.total for name, got in deliveries.items()},
-        **{f"{name}_duplicates": got.duplicates for name, got in deliveries.items()},
+        **_delivery_figures(deliveries),
         **{f"{name}_cut_transfers": got.incomplete for name, got in deliveries.items()},
         leftover_blobs=r.leftover_blobs(),
         seconds=round(time.monotonic() - started, 1),
@@ -271,9 +286,7 @@ def test_with_rabbitmq_stopped_mid_transfer_the_receiver_answers_out_of_resource
     # it), the deliveries the processor's workers were routing, and a sender's C-STORE done whose event
     # could not be published (one per destination). Nothing prefetched is begun while RabbitMQ is away.
     bound = 1 + PROCESSOR_WORKERS + 1
-    for name, got in deliveries.items():
-        assert got.distinct == set(originals), f"{name}: {len(set(originals) - got.distinct)} instance(s) lost"
-        assert got.duplicates <= bound, f"{name}: {got.duplicates} duplicates"
+    _assert_all_delivered(deliveries, originals, bound)
     assert r.depths()[r.topology.dead_queue] == 0, "messages parked in the dead queue"
     log = r.gateway.log()
     assert "c-store.refused" in log and "status=0xA700" in log
@@ -284,8 +297,7 @@ def test_with_rabbitmq_stopped_mid_transfer_the_receiver_answers_out_of_resource
         refused_by_receiver=int(refused_during),
         modality_refusals_first_run=len(first.refused),
         modality_resends=resends,
-        **{f"{name}_deliveries": got.total for name, got in deliveries.items()},
-        **{f"{name}_duplicates": got.duplicates for name, got in deliveries.items()},
+        **_delivery_figures(deliveries),
         leftover_blobs=r.leftover_blobs(),
         seconds=round(time.monotonic() - started, 1),
     )
@@ -332,10 +344,8 @@ def test_a_destination_down_mid_transfer_gets_everything_from_the_delay_queues_w
     # but for the messages the sender held unacked at that moment (its prefetch, 20).
     assert waiting >= missing_then - 20, f"at most {waiting} messages seen in the delay queues"
     assert retried >= missing_then
-    for name, got in deliveries.items():
-        assert got.distinct == set(originals), f"{name}: {len(set(originals) - got.distinct)} instance(s) lost"
-        # The C-STORE cut by the outage may have been stored by the dying storescp: one duplicate at most.
-        assert got.duplicates <= 1, f"{name}: {got.duplicates} duplicates"
+    # The C-STORE cut by the outage may have been stored by the dying storescp: one duplicate at most.
+    _assert_all_delivered(deliveries, originals, 1)
     assert r.metric("dicom-sender", "karnak_instances_sent_total", destination="pacs-b", outcome="failed") == 0
     assert r.depths()[r.topology.dead_queue] == 0, "messages parked in the dead queue"
     # The waiting instances are about 130 MB of blobs: a sender holding them would grow by that much. It
@@ -350,8 +360,7 @@ def test_a_destination_down_mid_transfer_gets_everything_from_the_delay_queues_w
         retries_scheduled=int(retried),
         sender_rss_baseline_mb=round(baseline / 2**20, 1),
         sender_rss_peak_mb=round(peak / 2**20, 1),
-        **{f"{name}_deliveries": got.total for name, got in deliveries.items()},
-        **{f"{name}_duplicates": got.duplicates for name, got in deliveries.items()},
+        **_delivery_figures(deliveries),
         pacs_b_cut_transfers=deliveries["pacs-b"].incomplete,
         leftover_blobs=r.leftover_blobs(),
         seconds=round(time.monotonic() - started, 1),
@@ -405,9 +414,7 @@ def test_with_the_blob_store_full_the_receiver_answers_out_of_resources_stores_n
         rest = first.unacknowledged(study.paths[:60]) + study.paths[60:]
         resends = r.modality.send_until_acknowledged(rest, attempts=30, pause=0.5)
         deliveries = r.wait_delivered_and_settled(originals)
-        for name, got in deliveries.items():
-            assert got.distinct == set(originals), f"{name}: {len(set(originals) - got.distinct)} instance(s) lost"
-            assert got.duplicates == 0, f"{name}: {got.duplicates} duplicates"
+        _assert_all_delivered(deliveries, originals, 0)
         assert r.depths()[r.topology.dead_queue] == 0, "messages parked in the dead queue"
         wait_until(lambda: not any(p.is_file() for p in blobs.rglob("*")), 30, "the blob store empty at the end")
         refused_total = r.metric("receiver", "karnak_instances_received_total", outcome="out-of-resources")
@@ -418,6 +425,6 @@ def test_with_the_blob_store_full_the_receiver_answers_out_of_resources_stores_n
         refused_first_run=len(first.refused),
         refused_in_all=int(refused_total),
         modality_runs_for_the_rest=resends,
-        **{f"{name}_deliveries": got.total for name, got in deliveries.items()},
+        **_delivery_figures(deliveries),
         seconds=round(time.monotonic() - started, 1),
     )

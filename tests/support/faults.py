@@ -28,7 +28,7 @@ import pika.exceptions
 
 from tests.support.dicomdata import dataset_bytes
 from tests.support.kheops import FakeKheops
-from tests.support.servers import Gateway, StoreSCP, dcmtk_env, dcmtk_tool, wait_for_port, wait_until
+from tests.support.servers import Gateway, StoreSCP, dcmtk_env, dcmtk_tool, wait_until
 
 # --- a destination that counts every delivery ------------------------------------------------------
 
@@ -58,30 +58,9 @@ class Deliveries:
 class CountingStoreSCP(StoreSCP):
     """storescp with unique file names: a second delivery of an instance is a second file, not an overwrite."""
 
-    def start(self) -> CountingStoreSCP:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        log = open(self.directory.parent / f"storescp-{self.ae_title}-{self.port}.log", "ab")
-        self.process = subprocess.Popen(
-            [
-                dcmtk_tool("storescp"),
-                "--fork",
-                "+xa",
-                "--bit-preserving",
-                "--unique-filenames",
-                "-aet",
-                self.ae_title,
-                "-od",
-                str(self.directory),
-                str(self.port),
-            ],
-            env=dcmtk_env(),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            # Its own process group: stopping it stops the forked child serving an association too.
-            start_new_session=True,
-        )
-        wait_for_port(self.port)
-        return self
+    extra_options = ("--unique-filenames",)
+    # Its own process group: stopping it stops the forked child serving an association too.
+    own_session = True
 
     def stop(self) -> None:
         """Stop the listener and any child in the middle of an association (the destination goes down)."""
@@ -274,12 +253,12 @@ def kill_service(gateway: Gateway, service: str, restart_timeout: float = 30.0) 
     return old, service_pid(gateway, service)
 
 
-def resident_bytes(pid: int) -> int:
-    """VmRSS of a process, from /proc/<pid>/status."""
+def resident_bytes(pid: int, field: str = "VmRSS") -> int:
+    """VmRSS of a process (or another memory `field`, VmHWM for its peak), from /proc/<pid>/status."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) * 1024
-    raise AssertionError(f"no VmRSS in /proc/{pid}/status")
+    raise AssertionError(f"no {field} in /proc/{pid}/status")
 
 
 # --- RabbitMQ ----------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pika
 import yaml
@@ -146,6 +146,9 @@ class StoreSCP:
     port: int
     directory: Path
     process: subprocess.Popen[bytes] | None = None
+    # What a subclass changes: more storescp options, and a process group of its own.
+    extra_options: ClassVar[tuple[str, ...]] = ()
+    own_session: ClassVar[bool] = False
 
     def start(self) -> StoreSCP:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -156,6 +159,7 @@ class StoreSCP:
                 "--fork",
                 "+xa",  # accept every transfer syntax, compressed ones included
                 "--bit-preserving",
+                *self.extra_options,
                 "-aet",
                 self.ae_title,
                 "-od",
@@ -165,6 +169,7 @@ class StoreSCP:
             env=dcmtk_env(),
             stdout=log,
             stderr=subprocess.STDOUT,
+            start_new_session=self.own_session,
         )
         wait_for_port(self.port)
         return self
