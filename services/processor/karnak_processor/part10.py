@@ -80,35 +80,35 @@ def _write_dataset(fp: DicomBytesIO, dataset: Dataset, source: BinaryIO | None) 
         if tag & 0xFFFF == 0 and tag >> 16 > 6:
             continue  # retired group lengths are not written (PS3.5 7.2)
         element = elements[tag]
-        if (
-            isinstance(element, RawDataElement)
-            and element.VR is not None
-            and element.VR != "SQ"
-            and element.length != _UNDEFINED
-            and not element.is_implicit_VR
-            and element.is_little_endian
-        ):
-            value = element.value
-            length = element.length if value is None else len(value)
-            if value is None and (source is None or not length):
-                pass  # empty, or deferred without its source: get_item converts (or reads) those, so must we
-            elif element.VR in _LONG_VRS:
-                write(_LONG_HEADER.pack(tag >> 16, tag & 0xFFFF, element.VR.encode(), 0, length))
-                _write_value(write, value, source, element)
-                continue
-            elif length <= 0xFFFF:
-                write(_SHORT_HEADER.pack(tag >> 16, tag & 0xFFFF, element.VR.encode(), length))
-                _write_value(write, value, source, element)
-                continue
+        if isinstance(element, RawDataElement) and _as_read(element, source):
+            length = element.length if element.value is None else len(element.value)
+            write(_header(tag, str(element.VR), length))
+            _write_value(write, element, source)
+            continue
         with tag_in_exception(BaseTag(tag)):
             write_data_element(fp, dataset.get_item(BaseTag(tag)), encodings)
 
 
-def _write_value(
-    write: Callable[[bytes], object], value: bytes | None, source: BinaryIO | None, element: RawDataElement
-) -> None:
-    if value is not None:
-        write(value)
+def _as_read(element: RawDataElement, source: BinaryIO | None) -> bool:
+    """Whether a raw element can be written from the bytes read (its value, or `source` when deferred).
+
+    Not: sequences and undefined lengths (pydicom writes their items and delimiters), implicit VR or big
+    endian bytes, empty or sourceless deferred values (get_item converts or reads them), and values too
+    long for a 16-bit length (pydicom writes those as UN).
+    """
+    if element.VR is None or element.VR == "SQ" or element.length == _UNDEFINED:
+        return False
+    if element.is_implicit_VR or not element.is_little_endian:
+        return False
+    if element.value is None and (source is None or not element.length):
+        return False
+    length = element.length if element.value is None else len(element.value)
+    return element.VR in _LONG_VRS or length <= 0xFFFF
+
+
+def _write_value(write: Callable[[bytes], object], element: RawDataElement, source: BinaryIO | None) -> None:
+    if element.value is not None:
+        write(element.value)
         return
     assert source is not None
     source.seek(element.value_tell)
@@ -123,8 +123,8 @@ def _write_value(
 
 def _plain_explicit_little_endian(syntax: UID) -> bool:
     # Deflated syntaxes are explicit VR little endian too, but their dataset is compressed as a whole.
-    return bool(syntax.is_transfer_syntax and syntax.is_little_endian and not syntax.is_implicit_VR) and (
-        not syntax.is_deflated
+    return bool(
+        syntax.is_transfer_syntax and syntax.is_little_endian and not syntax.is_implicit_VR and not syntax.is_deflated
     )
 
 
@@ -198,7 +198,12 @@ def _meta_value(element: DataElement | RawDataElement) -> tuple[str, bytes]:
     return vr, encoded[12:] if vr in _LONG_VRS else encoded[8:]
 
 
-def _element_bytes(tag: int, vr: str, value: bytes) -> bytes:
+def _header(tag: int, vr: str, length: int) -> bytes:
+    """An explicit VR little endian element header (PS3.5 7.1.2)."""
     if vr in _LONG_VRS:
-        return _LONG_HEADER.pack(tag >> 16, tag & 0xFFFF, vr.encode(), 0, len(value)) + value
-    return _SHORT_HEADER.pack(tag >> 16, tag & 0xFFFF, vr.encode(), len(value)) + value
+        return _LONG_HEADER.pack(tag >> 16, tag & 0xFFFF, vr.encode(), 0, length)
+    return _SHORT_HEADER.pack(tag >> 16, tag & 0xFFFF, vr.encode(), length)
+
+
+def _element_bytes(tag: int, vr: str, value: bytes) -> bytes:
+    return _header(tag, vr, len(value)) + value
