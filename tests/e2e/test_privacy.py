@@ -22,7 +22,6 @@ from typing import Any
 
 import pytest
 from pydicom import dcmread
-from pydicom.encaps import encapsulate
 from pydicom.uid import JPEGBaseline8Bit
 from pynetdicom import AE
 
@@ -37,6 +36,7 @@ from tests.support.dicomdata import (
     PATIENT_NAME,
     StudyFiles,
     _base,
+    _jpeg_like_image,
     _write,
     make_study,
 )
@@ -85,14 +85,7 @@ def _ultrasound(directory: Path, study_uid: str) -> Path:
     ds = _base(ULTRASOUND, study_uid, "1.2.826.0.1.3680043.9.7433.3.1", 1, "US ECHO")
     ds.Modality = "US"
     ds.StationName = "ECHO-1"
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.Rows = ds.Columns = 64
-    ds.BitsAllocated = ds.BitsStored = 8
-    ds.HighBit = 7
-    ds.PixelRepresentation = 0
-    ds.PixelData = encapsulate([b"\xff\xd8" + bytes(range(256)) * 4 + b"\xff\xd9"])
-    ds["PixelData"].VR = "OB"
+    _jpeg_like_image(ds, bytes(range(256)) * 4)
     return _write(ds, directory / "us000.dcm", JPEGBaseline8Bit)
 
 

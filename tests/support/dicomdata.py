@@ -70,6 +70,18 @@ def _image(ds: Dataset, rows: int, columns: int, frames: int = 1, seed: int = 0)
     ds.PixelData = (pattern * (size // len(pattern) + 1))[:size]
 
 
+def _jpeg_like_image(ds: Dataset, body: bytes) -> None:
+    """A 64 x 64 8-bit image whose one encapsulated fragment is `body` between JPEG's start and end markers."""
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows = ds.Columns = 64
+    ds.BitsAllocated = ds.BitsStored = 8
+    ds.HighBit = 7
+    ds.PixelRepresentation = 0
+    ds.PixelData = encapsulate([b"\xff\xd8" + body + b"\xff\xd9"])
+    ds["PixelData"].VR = "OB"
+
+
 def _write(ds: Dataset, path: Path, transfer_syntax: str = ExplicitVRLittleEndian) -> Path:
     file_meta = Dataset()
     file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
@@ -113,15 +125,8 @@ def make_study(
         paths.append(_write(ds, directory / f"large{i:03d}.dcm"))
     for i in range(compressed):
         ds = _base(SecondaryCaptureImageStorage, study, sc_series, i + 1, "SC JPEG")
-        ds.SamplesPerPixel = 1
-        ds.PhotometricInterpretation = "MONOCHROME2"
-        ds.Rows = ds.Columns = 64
-        ds.BitsAllocated = ds.BitsStored = 8
-        ds.HighBit = 7
-        ds.PixelRepresentation = 0
         # The gateway never decodes pixel data, so an opaque fragment stands in for a JPEG stream.
-        ds.PixelData = encapsulate([b"\xff\xd8" + os.urandom(2000) + b"\xff\xd9"])
-        ds["PixelData"].VR = "OB"
+        _jpeg_like_image(ds, os.urandom(2000))
         paths.append(_write(ds, directory / f"sc{i:03d}.dcm", JPEGLosslessSV1))
     return StudyFiles(study, paths)
 
