@@ -28,7 +28,7 @@ import pika.exceptions
 
 from tests.support.dicomdata import dataset_bytes
 from tests.support.kheops import FakeKheops
-from tests.support.servers import Gateway, StoreSCP, dcmtk_env, dcmtk_tool, wait_until
+from tests.support.servers import Gateway, StoreSCP, amqp_reachable, dcmtk_env, dcmtk_tool, wait_until
 
 # --- a destination that counts every delivery ------------------------------------------------------
 
@@ -287,17 +287,6 @@ def _rabbitmqctl(url: str) -> str:
     return path
 
 
-def _broker_answers(url: str) -> bool:
-    try:
-        params = pika.URLParameters(url)
-        params.connection_attempts = 1
-        params.socket_timeout = 2
-        pika.BlockingConnection(params).close()
-        return True
-    except Exception:  # noqa: BLE001
-        return False
-
-
 @contextmanager
 def broker_app_stopped(url: str) -> Iterator[None]:
     """`rabbitmqctl stop_app` on entry, `start_app` on exit whatever happens (the broker is shared)."""
@@ -309,7 +298,7 @@ def broker_app_stopped(url: str) -> Iterator[None]:
         yield
     finally:
         started = subprocess.run([ctl, "-q", "start_app"], capture_output=True, text=True, timeout=120)
-        wait_until(lambda: _broker_answers(url), 60, "RabbitMQ answering again after start_app")
+        wait_until(lambda: amqp_reachable(url, timeout=2), 60, "RabbitMQ answering again after start_app")
         if started.returncode != 0:
             raise AssertionError(f"rabbitmqctl start_app failed: {started.stdout}{started.stderr}")
 

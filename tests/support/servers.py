@@ -81,11 +81,12 @@ def wait_until(predicate: Callable[[], bool], timeout: float, message: str, inte
 # --- RabbitMQ ---------------------------------------------------------------------------------------
 
 
-def _amqp_reachable(url: str) -> bool:
+def amqp_reachable(url: str, timeout: float = 3.0) -> bool:
+    """Whether RabbitMQ at `url` accepts a connection within `timeout` seconds (one attempt)."""
     try:
         params = pika.URLParameters(url)
         params.connection_attempts = 1
-        params.socket_timeout = 3
+        params.socket_timeout = timeout
         pika.BlockingConnection(params).close()
         return True
     except Exception:  # noqa: BLE001
@@ -99,10 +100,10 @@ def find_broker() -> tuple[str, Any]:
     """
     explicit = os.environ.get("KARNAK_TEST_AMQP_URL")
     if explicit:
-        if _amqp_reachable(explicit):
+        if amqp_reachable(explicit):
             return explicit, None
         raise RuntimeError(f"KARNAK_TEST_AMQP_URL={explicit} is set but RabbitMQ does not answer there")
-    if _amqp_reachable(DEFAULT_AMQP_URL):
+    if amqp_reachable(DEFAULT_AMQP_URL):
         return DEFAULT_AMQP_URL, None
     if shutil.which("docker"):
         try:
