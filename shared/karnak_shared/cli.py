@@ -300,7 +300,8 @@ def cmd_pseudonyms(args: argparse.Namespace) -> int:
 # --- argument parsing -----------------------------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(plugins: bool = True) -> argparse.ArgumentParser:
+    """The `karnak` command line; `plugins=False` leaves out the commands of installed services."""
     parser = argparse.ArgumentParser(prog="karnak", description="Karnak DICOM gateway (Python edition)")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -349,7 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
     pseudonyms.set_defaults(func=cmd_pseudonyms)
 
     # Commands of installed services (e.g. the processor's `deid`), found like the services themselves.
-    for command in entry_points(group="karnak.commands"):
+    for command in entry_points(group="karnak.commands") if plugins else ():
         command.load()(sub)
 
     dead = sub.add_parser("dead", help="show or replay messages parked in the dead-letter queue")
@@ -365,7 +366,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # A service process (`karnak run X`) needs no other command, and loading the plugins' modules (the
+    # processor's `deid` imports pydicom, numpy and the codecs) made every idle service ~45 MB larger.
+    args = build_parser(plugins=argv[:1] != ["run"]).parse_args(argv)
     result: int = args.func(args)
     return result
 
