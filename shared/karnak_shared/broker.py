@@ -28,7 +28,7 @@ import pika
 import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
-from karnak_shared.errors import BrokerUnavailable, PublishOutcomeUnknown
+from karnak_shared.errors import BrokerUnavailable, BrokerUnreachable, PublishOutcomeUnknown
 from karnak_shared.logs import EventLogger, redact_url
 from karnak_shared.topology import Topology
 
@@ -51,12 +51,63 @@ def connection_parameters(url: str, heartbeat: int = 30, name: str = "karnak") -
     return params
 
 
+BROKER_HINT = (
+    "start RabbitMQ (`rabbitmq-server -detached`, `docker run -d -p 5672:5672 rabbitmq:3.13` or "
+    "`docker compose up -d rabbitmq`) or point broker.url at one; retrying every few seconds"
+)
+
+
+def connect_failure_reason(exc: BaseException) -> str:
+    """The root of pika's nested connection errors, e.g. ``ConnectionRefusedError(111, 'Connection refused')``."""
+    while True:
+        inner = getattr(exc, "exception", None)  # pika's AMQPConnector*Error wraps the socket's error
+        if isinstance(inner, BaseException):
+            exc = inner
+        elif exc.args and isinstance(exc.args[0], BaseException):
+            exc = exc.args[0]
+        else:
+            return f"{type(exc).__name__}: {', '.join(map(str, exc.args))}" if exc.args else type(exc).__name__
+
+
+class Reachability:
+    """Says once per outage that RabbitMQ cannot be reached (URL, password masked, how to start one).
+
+    Every connection of a service (publisher, consumers, listeners) retries on its own; told here, the
+    service logs one clear line instead of one per attempt and role, and one more when it is back.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._down = False
+
+    def failed(self, url: str, reason: str) -> None:
+        with self._lock:
+            first, self._down = not self._down, True
+        if first:
+            log.error("broker.unreachable", url=redact_url(url), reason=reason, hint=BROKER_HINT)
+        else:
+            log.debug("broker.still-unreachable", url=redact_url(url), reason=reason)
+
+    def reached(self, url: str) -> None:
+        with self._lock:
+            was_down, self._down = self._down, False
+        if was_down:
+            log.info("broker.reachable", url=redact_url(url))
+
+
+REACHABILITY = Reachability()
+
+
 def open_connection(url: str, heartbeat: int = 30, name: str = "karnak") -> BlockingConnection:
-    """Open a blocking connection, raising `BrokerUnavailable` (without the password) when it fails."""
+    """Open a blocking connection, raising `BrokerUnreachable` (without the password) when it fails."""
     try:
-        return BlockingConnection(connection_parameters(url, heartbeat, name))
+        connection = BlockingConnection(connection_parameters(url, heartbeat, name))
     except _CONNECTION_ERRORS as exc:
-        raise BrokerUnavailable(f"cannot connect to RabbitMQ at {redact_url(url)}: {exc!r}") from None
+        reason = connect_failure_reason(exc)
+        REACHABILITY.failed(url, reason)
+        raise BrokerUnreachable(f"cannot connect to RabbitMQ at {redact_url(url)}: {reason}") from None
+    REACHABILITY.reached(url)
+    return connection
 
 
 class ConfirmingPublisher(Protocol):
@@ -490,6 +541,8 @@ class Consumer:
                         # tag): the connection looks fine but nothing arrives any more. Start over.
                         raise BrokerUnavailable("the broker closed the consuming channel")
                 self._drain()
+            except BrokerUnreachable:
+                pass  # said once by `REACHABILITY`; retried quietly
             except (BrokerUnavailable, *_CONNECTION_ERRORS) as exc:
                 log.warning("broker.connection-lost", role="consumer", error=repr(exc), retry_in=backoff)
             finally:

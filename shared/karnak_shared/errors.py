@@ -23,6 +23,10 @@ class BrokerUnavailable(KarnakError):
     """RabbitMQ could not take a message durably (connection lost, nack, unroutable, timeout)."""
 
 
+class BrokerUnreachable(BrokerUnavailable):
+    """No connection to RabbitMQ could be opened (as opposed to one lost, or refusing a message)."""
+
+
 class PublishOutcomeUnknown(BrokerUnavailable):
     """The message went out but its confirm never came: RabbitMQ may have queued it, so its blob must stay."""
 

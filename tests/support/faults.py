@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -336,3 +337,57 @@ def serve_again(fake: FakeKheops, port: int) -> None:
     fake.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
     fake.httpd.daemon_threads = True
     threading.Thread(target=fake.httpd.serve_forever, name="fake-kheops", daemon=True).start()
+
+
+# --- a broker address that answers only once the test says so -------------------------------------
+
+
+class TcpForwarder:
+    """Forwards a local port to another address (e.g. RabbitMQ), from `start()` on: a peer that comes up late."""
+
+    def __init__(self, port: int, target: tuple[str, int]) -> None:
+        self.port = port
+        self.target = target
+        self._server: socket.socket | None = None
+        self._stop = threading.Event()
+
+    def start(self) -> TcpForwarder:
+        server = socket.create_server(("127.0.0.1", self.port))
+        server.settimeout(0.2)
+        self._server = server
+        threading.Thread(target=self._accept, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._server is not None:
+            self._server.close()
+
+    def _accept(self) -> None:
+        assert self._server is not None
+        while not self._stop.is_set():
+            try:
+                client, _ = self._server.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while not self._stop.is_set():
+                data = source.recv(65536)
+                if not data:
+                    break
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                try:
+                    end.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass

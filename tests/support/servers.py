@@ -268,7 +268,7 @@ class Gateway:
     def metrics_url(self, service: str) -> str:
         return f"http://127.0.0.1:{self.config['metrics']['ports'][service]}"
 
-    def start(self, *extra: str, timeout: float = 30.0) -> Gateway:
+    def start(self, *extra: str, timeout: float = 30.0, wait_ready: bool = True) -> Gateway:
         self.config_path.write_text(yaml.safe_dump(self.config, sort_keys=False))
         karnak = str(Path(sys.executable).with_name("karnak"))
         self.process = subprocess.Popen(
@@ -277,9 +277,13 @@ class Gateway:
             stderr=subprocess.STDOUT,
             cwd=self.workdir,
         )
+        if wait_ready:
+            self.wait_ready(timeout)
+        return self
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
         for service in self.config["metrics"]["ports"]:
             wait_until(lambda s=service: self.ready(s), timeout, f"{service} ready (see {self.log_path})")
-        return self
 
     def ready(self, service: str) -> bool:
         if self.process is not None and self.process.poll() is not None:
