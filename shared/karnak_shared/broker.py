@@ -587,3 +587,115 @@ def wait_until_settleable(consumer: Consumer, publisher: Publisher, delivery: De
             return False
         time.sleep(poll)
     return consumer.is_current(delivery)
+
+
+# --- control traffic: broadcasts every instance sees ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class Broadcast:
+    """An exchange a `ControlConnection` listens on, with the routing key it binds (ignored by a fanout)."""
+
+    exchange: str
+    exchange_type: str  # "fanout" or "topic"
+    routing_key: str = ""
+
+
+class ControlConnection:
+    """One connection of a service instance for control traffic: broadcasts in, small reports out.
+
+    It listens through a queue of its own (server-named, exclusive, auto-delete) bound to each broadcast,
+    so every instance gets every message and nothing piles up for an instance that stopped; a message
+    missed while disconnected is the listener's to make up for (the 30 s revision check). `send` hands a
+    message to the connection's thread, which publishes it unconfirmed: status reports are periodic and
+    a lost one is replaced by the next. Reconnects with back-off like the `Consumer`.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        listen: list[Broadcast],
+        on_message: Callable[[str, bytes], None],
+        *,
+        heartbeat: int = 30,
+        name: str = "karnak-control",
+        on_connected: Callable[[], None] | None = None,
+    ) -> None:
+        self._url = url
+        self._listen = listen
+        self._on_message = on_message
+        self._heartbeat = heartbeat
+        self._name = name
+        self._on_connected = on_connected
+        self._outbox: queue.Queue[tuple[str, str, bytes]] = queue.Queue(maxsize=100)
+        self._stop = threading.Event()
+        self._connected = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def start(self) -> ControlConnection:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def send(self, exchange: str, routing_key: str, body: bytes) -> None:
+        """Publish soon from the connection's thread; dropped while disconnected (a report is replaced by the next)."""
+        if not self.connected:
+            return
+        try:
+            self._outbox.put_nowait((exchange, routing_key, body))
+        except queue.Full:
+            pass
+
+    def _run(self) -> None:
+        backoff = 0.5
+        while not self._stop.is_set():
+            connection: BlockingConnection | None = None
+            try:
+                connection = open_connection(self._url, self._heartbeat, self._name)
+                channel = connection.channel()
+                for broadcast in self._listen:
+                    channel.exchange_declare(broadcast.exchange, exchange_type=broadcast.exchange_type, durable=True)
+                declared = channel.queue_declare("", exclusive=True, auto_delete=True)
+                own_queue = declared.method.queue
+                for broadcast in self._listen:
+                    channel.queue_bind(own_queue, broadcast.exchange, routing_key=broadcast.routing_key or None)
+                channel.basic_consume(
+                    own_queue,
+                    lambda _ch, method, _props, body: self._on_message(method.exchange, body),
+                    auto_ack=True,
+                )
+                self._connected.set()
+                backoff = 0.5
+                if self._on_connected is not None:
+                    self._on_connected()
+                while not self._stop.is_set():
+                    connection.process_data_events(time_limit=0.2)
+                    while True:
+                        try:
+                            exchange, routing_key, body = self._outbox.get_nowait()
+                        except queue.Empty:
+                            break
+                        channel.basic_publish(exchange, routing_key, body)
+            except BrokerUnreachable:
+                pass  # said once by `REACHABILITY`; retried quietly
+            except _CONNECTION_ERRORS as exc:
+                log.warning("broker.connection-lost", role="control", error=repr(exc), retry_in=backoff)
+            except Exception:  # a bug in a message handler must not end the service's control traffic
+                log.error("control.crashed", exc_info=True)
+            finally:
+                self._connected.clear()
+                if connection is not None and connection.is_open:
+                    try:
+                        connection.close()
+                    except _CONNECTION_ERRORS:
+                        pass
+            if not self._stop.is_set():
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 5.0)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any
 
+from karnak_shared.commands import status as status_command
 from karnak_shared.config import GatewayConfig, load_config
 from karnak_shared.errors import ConfigError, KarnakError
 
@@ -353,6 +354,7 @@ def build_parser(plugins: bool = True) -> argparse.ArgumentParser:
     for command in entry_points(group="karnak.commands") if plugins else ():
         command.load()(sub)
 
+    status_command.register(sub)
     dead = sub.add_parser("dead", help="show or replay messages parked in the dead-letter queue")
     dead.add_argument("action", choices=["list", "replay"])
     dead.add_argument("--config", help="configuration file (default: $KARNAK_CONFIG)")

@@ -82,6 +82,16 @@ class Topology:
         return f"{self.prefix}.dead"
 
     @property
+    def config_exchange(self) -> str:
+        """Fanout of `{"revision": N, "checksum": ...}` announcements; each instance binds a queue of its own."""
+        return f"{self.prefix}.config"
+
+    @property
+    def status_exchange(self) -> str:
+        """Topic of the instances' status reports (`status.<service>`) and requests for one (`request.status`)."""
+        return f"{self.prefix}.status"
+
+    @property
     def notifier_queue(self) -> str:
         return f"{self.prefix}.notifier"
 
@@ -183,5 +193,7 @@ class Topology:
             self.retry_exchange,
             self.events_exchange,
             self.dead_exchange,
+            self.config_exchange,
+            self.status_exchange,
         ):
             channel.exchange_delete(exchange)

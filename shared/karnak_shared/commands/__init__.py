@@ -1,0 +1,1 @@
+"""The `karnak` command's groups, one module each with a `register(subparsers)` function."""

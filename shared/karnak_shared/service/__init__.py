@@ -1,0 +1,1 @@
+"""The service runtime (DESIGN.md section 13)."""

@@ -1,0 +1,227 @@
+"""`listen_config()`: every service instance follows the configuration revisions (DESIGN.md section 14).
+
+Each instance has a queue of its own (exclusive, auto-delete) on the fanout exchange `<prefix>.config`,
+where `karnak config apply` (and the console) announce `{"revision": N, "checksum": ...}`, and it also
+checks the current revision every 30 s, so a missed announcement costs at most 30 s. A new revision is
+built into a whole configuration and handed to the service's `apply(config, revision)`, which builds
+everything new and swaps it in at once (or raises, changing nothing). A revision that validates but that
+this instance cannot apply (a profile it cannot read, a pseudonym database it cannot open) leaves it on
+its previous revision: one log line with the reason, `karnak_config_apply_failures_total{service}`, the
+reason in its status reports, and another try at the next check.
+
+The same thread sends the instance's status report every 10 s, and at once when `karnak status` asks.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from prometheus_client import Counter, Gauge
+
+from karnak_shared.broker import Broadcast, ControlConnection
+from karnak_shared.config import GatewayConfig
+from karnak_shared.logs import EventLogger
+from karnak_shared.service.status import REQUEST_ROUTING_KEY, STATUS_INTERVAL_SECONDS, InstanceStatus
+
+log = EventLogger("karnak.config")
+
+CHECK_INTERVAL_SECONDS = 30.0
+MAX_REASON_LENGTH = 300
+
+CONFIG_REVISION = Gauge("karnak_config_revision", "The configuration revision this service instance runs", ["service"])
+APPLY_FAILURES = Counter(
+    "karnak_config_apply_failures_total",
+    "Revisions this instance could not apply (it stays on its previous one and tries again at the next check)",
+    ["service"],
+)
+
+
+@dataclass(frozen=True)
+class RevisionRef:
+    """A revision's number and the checksum of its document."""
+
+    number: int
+    checksum: str
+
+
+class RevisionSource(Protocol):
+    """Where an instance reads revisions: the revision store (database mode) or the watched file."""
+
+    def current(self) -> RevisionRef | None:
+        """The revision the gateway should run, or None when there is none yet."""
+        ...
+
+    def config(self, number: int) -> GatewayConfig:
+        """The whole configuration of revision `number`: this instance's settings with its routing."""
+        ...
+
+
+def _reason(exc: BaseException) -> str:
+    # The configuration's own errors name the field; others say what failed. Never more than one line.
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text[:MAX_REASON_LENGTH]
+
+
+class ConfigListener:
+    """Applies new revisions to one service instance and reports its status (a thread of its own)."""
+
+    def __init__(
+        self,
+        service: str,
+        *,
+        broker_url: str,
+        prefix: str,
+        revisions: RevisionSource,
+        apply: Callable[[GatewayConfig, int], None],
+        status: InstanceStatus,
+        ready: Callable[[], bool],
+        broker_connected: Callable[[], bool],
+        heartbeat: int = 30,
+        check_interval: float = CHECK_INTERVAL_SECONDS,
+        report_interval: float = STATUS_INTERVAL_SECONDS,
+    ) -> None:
+        self.service = service
+        self._revisions = revisions
+        self._apply = apply
+        self._status = status
+        self._ready = ready
+        self._broker_connected = broker_connected
+        self._check_interval = check_interval
+        self._report_interval = report_interval
+        self._config_exchange = f"{prefix}.config"
+        self._status_exchange = f"{prefix}.status"
+        self._wake = threading.Event()
+        self._check_due = threading.Event()
+        self._report_due = threading.Event()
+        self._stop = threading.Event()
+        self._last_failure: tuple[int, str] | None = None
+        self._thread = threading.Thread(target=self._run, name=f"{service}-config", daemon=True)
+        self.control = ControlConnection(
+            broker_url,
+            [
+                Broadcast(self._config_exchange, "fanout"),
+                Broadcast(self._status_exchange, "topic", REQUEST_ROUTING_KEY),
+            ],
+            self._on_message,
+            heartbeat=heartbeat,
+            name=f"karnak-{service}-control",
+            on_connected=self._on_connected,
+        )
+        if status.revision is not None:
+            CONFIG_REVISION.labels(service).set(status.revision)
+        APPLY_FAILURES.labels(service)  # the series exists (at 0) before the first failure
+
+    @property
+    def revision(self) -> int | None:
+        return self._status.revision
+
+    def start(self) -> ConfigListener:
+        self.control.start()
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=60)
+        self.control.stop()
+
+    def check_now(self) -> None:
+        """Check the current revision soon (as an announcement does)."""
+        self._check_due.set()
+        self._wake.set()
+
+    # --- the control connection's thread: only flags, the work is done in the listener's thread -----
+
+    def _on_message(self, exchange: str, body: bytes) -> None:
+        if exchange == self._status_exchange:
+            self._report_due.set()
+        else:
+            try:
+                announced = json.loads(body).get("revision")
+            except (ValueError, AttributeError):
+                announced = None
+            log.debug("config.announced", revision=announced)
+            self._check_due.set()
+        self._wake.set()
+
+    def _on_connected(self) -> None:
+        # Announcements made while disconnected were missed: check at once; and say we are here.
+        self._check_due.set()
+        self._report_due.set()
+        self._wake.set()
+
+    # --- the listener's thread ------------------------------------------------------------------
+
+    def _run(self) -> None:
+        next_check = time.monotonic() + self._check_interval
+        next_report = time.monotonic()
+        while not self._stop.is_set():
+            self._wake.wait(timeout=max(0.0, min(next_check, next_report) - time.monotonic()))
+            self._wake.clear()
+            if self._stop.is_set():
+                break
+            now = time.monotonic()
+            if self._check_due.is_set() or now >= next_check:
+                self._check_due.clear()
+                self.check()
+                next_check = time.monotonic() + self._check_interval
+            if self._report_due.is_set() or now >= next_report:
+                self._report_due.clear()
+                self.report()
+                next_report = time.monotonic() + self._report_interval
+
+    def check(self) -> bool:
+        """Apply the current revision if it is new; True when this instance runs the current revision."""
+        try:
+            current = self._revisions.current()
+        except Exception as exc:  # noqa: BLE001 - the database may be down: keep the running revision, retry
+            log.warning("config.check-failed", reason=_reason(exc), revision=self.revision)
+            return False
+        if current is None or current.number == self.revision:
+            return True
+        previous = self.revision
+        started = time.perf_counter()
+        try:
+            config = self._revisions.config(current.number)
+            self._apply(config, current.number)
+        except Exception as exc:  # noqa: BLE001 - whatever the cause, the previous revision keeps running
+            self._failed(current.number, _reason(exc))
+            return False
+        self._status.applied(current.number)
+        self._last_failure = None
+        CONFIG_REVISION.labels(self.service).set(current.number)
+        log.info(
+            "config.applied",
+            revision=current.number,
+            previous=previous if previous is not None else "-",
+            seconds=round(time.perf_counter() - started, 3),
+        )
+        self.report()
+        return True
+
+    def _failed(self, revision: int, reason: str) -> None:
+        APPLY_FAILURES.labels(self.service).inc()
+        self._status.failed(f"revision {revision}: {reason}")
+        if self._last_failure == (revision, reason):
+            log.debug("config.apply-failed-again", revision=revision, reason=reason)
+        else:
+            log.error(
+                "config.apply-failed",
+                revision=revision,
+                running=self.revision if self.revision is not None else "-",
+                reason=reason,
+                retry_in=self._check_interval,
+            )
+        self._last_failure = (revision, reason)
+        self.report()
+
+    def report(self) -> None:
+        """Send this instance's status report now (dropped while the control connection is down)."""
+        report = self._status.report(ready=self._ready(), broker_connected=self._broker_connected())
+        self.control.send(self._status_exchange, report.routing_key, report.to_body())
