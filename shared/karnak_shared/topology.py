@@ -82,11 +82,6 @@ class Topology:
         return f"{self.prefix}.dead"
 
     @property
-    def config_exchange(self) -> str:
-        """Fanout of `{"revision": N, "checksum": ...}` announcements; each instance binds a queue of its own."""
-        return f"{self.prefix}.config"
-
-    @property
     def status_exchange(self) -> str:
         """Topic of the instances' status reports (`status.<service>`) and requests for one (`request.status`)."""
         return f"{self.prefix}.status"
@@ -193,7 +188,6 @@ class Topology:
             self.retry_exchange,
             self.events_exchange,
             self.dead_exchange,
-            self.config_exchange,
             self.status_exchange,
         ):
             channel.exchange_delete(exchange)
