@@ -1,1 +1,1 @@
-"""The `karnak` command's groups, one module each with a `register(subparsers)` function."""
+"""Command groups of the `karnak` command, one module each with a `register(subparsers)` function."""
