@@ -82,11 +82,12 @@ def _seen(seconds: float) -> str:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from karnak_shared.config import load_config
+    from karnak_shared.config import read_config_file
     from karnak_shared.logs import redact_url
 
     try:
-        config = load_config(args.config)
+        # Only the broker settings are needed: the file may hold no routing (database mode).
+        config = read_config_file(args.config).settings
     except ConfigError as exc:
         print(f"karnak: invalid configuration:\n{exc}", file=sys.stderr)
         return EXIT_CONFIG

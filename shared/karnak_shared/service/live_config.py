@@ -15,11 +15,12 @@ The same thread sends the instance's status report every 10 s, and at once when 
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from prometheus_client import Counter, Gauge
 
@@ -27,6 +28,9 @@ from karnak_shared.broker import Broadcast, ControlConnection
 from karnak_shared.config import GatewayConfig
 from karnak_shared.logs import EventLogger
 from karnak_shared.service.status import REQUEST_ROUTING_KEY, STATUS_INTERVAL_SECONDS, InstanceStatus
+
+if TYPE_CHECKING:
+    from karnak_shared.revisions import RevisionStore
 
 log = EventLogger("karnak.config")
 
@@ -59,6 +63,29 @@ class RevisionSource(Protocol):
     def config(self, number: int) -> GatewayConfig:
         """The whole configuration of revision `number`: this instance's settings with its routing."""
         ...
+
+
+class StoreRevisions:
+    """The revision store as a `RevisionSource`: in file mode, each check also takes a changed file."""
+
+    def __init__(self, store: RevisionStore) -> None:
+        self._store = store
+
+    @classmethod
+    def open(cls, config_path: str | os.PathLike[str] | None) -> StoreRevisions:
+        from karnak_shared.revisions import RevisionStore
+
+        return cls(RevisionStore.open(config_path))
+
+    def current(self) -> RevisionRef:
+        revision = self._store.check()
+        return RevisionRef(revision.number, revision.checksum)
+
+    def config(self, number: int) -> GatewayConfig:
+        return self._store.gateway_config(self._store.get(number))
+
+    def close(self) -> None:
+        self._store.close()
 
 
 def _reason(exc: BaseException) -> str:
