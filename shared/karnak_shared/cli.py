@@ -57,8 +57,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     service = load_service(args.service)
     if service is None:
         return _fail(f"unknown service {args.service!r}; installed: {', '.join(service_names())}", EXIT_CONFIG)
+    from karnak_shared.service.live_config import starting_config
+
     try:
-        config = load_config(args.config)
+        config, _ = starting_config(args.config)
         service(config, metrics_port=args.metrics_port)
     except ConfigError as exc:
         return _fail(f"invalid configuration:\n{exc}", EXIT_CONFIG)
@@ -97,10 +99,16 @@ def _plan(config: GatewayConfig, names: Sequence[str], replicas: int) -> list[_C
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    from karnak_shared.service.live_config import starting_config
+
     try:
-        config = load_config(args.config)
+        # Once here, before the services start: the database's schema and its first revision (bootstrap
+        # from the file) are made by one process, not raced for by six.
+        config, _ = starting_config(args.config)
     except ConfigError as exc:
         return _fail(f"invalid configuration:\n{exc}", EXIT_CONFIG)
+    except KarnakError as exc:
+        return _fail(str(exc), EXIT_RUNTIME)
     config_path = os.path.abspath(args.config or os.environ.get("KARNAK_CONFIG", ""))
     names = service_names()
     if args.only:

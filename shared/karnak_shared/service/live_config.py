@@ -26,6 +26,7 @@ from prometheus_client import Counter, Gauge
 
 from karnak_shared.broker import Broadcast, ControlConnection
 from karnak_shared.config import GatewayConfig
+from karnak_shared.errors import KarnakError
 from karnak_shared.logs import EventLogger
 from karnak_shared.service.status import REQUEST_ROUTING_KEY, STATUS_INTERVAL_SECONDS, InstanceStatus
 
@@ -86,6 +87,26 @@ class StoreRevisions:
 
     def close(self) -> None:
         self._store.close()
+
+
+def starting_config(config_path: str | os.PathLike[str] | None) -> tuple[GatewayConfig, int]:
+    """The configuration a service starts on and its revision: the current one (the file's routing
+    becomes revision 1 when the database holds none; in file mode, a changed file a new revision).
+
+    Raises `ConfigError` naming the problem (no routing anywhere, an invalid file or revision).
+    """
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        revisions = StoreRevisions.open(config_path)
+        try:
+            current = revisions.current()
+            return revisions.config(current.number), current.number
+        finally:
+            revisions.close()
+    except SQLAlchemyError as exc:
+        # The driver's message may name the database with its password: only its kind is kept.
+        raise KarnakError(f"cannot read the configuration revisions from the database: {type(exc).__name__}") from None
 
 
 def _reason(exc: BaseException) -> str:
