@@ -16,6 +16,7 @@ lives in one thread of its own:
 from __future__ import annotations
 
 import enum
+import logging
 import queue
 import threading
 import time
@@ -33,6 +34,10 @@ from karnak_shared.logs import EventLogger, redact_url
 from karnak_shared.topology import Topology
 
 log = EventLogger("karnak.broker")
+# pika logs each failed connection attempt seven times over (socket, connector, workflow, traceback) and an
+# expected 404 of a passive declare as a warning; every failure it reports also reaches this module as an
+# exception, which is logged once with the URL (see `Reachability`), or is expected.
+logging.getLogger("pika").setLevel(logging.CRITICAL)
 
 _CONNECTION_ERRORS = (
     pika.exceptions.AMQPError,
@@ -699,3 +704,39 @@ class ControlConnection:
             if not self._stop.is_set():
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
+
+
+@dataclass(frozen=True)
+class QueueState:
+    """A queue's ready messages and consumers, as RabbitMQ says."""
+
+    name: str
+    messages: int
+    consumers: int
+
+
+def inspect_queues(url: str, names: list[str]) -> dict[str, QueueState | None]:
+    """The state of each named queue (None: RabbitMQ has no such queue), by passive declares.
+
+    A passive declare of a missing queue closes its channel (404): each miss costs a new channel.
+    """
+    connection = open_connection(url, name="karnak-queues")
+    found: dict[str, QueueState | None] = {}
+    try:
+        channel = connection.channel()
+        for name in names:
+            try:
+                method = channel.queue_declare(name, passive=True).method
+            except pika.exceptions.ChannelClosedByBroker as exc:
+                if exc.reply_code != 404:
+                    raise BrokerUnavailable(f"RabbitMQ refused to describe queue {name}: {exc.reply_text}") from None
+                found[name] = None
+                channel = connection.channel()
+                continue
+            found[name] = QueueState(name, int(method.message_count), int(method.consumer_count))
+    except _CONNECTION_ERRORS as exc:
+        raise BrokerUnavailable(f"lost RabbitMQ while describing queues: {exc!r}") from None
+    finally:
+        if connection.is_open:
+            connection.close()
+    return found

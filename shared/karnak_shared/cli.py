@@ -21,6 +21,7 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from karnak_shared.commands import config as config_commands
+from karnak_shared.commands import queues as queues_command
 from karnak_shared.commands import status as status_command
 from karnak_shared.config import GatewayConfig, load_config
 from karnak_shared.errors import ConfigError, KarnakError
@@ -347,6 +348,7 @@ def build_parser(plugins: bool = True) -> argparse.ArgumentParser:
         command.load()(sub)
 
     status_command.register(sub)
+    queues_command.register(sub)
     dead = sub.add_parser("dead", help="show or replay messages parked in the dead-letter queue")
     dead.add_argument("action", choices=["list", "replay"])
     dead.add_argument("--config", help="configuration file (default: $KARNAK_CONFIG)")

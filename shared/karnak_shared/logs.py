@@ -66,12 +66,8 @@ def configure_logging(service: str, level: str = "INFO", fmt: str = "kv") -> Non
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # pynetdicom logs datasets (with patient names) at DEBUG/INFO. pika logs each failed connection
-    # attempt seven times over (socket, connector, workflow, traceback) and an expected 404 of a passive
-    # declare as a warning; every failure it reports also reaches the broker client as an exception,
-    # which logs it once with the URL (see `broker.Reachability`).
+    # pynetdicom logs datasets (with patient names) at DEBUG/INFO; pika is silenced by the broker module.
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
-    logging.getLogger("pika").setLevel(logging.CRITICAL)
     # pydicom's validation warnings quote the offending value, which may be a name or a birth date.
     logging.getLogger("pydicom").setLevel(logging.ERROR)
     logging.captureWarnings(True)
