@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from karnak_processor.instance import read_instance
+from karnak_dicom.instance import read_instance
 from karnak_processor.routing import Deliver, Fail, Later, Reject, Router, Skip
 from karnak_shared.config import load_config
 from karnak_shared.database import open_database
