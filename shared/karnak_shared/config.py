@@ -89,7 +89,7 @@ def _check_email(value: str) -> str:
 
 
 def _check_condition(value: str) -> str:
-    from karnak_shared.conditions import ConditionError, parse_condition
+    from karnak_dicom.conditions import ConditionError, parse_condition
 
     try:
         parse_condition(value)

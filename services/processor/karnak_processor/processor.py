@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Literal
 
 from prometheus_client import Counter, Histogram
 
-from karnak_processor.instance import Instance, read_instance
+from karnak_dicom.instance import Instance, read_instance
 from karnak_processor.routing import Deliver, Fail, Later, Reject, Router, Skip
 from karnak_shared.blobstore import BlobStore
 from karnak_shared.broker import ConfirmingPublisher, Delivery, Settlement, Verdict
@@ -68,7 +69,7 @@ class Processor:
             return self._park(delivery, "invalid-envelope", str(exc))
         try:
             source = payload_source(envelope, delivery.body, self._blobs)
-            instance = read_instance(source)
+            instance = _read_received(source)
         except BlobMissing as exc:
             if delivery.redelivered:
                 # The received blob is deleted only after every output was confirmed and the ack sent:
@@ -264,3 +265,16 @@ class Processor:
             self._blobs.delete(reference)
         except BlobStoreError as exc:
             log.warning("blob.delete-failed", blob=reference, reason=str(exc))
+
+
+def _read_received(source: bytes | Path) -> Instance:
+    """`read_instance`, with an unreadable blob file said as the blob store says it (`BlobMissing` when gone)."""
+    try:
+        return read_instance(source)
+    except OSError as exc:
+        if not isinstance(source, Path):
+            raise
+        reference = f"{source.parent.name}/{source.name}"  # as the blob store names it
+        if isinstance(exc, FileNotFoundError):
+            raise BlobMissing(f"blob {reference} is missing from {source.parent.parent}") from None
+        raise BlobStoreError(f"cannot read blob {reference}: {exc.strerror}") from None

@@ -16,12 +16,11 @@ from pathlib import Path
 
 from pydicom import Dataset, dcmread
 
-from karnak_processor.instance import Instance
+from karnak_dicom.deid import Deidentifier, ProfileError, load_profile, parse_project_secret, uid_hash
+from karnak_dicom.instance import DISPLAY_KEYWORDS, Instance
+from karnak_dicom.transcoding import encode_part10, plan_syntax, transcode
 from karnak_processor.pseudonyms import PseudonymSource, SessionFactory, pseudonym_source
-from karnak_processor.transcoding import encode_part10, plan_syntax, transcode
 from karnak_shared.config import DicomDestination, GatewayConfig, StowDestination
-from karnak_shared.deid import Deidentifier, ProfileError, load_profile, parse_project_secret, uid_hash
-from karnak_shared.envelope import DISPLAY_KEYWORDS
 from karnak_shared.errors import BlobStoreError, ConfigError, KarnakError
 
 AnyDestination = DicomDestination | StowDestination
@@ -127,7 +126,7 @@ def build_transformation(
     session_factory: SessionFactory | None,
 ) -> Transformation:
     """The transformation of a destination; raises `ConfigError` naming the field (`where`) when it cannot work."""
-    from karnak_processor.transcoding import check_requested_syntax
+    from karnak_dicom.transcoding import check_requested_syntax
 
     try:
         check_requested_syntax(destination.transfer_syntax)
