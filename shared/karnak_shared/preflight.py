@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
 
-from karnak_shared.config import GatewayConfig
+from karnak_shared.config import GatewayConfig, load_config
 from karnak_shared.errors import ConfigError, KarnakError
 from karnak_shared.logs import redact_url
 
@@ -66,7 +66,11 @@ def check_configuration(path: str | None, services: Sequence[str]) -> tuple[Gate
     except ConfigError as exc:
         return None, [Problem(f"configuration {where}: {line.strip()}") for line in str(exc).splitlines() if line]
     except KarnakError as exc:
-        return None, [Problem(f"configuration {where}: {exc}", "check database.url")]
+        # The database cannot be read: `check_database` says why; meanwhile the file alone is checked.
+        try:
+            config = load_config(path)
+        except ConfigError:
+            return None, [Problem(f"configuration {where}: {exc}", "check database.url")]
     problems = []
     for name, check in sorted(service_checks().items()):
         if name not in services:
