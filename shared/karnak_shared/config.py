@@ -422,6 +422,9 @@ class BrokerConfig(StrictModel):
     retry_delays: Annotated[list[PositiveInt], Field(min_length=1)] = [5, 30, 120, 600, 3600]
     heartbeat: Annotated[int, Field(ge=0)] = 30
     confirm_timeout: Annotated[float, Field(gt=0)] = 30.0
+    # A handler that crashed on the same message this many times parks it itself (with the exception's
+    # type), before RabbitMQ's delivery limit would dead-letter it without a word.
+    crash_limit: Annotated[int, Field(ge=1)] = 3
 
     @field_validator("retry_delays")
     @classmethod
@@ -461,6 +464,38 @@ class LoggingConfig(StrictModel):
     format: Literal["kv", "json"] = "kv"
 
 
+def _decode_key(text: str) -> bytes | None:
+    text = text.strip()
+    if re.fullmatch(r"[0-9a-fA-F]{64}", text):
+        return bytes.fromhex(text)
+    import base64
+    import binascii
+
+    try:
+        key = base64.b64decode(text.replace("-", "+").replace("_", "/"), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return key if len(key) == 32 else None
+
+
+class SecretsSettings(StrictModel):
+    """The key that encrypts the secrets stored in configuration revisions (AES-256-GCM)."""
+
+    # 32 bytes, as base64 (`openssl rand -base64 32`) or 64 hex digits; give it as ${file:...} or ${ENV}.
+    key: SecretStr | None = None
+
+    @field_validator("key")
+    @classmethod
+    def _thirty_two_bytes(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and _decode_key(value.get_secret_value()) is None:
+            raise ValueError("must be 32 bytes as base64 (openssl rand -base64 32) or as 64 hexadecimal digits")
+        return value
+
+    def key_bytes(self) -> bytes | None:
+        """The key's 32 bytes, or None when no key is configured."""
+        return None if self.key is None else _decode_key(self.key.get_secret_value())
+
+
 class GatewayConfig(StrictModel):
     """The whole configuration file."""
 
@@ -474,6 +509,7 @@ class GatewayConfig(StrictModel):
     dicom_sender: DicomSenderConfig = DicomSenderConfig()
     metrics: MetricsConfig = MetricsConfig()
     logging: LoggingConfig = LoggingConfig()
+    secrets: SecretsSettings = SecretsSettings()
     # Where the file was read from: relative paths in it (profiles) are relative to its folder.
     _source: Path | None = PrivateAttr(default=None)
 
