@@ -36,8 +36,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import pika
 from pydicom import dcmread, dcmwrite
 from pynetdicom import AE, evt
@@ -45,10 +43,18 @@ from workload import BASIC_PROFILE, SECRET, SECRET_TEXT, build_multiframe, write
 
 from karnak_dicom.deid import uid_hash
 from karnak_shared.config import parse_config
+from karnak_shared.service.testing.servers import (
+    Gateway,
+    ScriptedSCP,
+    StoreSCP,
+    find_broker,
+    free_port,
+    gateway_config,
+    resident_bytes,
+    storescu,
+    wait_until,
+)
 from karnak_shared.topology import Topology
-from tests.conftest import gateway_config
-from tests.support.faults import resident_bytes
-from tests.support.servers import Gateway, ScriptedSCP, StoreSCP, find_broker, free_port, storescu, wait_until
 
 STARTED = re.compile(r"karnak up: started (\S+) \(pid (\d+)\)")
 

@@ -22,9 +22,6 @@ import uuid
 from io import BytesIO
 from pathlib import Path
 
-# The tests' Orthanc launcher and synthetic studies are reused: run from anywhere, import from the repository.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import pika
 import requests
 from pydicom import dcmread
@@ -35,13 +32,13 @@ from karnak_shared.config import parse_config
 from karnak_shared.envelope import Envelope
 from karnak_shared.headers import basic_authorization, karnak_form
 from karnak_shared.payload import store_payload
+from karnak_shared.service.testing.dicomdata import make_study
+from karnak_shared.service.testing.orthanc import Orthanc
 from karnak_shared.topology import Topology
 from karnak_stow_sender.main import StowSenderService
 from karnak_stow_sender.multipart import encode_related
 from karnak_stow_sender.sender import SENT
 from karnak_stow_sender.settings import StowSenderSettings
-from tests.support.dicomdata import make_study
-from tests.support.orthanc import Orthanc
 
 AMQP_URL = "amqp://guest:guest@localhost:5672/"
 DESTINATION = "orthanc"

@@ -11,14 +11,14 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pika
 import pytest
 
 from karnak_shared.config import GatewayConfig
+from karnak_shared.service.testing.servers import find_broker
+from karnak_shared.service.testing.servers import gateway_config as gateway_config  # the tests import it from here
 from karnak_shared.topology import Topology
-from tests.support.servers import find_broker, free_port
 
 # The small fixtures of the logic tests (instances, a recording publisher), for every folder.
 pytest_plugins = ["tests.support.fixtures"]
@@ -86,29 +86,3 @@ def register_topology(url: str, config: GatewayConfig) -> Topology:
     topology = Topology.from_config(config)
     _topologies.append((url, topology))
     return topology
-
-
-def gateway_config(
-    amqp_url: str, prefix: str, workdir: Path, destinations: list[dict[str, Any]], **overrides: Any
-) -> dict[str, Any]:
-    """A configuration dict for a test: its own prefix, ports, blob store and fast retries."""
-    config: dict[str, Any] = {
-        "listener": {"host": "127.0.0.1", "port": free_port()},
-        "forward_nodes": [
-            {
-                "ae_title": "KARNAK-GW",
-                "sources": [{"ae_title": "CT01"}, {"ae_title": "MR01", "hostname": "127.0.0.1"}],
-                "destinations": destinations,
-            }
-        ],
-        "broker": {"url": amqp_url, "prefix": prefix, "retry_delays": [1, 2, 3]},
-        "blob_store": {"path": str(workdir / "blobs"), "max_inline_bytes": 65536},
-        "dicom_sender": {"idle_release_seconds": 2, "dimse_timeout": 10, "acse_timeout": 5, "network_timeout": 10},
-        "metrics": {
-            "host": "127.0.0.1",
-            "ports": {"receiver": free_port(), "processor": free_port(), "dicom-sender": free_port()},
-        },
-        "logging": {"level": "INFO"},
-    }
-    config.update(overrides)
-    return config

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
-from karnak_shared.errors import BlobMissing, BlobStoreError
+from karnak_shared.errors import BlobMissing, BlobStoreError, InvalidBlobReference
 
 _T = TypeVar("_T")
 _REFERENCE = re.compile(r"^[0-9a-f]{2}/[0-9a-f]{32}\.dcm$")
@@ -42,7 +42,7 @@ class BlobStore:
     def path(self, reference: str) -> Path:
         """The file of a reference; raise `BlobStoreError` for a reference that is not one of ours."""
         if not _REFERENCE.match(reference):
-            raise BlobStoreError(f"invalid blob reference {reference!r}")
+            raise InvalidBlobReference(f"invalid blob reference {reference[:80]!r}")
         return self.root / reference
 
     def _new_reference(self) -> tuple[str, Path]:

@@ -207,6 +207,10 @@ class Publisher:
     def connected(self) -> bool:
         return self._connected.is_set()
 
+    def set_topology(self, topology: Topology) -> None:
+        """Declare `topology` on the next connection (a new configuration's queues)."""
+        self._topology = topology
+
     def start(self) -> Publisher:
         self._thread.start()
         return self
@@ -401,6 +405,15 @@ class Delivery:
     generation: int
     exchange: str = ""
 
+    @property
+    def delivery_count(self) -> int:
+        """How many times the broker delivered this message before (quorum queues count it)."""
+        value = self.headers.get("x-delivery-count", 0)
+        try:
+            return max(0, int(value))
+        except (TypeError, ValueError):
+            return 0
+
 
 class Consumer:
     """Consumes queues in a background thread and dispatches each delivery to the service."""
@@ -419,7 +432,8 @@ class Consumer:
     ) -> None:
         self._url = url
         self._topology = topology
-        self._queues = queues
+        self._queues = list(queues)
+        self._queue_of: dict[str, str] = {}  # consumer tag -> queue, on the connection's thread only
         self._dispatch = dispatch
         self._prefetch = prefetch
         self._heartbeat = heartbeat
@@ -453,13 +467,55 @@ class Consumer:
         self._stop.set()
         self._thread.join(timeout=drain_timeout + 10)
 
+    @property
+    def queues(self) -> list[str]:
+        with self._lock:
+            return list(self._queues)
+
+    def set_queues(self, queues: list[str], topology: Topology) -> None:
+        """Consume `queues` from now on (declared with `topology`): new ones start, removed ones stop.
+
+        A removed queue is only no longer consumed: it and its messages stay. Deliveries already taken
+        from it are settled as usual.
+        """
+        with self._lock:
+            self._queues = list(queues)
+            self._topology = topology
+            connection = self._connection
+        if connection is not None:
+            try:
+                connection.add_callback_threadsafe(self._sync_consumers)
+            except _CONNECTION_ERRORS:
+                pass  # the next connection consumes the new set
+
+    def _sync_consumers(self) -> None:
+        channel = self._channel
+        if channel is None or not channel.is_open:
+            return
+        with self._lock:
+            wanted, topology = list(self._queues), self._topology
+        topology.declare(channel)
+        consuming = set(self._queue_of.values())
+        for tag, name in list(self._queue_of.items()):
+            if name not in wanted:
+                channel.basic_cancel(tag)
+                del self._queue_of[tag]
+        for name in wanted:
+            if name not in consuming:
+                self._queue_of[channel.basic_consume(name, self._on_message, auto_ack=False)] = name
+        log.info("broker.consuming", queues=",".join(wanted))
+
     def is_current(self, delivery: Delivery) -> bool:
         """Whether `delivery` came on the live connection; if not, the broker has it back and will redeliver it."""
         with self._lock:
             return self._connection is not None and delivery.generation == self._generation
 
-    def settle(self, delivery: Delivery, settlement: Settlement) -> None:
-        """Ack, requeue or dead-letter a delivery; safe from any thread."""
+    def settle(self, delivery: Delivery, settlement: Settlement, then: Callable[[], None] | None = None) -> None:
+        """Ack, requeue or dead-letter a delivery; safe from any thread.
+
+        `then` runs on the connection's thread once the settlement is sent (never if it cannot be): the
+        runtime deletes an acked message's blob from there, so a blob never goes before its ack.
+        """
         with self._lock:
             connection = self._connection
             current = self._generation
@@ -478,6 +534,8 @@ class Consumer:
                 channel.basic_ack(delivery.delivery_tag)
             else:
                 channel.basic_nack(delivery.delivery_tag, requeue=settlement is Settlement.REQUEUE)
+            if then is not None:
+                then()
 
         try:
             connection.add_callback_threadsafe(do)
@@ -512,13 +570,15 @@ class Consumer:
         try:
             channel = connection.channel()
             channel.basic_qos(prefetch_count=self._prefetch)
-            self._topology.declare(channel)
-            self._queue_of: dict[str, str] = {}
+            with self._lock:
+                topology, queues = self._topology, list(self._queues)
+            topology.declare(channel)
+            self._queue_of = {}
             with self._lock:
                 self._generation += 1
                 self._in_flight = 0
                 self._connection, self._channel = connection, channel
-            for name in self._queues:
+            for name in queues:
                 tag = channel.basic_consume(name, self._on_message, auto_ack=False)
                 self._queue_of[tag] = name
         except _CONNECTION_ERRORS:
@@ -530,7 +590,7 @@ class Consumer:
                 pass
             raise
         self._set_connected(True)
-        log.info("broker.connected", role="consumer", queues=",".join(self._queues), url=redact_url(self._url))
+        log.info("broker.connected", role="consumer", queues=",".join(queues), url=redact_url(self._url))
 
     def _run(self) -> None:
         backoff = 0.5
@@ -579,7 +639,34 @@ class Consumer:
                 pass
 
 
-def wait_until_settleable(consumer: Consumer, publisher: Publisher, delivery: Delivery, poll: float = 0.1) -> bool:
+def queue_exists(url: str, queue: str) -> bool:
+    """Whether a queue exists on the broker (a passive declare; the broker closes the channel if not)."""
+    connection = open_connection(url, name="karnak-queue-check")
+    try:
+        connection.channel().queue_declare(queue, passive=True)
+        return True
+    except pika.exceptions.ChannelClosedByBroker as exc:
+        if exc.reply_code == 404:
+            return False
+        raise BrokerUnavailable(f"cannot check queue {queue}: {exc.reply_text}") from None
+    except _CONNECTION_ERRORS as exc:
+        raise BrokerUnavailable(f"cannot check queue {queue}: {exc!r}") from None
+    finally:
+        try:
+            if connection.is_open:
+                connection.close()
+        except _CONNECTION_ERRORS:
+            pass
+
+
+class Connectable(Protocol):
+    """Anything with a `connected` state (a publisher)."""
+
+    @property
+    def connected(self) -> bool: ...
+
+
+def wait_until_settleable(consumer: Consumer, publisher: Connectable, delivery: Delivery, poll: float = 0.1) -> bool:
     """Hold a delivery until the publisher is connected; False once the delivery's own connection is gone.
 
     Every outcome of a handler needs a publish (an output, an event, a retry, a park) and then an ack on the

@@ -274,7 +274,8 @@ def cmd_dead(args: argparse.Namespace) -> int:
                     for e in entries:
                         print(
                             f"- instance {e.instance_id} destination={e.destination} sop_instance={e.sop_instance_uid} "
-                            f"parked_at={e.parked_at} origin={e.origin_routing_key}\n  reason: {e.reason}"
+                            f"parked_at={e.parked_at} origin={e.origin_routing_key}\n"
+                            f"  cause: {e.cause}  reason: {e.reason}"
                         )
                 return 0
             if not (args.all or args.instance_id or args.destination):

@@ -445,6 +445,9 @@ class BrokerConfig(StrictModel):
     retry_delays: Annotated[list[PositiveInt], Field(min_length=1)] = [5, 30, 120, 600, 3600]
     heartbeat: Annotated[int, Field(ge=0)] = 30
     confirm_timeout: Annotated[float, Field(gt=0)] = 30.0
+    # A handler that crashed on the same message this many times parks it itself (with the exception's
+    # type), before RabbitMQ's delivery limit would dead-letter it without a word.
+    crash_limit: Annotated[int, Field(ge=1)] = 3
 
     @field_validator("retry_delays")
     @classmethod

@@ -15,16 +15,12 @@ from typing import Any
 import pika
 import pika.exceptions
 
+from karnak_shared import header_names
 from karnak_shared.broker import open_connection
 from karnak_shared.config import GatewayConfig
 from karnak_shared.errors import BrokerUnavailable
-from karnak_shared.topology import (
-    ORIGIN_EXCHANGE_HEADER,
-    ORIGIN_ROUTING_KEY_HEADER,
-    PARKED_AT_HEADER,
-    REASON_HEADER,
-    Topology,
-)
+from karnak_shared.service.authentication import Signer
+from karnak_shared.topology import Topology
 
 
 def _text(value: Any) -> str:
@@ -41,6 +37,7 @@ class ParkedMessage:
     destination: str
     sop_instance_uid: str
     reason: str
+    cause: str
     parked_at: str
     origin_exchange: str
     origin_routing_key: str
@@ -50,10 +47,10 @@ class ParkedMessage:
 
     @classmethod
     def from_headers(cls, headers: dict[str, Any]) -> ParkedMessage:
-        exchange = _text(headers.get(ORIGIN_EXCHANGE_HEADER))
-        routing_key = _text(headers.get(ORIGIN_ROUTING_KEY_HEADER))
-        reason = _text(headers.get(REASON_HEADER))
-        parked_at = _text(headers.get(PARKED_AT_HEADER))
+        exchange = _text(headers.get(header_names.ORIGIN_EXCHANGE))
+        routing_key = _text(headers.get(header_names.ORIGIN_ROUTING_KEY))
+        reason = _text(headers.get(header_names.REASON))
+        parked_at = _text(headers.get(header_names.PARKED_AT))
         deaths = headers.get("x-death") or []
         if deaths and not exchange:
             death = deaths[0]
@@ -69,6 +66,7 @@ class ParkedMessage:
             destination=_text(headers.get("karnak-destination")) or "-",
             sop_instance_uid=_text(headers.get("karnak-sop-instance-uid")) or "-",
             reason=reason or "(no reason recorded)",
+            cause=_text(headers.get(header_names.CAUSE)) or ("delivery-limit" if deaths else "-"),
             parked_at=parked_at or "-",
             origin_exchange=exchange,
             origin_routing_key=routing_key,
@@ -78,9 +76,10 @@ class ParkedMessage:
 class DeadLetterQueue:
     """A short-lived connection to the dead-letter queue, for the `karnak dead` commands."""
 
-    def __init__(self, connection: Any, topology: Topology) -> None:
+    def __init__(self, connection: Any, topology: Topology, signer: Signer | None = None) -> None:
         self._connection = connection
         self._topology = topology
+        self._signer = signer or Signer(None)
         self.queue = topology.dead_queue
 
     @classmethod
@@ -90,7 +89,7 @@ class DeadLetterQueue:
         channel = connection.channel()
         topology.declare(channel)
         channel.close()
-        return cls(connection, topology)
+        return cls(connection, topology, Signer(config.secrets.key_bytes()))
 
     def close(self) -> None:
         try:
@@ -153,15 +152,21 @@ class DeadLetterQueue:
                     break
                 if not parked.origin_routing_key:
                     raise BrokerUnavailable(f"parked message {parked.instance_id} records no origin; cannot replay it")
+                # Only a message that was authentic when parked is signed again (its attempt changes); a
+                # forged one goes back as it is and is parked `unauthenticated` again.
+                authentic = self._signer.check(headers, body)
                 for key in (
-                    REASON_HEADER,
-                    ORIGIN_EXCHANGE_HEADER,
-                    ORIGIN_ROUTING_KEY_HEADER,
-                    PARKED_AT_HEADER,
+                    header_names.REASON,
+                    header_names.CAUSE,
+                    header_names.ORIGIN_EXCHANGE,
+                    header_names.ORIGIN_ROUTING_KEY,
+                    header_names.PARKED_AT,
                     "x-death",
                 ):
                     headers.pop(key, None)
-                headers["karnak-attempt"] = 0
+                headers[header_names.ATTEMPT] = 0
+                if authentic:
+                    headers = self._signer.sign(headers, body)
                 try:
                     channel.basic_publish(
                         parked.origin_exchange,

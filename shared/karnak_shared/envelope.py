@@ -14,11 +14,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from karnak_shared import header_names
 from karnak_shared.errors import EnvelopeError
 
 ENVELOPE_SCHEMA = "karnak.instance/1"
 EVENT_SCHEMA = "karnak.event/1"
-_PREFIX = "karnak-"
+_PREFIX = header_names.PREFIX
 
 
 class Envelope(BaseModel):
@@ -38,6 +39,7 @@ class Envelope(BaseModel):
     series_instance_uid: str | None = None
     attempt: int = 0
     blob: str | None = None
+    digest: str | None = None  # SHA-256 (hex) of the blob's bytes, when the instance travels as a blob
     size: int = 0
     received_at: float = Field(default_factory=time.time)
     kheops_albums: list[int] = []
@@ -152,7 +154,6 @@ class TransferEvent(BaseModel):
 
 SHARE_SCHEMA = "karnak.kheops-share/1"
 SHARE_ROUTING_KEY = "kheops.share"
-ATTEMPT_HEADER = "karnak-attempt"
 
 
 class ShareRequest(BaseModel):
@@ -178,7 +179,7 @@ class ShareRequest(BaseModel):
 
     def to_headers(self) -> dict[str, Any]:
         # `karnak dead list` shows the destination of a parked message from this header.
-        return {"karnak-destination": self.destination, ATTEMPT_HEADER: 0}
+        return {header_names.DESTINATION: self.destination, header_names.ATTEMPT: 0}
 
     @classmethod
     def from_body(cls, body: bytes) -> ShareRequest:
@@ -208,7 +209,7 @@ class ShareRequest(BaseModel):
 
 def attempt_of(headers: dict[str, Any]) -> int:
     """How many times a message was tried before, from its `karnak-attempt` header (0 when absent)."""
-    value = headers.get(ATTEMPT_HEADER, 0)
+    value = headers.get(header_names.ATTEMPT, 0)
     if isinstance(value, bytes):
         value = value.decode("ascii", "replace")
     try:

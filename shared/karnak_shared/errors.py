@@ -44,6 +44,14 @@ class BlobMissing(BlobStoreError):
     """A referenced blob is not in the store: deleted after its delivery, or lost with the volume."""
 
 
+class InvalidBlobReference(BlobStoreError):
+    """A blob reference that is not one of the store's (a path escaping it, say): no file is ever opened."""
+
+
+class BlobDigestMismatch(BlobStoreError):
+    """A blob whose bytes are not those its message was signed with (altered, or cut short by a crash)."""
+
+
 class EnvelopeError(KarnakError):
     """A message's headers do not form a valid envelope."""
 

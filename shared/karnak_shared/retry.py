@@ -1,4 +1,8 @@
-"""Retries through the delay queues and parking in the dead-letter queue, shared by the senders."""
+"""Retries and parking for the services not yet on the runtime (stow-sender, kheops-sharer).
+
+The runtime's `karnak_shared.service.redelivery` does this for services on it; this module goes once
+the last service has moved.
+"""
 
 from __future__ import annotations
 
@@ -7,31 +11,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from karnak_shared import header_names
 from karnak_shared.broker import ConfirmingPublisher, Delivery, Settlement, Verdict
 from karnak_shared.envelope import Envelope, TransferEvent
 from karnak_shared.errors import BrokerUnavailable, DeliveryError
 from karnak_shared.logs import EventLogger
-from karnak_shared.topology import (
-    ORIGIN_EXCHANGE_HEADER,
-    ORIGIN_ROUTING_KEY_HEADER,
-    PARKED_AT_HEADER,
-    REASON_HEADER,
-    RETRY_TIER_HEADER,
-    Topology,
-)
-
-MAX_REASON_LENGTH = 1000
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Back-off tiers: attempt n (0-based) waits `delays[n]` seconds; past the last tier, give up."""
-
-    delays: tuple[int, ...]
-
-    def delay_for(self, attempt: int) -> int | None:
-        """The delay before retry number `attempt + 1`, or None when the attempts are exhausted."""
-        return self.delays[attempt] if attempt < len(self.delays) else None
+from karnak_shared.service.redelivery import MAX_REASON_LENGTH, RetryPolicy
+from karnak_shared.topology import Topology
 
 
 def schedule_retry(
@@ -40,7 +26,7 @@ def schedule_retry(
     """Publish the message into the delay queue of `delay` seconds; it comes back to `routing_key`."""
     retried = envelope.model_copy(update={"attempt": envelope.attempt + 1})
     headers = retried.to_headers()
-    headers[RETRY_TIER_HEADER] = str(delay)
+    headers[header_names.RETRY_TIER] = str(delay)
     publisher.publish(topology.retry_exchange, routing_key, body, headers)
 
 
@@ -55,11 +41,11 @@ def park(
     reason: str,
 ) -> None:
     """Publish the message to the dead-letter queue with its reason and where to replay it."""
-    parked = {k: v for k, v in headers.items() if k != RETRY_TIER_HEADER}
-    parked[REASON_HEADER] = reason[:MAX_REASON_LENGTH]
-    parked[ORIGIN_EXCHANGE_HEADER] = exchange
-    parked[ORIGIN_ROUTING_KEY_HEADER] = routing_key
-    parked[PARKED_AT_HEADER] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    parked = {k: v for k, v in headers.items() if k != header_names.RETRY_TIER}
+    parked[header_names.REASON] = reason[:MAX_REASON_LENGTH]
+    parked[header_names.ORIGIN_EXCHANGE] = exchange
+    parked[header_names.ORIGIN_ROUTING_KEY] = routing_key
+    parked[header_names.PARKED_AT] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     publisher.publish(topology.dead_exchange, topology.dead_queue, body, parked)
 
 

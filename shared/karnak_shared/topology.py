@@ -9,15 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from karnak_shared import header_names
 from karnak_shared.config import GatewayConfig
 
-# Not "x-retry-tier" as first sketched: RabbitMQ's headers exchange ignores headers starting with "x-"
-# when matching, so such a binding matches every message and each retry landed in every delay queue.
-RETRY_TIER_HEADER = "karnak-retry-tier"
-REASON_HEADER = "x-karnak-reason"
-ORIGIN_EXCHANGE_HEADER = "x-karnak-origin-exchange"
-ORIGIN_ROUTING_KEY_HEADER = "x-karnak-origin-routing-key"
-PARKED_AT_HEADER = "x-karnak-parked-at"
 # The dead queue is only ever read by operators; listing it returns messages to it, which counts as a
 # delivery, so its limit is high enough that listing never discards anything.
 DEAD_DELIVERY_LIMIT = 1_000_000
@@ -103,6 +97,18 @@ class Topology:
         """The queue (and routing key) of a destination: ``<prefix>.send.<kind>.<id>``."""
         return f"{self.prefix}.send.{kind}.{destination_id}"
 
+    def origin_of(self, queue: str, exchange: str, routing_key: str) -> tuple[str, str]:
+        """Where a message taken from `queue` is replayed to: (exchange, routing key).
+
+        The received queue is fed by the ingest exchange; every other work queue but the notifier's is
+        bound on the send exchange under its own name (that is how delay queues return messages).
+        """
+        if queue == self.received_queue:
+            return self.ingest_exchange, queue
+        if queue and queue != self.notifier_queue:
+            return self.send_exchange, queue
+        return exchange, routing_key
+
     def retry_queue(self, delay_seconds: int) -> str:
         return f"{self.prefix}.retry.{delay_seconds}"
 
@@ -181,7 +187,7 @@ class Topology:
             channel.queue_bind(
                 queue,
                 self.retry_exchange,
-                arguments={"x-match": "all", RETRY_TIER_HEADER: str(delay)},
+                arguments={"x-match": "all", header_names.RETRY_TIER: str(delay)},
             )
 
     def delete(self, channel: Any) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from karnak_processor.main import WORKERS as PROCESSOR_WORKERS
+from karnak_processor.processor import WORKERS as PROCESSOR_WORKERS
 from karnak_shared.config import parse_config
 from karnak_shared.topology import Topology
 from tests.conftest import gateway_config, register_topology

@@ -16,13 +16,14 @@ from karnak_kheops_sharer.kheops import Introspection
 from karnak_kheops_sharer.records import ShareRecords, album_key
 from karnak_kheops_sharer.sharer import AlbumTarget, Sharer
 from karnak_kheops_sharer.tokens import TokenCheck, token_problem
+from karnak_shared import header_names
 from karnak_shared.broker import Delivery, Settlement
 from karnak_shared.config import parse_config
 from karnak_shared.database import KheopsShare, open_database
 from karnak_shared.envelope import ShareRequest
 from karnak_shared.errors import EnvelopeError, PermanentDeliveryError, TransientDeliveryError
-from karnak_shared.retry import RetryPolicy
-from karnak_shared.topology import REASON_HEADER, RETRY_TIER_HEADER, Topology
+from karnak_shared.service.redelivery import RetryPolicy
+from karnak_shared.topology import Topology
 from tests.shared.test_topology import RecordingChannel
 from tests.support.fixtures import RecordingPublisher
 
@@ -152,7 +153,7 @@ def test_a_source_token_without_send_is_parked_and_reported_once_per_album(
     assert [c for c in kheops.calls if c[0] == "share"] == []
     parked = [c for c in publisher.calls if c.exchange == "karnak.dead"]
     assert len(parked) == 3
-    assert "the source token lacks the scope(s) send (needs read, send)" in parked[0].headers[REASON_HEADER]
+    assert "the source token lacks the scope(s) send (needs read, send)" in parked[0].headers[header_names.REASON]
     # Replayed, a parked share goes back the way the stow-sender sent it.
     assert parked[0].headers["x-karnak-origin-exchange"] == "karnak.events"
     assert parked[0].headers["x-karnak-origin-routing-key"] == "kheops.share"
@@ -194,7 +195,7 @@ def test_kheops_unreachable_schedules_a_retry_in_the_sharers_queue(
     assert sharer.handle(message()).settlement is Settlement.ACK
     (retry,) = publisher.calls
     assert (retry.exchange, retry.routing_key) == ("karnak.retry", "karnak.kheops")
-    assert retry.headers[RETRY_TIER_HEADER] == "5" and retry.headers["karnak-attempt"] == 1
+    assert retry.headers[header_names.RETRY_TIER] == "5" and retry.headers["karnak-attempt"] == 1
 
 
 def test_a_share_retried_past_the_last_tier_is_parked(
@@ -204,7 +205,7 @@ def test_a_share_retried_past_the_last_tier_is_parked(
     sharer.handle(message(attempt=2))
     (parked,) = publisher.calls
     assert parked.exchange == "karnak.dead"
-    assert parked.headers[REASON_HEADER] == "gave up after 3 attempts: sharing at x answered HTTP 503"
+    assert parked.headers[header_names.REASON] == "gave up after 3 attempts: sharing at x answered HTTP 503"
 
 
 def test_a_share_kheops_forbids_is_parked_with_the_reason(
@@ -213,14 +214,14 @@ def test_a_share_kheops_forbids_is_parked_with_the_reason(
     kheops.share_answers = [PermanentDeliveryError("sharing at x answered HTTP 403")]
     sharer.handle(message())
     (parked,) = publisher.calls
-    assert parked.headers[REASON_HEADER] == "album 0 of kheops-main: sharing at x answered HTTP 403"
+    assert parked.headers[header_names.REASON] == "album 0 of kheops-main: sharing at x answered HTTP 403"
 
 
 def test_a_message_for_an_album_no_longer_configured_is_parked(
     sharer: Sharer, message: Callable[..., Delivery], publisher: RecordingPublisher
 ) -> None:
     sharer.handle(message(album=5))
-    assert "has no Kheops album 5" in publisher.calls[0].headers[REASON_HEADER]
+    assert "has no Kheops album 5" in publisher.calls[0].headers[header_names.REASON]
 
 
 def test_a_database_that_cannot_be_opened_delays_the_share(

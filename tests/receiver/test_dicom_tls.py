@@ -25,15 +25,14 @@ from pynetdicom import AE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from karnak_dicom_sender.link import DestinationLink
-from karnak_dicom_sender.main import peers
+from karnak_dicom_sender.sender import peers
 from karnak_dicom_sender.status import Outcome
-from karnak_receiver.intake import Intake
-from karnak_receiver.listener import Listener, tls_context
-from karnak_shared.blobstore import BlobStore
-from karnak_shared.broker import Publisher
+from karnak_receiver.listener import tls_context
+from karnak_receiver.main import ReceiverService
 from karnak_shared.config import DestinationTls, GatewayConfig, parse_config
 from karnak_shared.envelope import Envelope
 from karnak_shared.errors import ConfigError, PermanentDeliveryError, TransientDeliveryError
+from karnak_shared.service import ServiceRunner
 from tests.conftest import gateway_config, register_topology
 from tests.support.dicomdata import StudyFiles, dataset_bytes, make_study
 from tests.support.servers import Gateway, dcmtk_env, dcmtk_tool, free_port, storescu, wait_for_port, wait_until
@@ -79,20 +78,18 @@ class TlsReceiver:
 
     def __init__(self, config: GatewayConfig, amqp_url: str) -> None:
         self.config = config
-        topology = register_topology(amqp_url, config)
-        blobs = BlobStore(config.blob_store.path)
-        blobs.ensure()
-        self.publisher = Publisher(config.broker.url.get_secret_value(), topology, confirm_timeout=5).start()
-        intake = Intake(self.publisher, topology, blobs, config.blob_store.max_inline_bytes)
-        self.listener = Listener(config, intake, tls_context(config.listener)).start()
+        register_topology(amqp_url, config)
+        self.service = ReceiverService()
+        self.runner = ServiceRunner(self.service, config, metrics_port=0).start()
+        assert self.service.listener is not None
+        self.listener = self.service.listener
 
     @property
     def port(self) -> int:
         return self.listener.port
 
     def stop(self) -> None:
-        self.listener.stop()
-        self.publisher.stop()
+        self.runner.stop()
 
 
 def _receiver(amqp_url: str, prefix: str, workdir: Path, tls: dict[str, Any]) -> TlsReceiver:

@@ -15,12 +15,11 @@ from pydicom.uid import JPEG2000Lossless
 from pynetdicom import AE
 from pynetdicom.sop_class import SecondaryCaptureImageStorage, Verification  # type: ignore[attr-defined]
 
-from karnak_receiver.intake import Intake
 from karnak_receiver.listener import Listener
-from karnak_shared.blobstore import BlobStore
-from karnak_shared.broker import Publisher
+from karnak_receiver.main import ReceiverService
 from karnak_shared.config import GatewayConfig, parse_config
 from karnak_shared.envelope import Envelope
+from karnak_shared.service import ServiceRunner
 from tests.conftest import gateway_config, register_topology
 from tests.support.dicomdata import make_study
 from tests.support.servers import free_port, storescu
@@ -32,12 +31,15 @@ class RunningReceiver:
     def __init__(self, config: GatewayConfig, amqp_url: str) -> None:
         self.config = config
         self.topology = register_topology(amqp_url, config)
-        self.blobs = BlobStore(config.blob_store.path)
-        self.blobs.ensure()
-        self.publisher = Publisher(config.broker.url.get_secret_value(), self.topology, confirm_timeout=5).start()
-        self.intake = Intake(self.publisher, self.topology, self.blobs, config.blob_store.max_inline_bytes)
-        self.listener = Listener(config, self.intake).start()
+        self.runner = ServiceRunner(ReceiverService(), config, metrics_port=0).start()
+        self.blobs = self.runner.providers.blobs
         self._amqp_url = amqp_url
+
+    @property
+    def listener(self) -> Listener:
+        listener = self.runner.service.listener  # type: ignore[attr-defined]
+        assert isinstance(listener, Listener)
+        return listener
 
     @property
     def port(self) -> int:
@@ -56,13 +58,12 @@ class RunningReceiver:
         return messages
 
     def stop(self) -> None:
-        self.listener.stop()
-        self.publisher.stop()
+        self.runner.stop()
 
 
 def _config(amqp_url: str, prefix: str, tmp_path: Path, **broker: Any) -> GatewayConfig:
     raw = gateway_config(amqp_url, prefix, tmp_path, destinations=[])
-    raw["broker"].update(broker)
+    raw["broker"].update({"confirm_timeout": 5, **broker})
     return parse_config(json.dumps(raw))
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from karnak_dicom_sender.main import peers
+from karnak_dicom_sender.sender import peers
 from karnak_processor.routing import Router
 from karnak_receiver.listener import tls_context
 from karnak_shared.config import GatewayConfig, parse_config

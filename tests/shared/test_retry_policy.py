@@ -7,16 +7,11 @@ from typing import Any
 
 import pytest
 
+from karnak_shared import header_names
 from karnak_shared.envelope import Envelope
-from karnak_shared.retry import MAX_REASON_LENGTH, RetryPolicy, park, schedule_retry
-from karnak_shared.topology import (
-    ORIGIN_EXCHANGE_HEADER,
-    ORIGIN_ROUTING_KEY_HEADER,
-    PARKED_AT_HEADER,
-    REASON_HEADER,
-    RETRY_TIER_HEADER,
-    Topology,
-)
+from karnak_shared.retry import MAX_REASON_LENGTH, park, schedule_retry
+from karnak_shared.service.redelivery import RetryPolicy
+from karnak_shared.topology import Topology
 
 SEND_QUEUE = "karnak.send.dicom.research-pacs"
 
@@ -79,7 +74,7 @@ def test_retry_increments_the_attempt_and_sets_the_tier_header(
     schedule_retry(publisher, topology, SEND_QUEUE, envelope, b"", 30)
 
     headers = publisher.calls[0].headers
-    assert headers[RETRY_TIER_HEADER] == "30"
+    assert headers[header_names.RETRY_TIER] == "30"
     assert Envelope.from_headers(headers).attempt == 2
     assert Envelope.from_headers(headers).instance_id == envelope.instance_id
     assert envelope.attempt == 1  # the original envelope is left as it was
@@ -91,7 +86,7 @@ def test_retry_tier_header_matches_the_binding_of_its_delay_queue(
     for delay in topology.retry_delays:
         schedule_retry(publisher, topology, SEND_QUEUE, envelope, b"", delay)
 
-    assert [c.headers[RETRY_TIER_HEADER] for c in publisher.calls] == [str(d) for d in topology.retry_delays]
+    assert [c.headers[header_names.RETRY_TIER] for c in publisher.calls] == [str(d) for d in topology.retry_delays]
 
 
 # --- park ----------------------------------------------------------------------------------------
@@ -100,7 +95,7 @@ def test_retry_tier_header_matches_the_binding_of_its_delay_queue(
 def test_park_publishes_to_the_dead_exchange_with_reason_and_origin(
     publisher: Any, topology: Topology, envelope: Envelope
 ) -> None:
-    headers = {**envelope.to_headers(), RETRY_TIER_HEADER: "30"}
+    headers = {**envelope.to_headers(), header_names.RETRY_TIER: "30"}
 
     park(
         publisher,
@@ -116,16 +111,16 @@ def test_park_publishes_to_the_dead_exchange_with_reason_and_origin(
     assert call.exchange == "karnak.dead"
     assert call.routing_key == "karnak.dead"
     assert call.body == b"DICM-body"
-    assert call.headers[REASON_HEADER] == "0x0122 (SOP Class not supported)"
-    assert call.headers[ORIGIN_EXCHANGE_HEADER] == "karnak.send"
-    assert call.headers[ORIGIN_ROUTING_KEY_HEADER] == SEND_QUEUE
-    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", call.headers[PARKED_AT_HEADER])
+    assert call.headers[header_names.REASON] == "0x0122 (SOP Class not supported)"
+    assert call.headers[header_names.ORIGIN_EXCHANGE] == "karnak.send"
+    assert call.headers[header_names.ORIGIN_ROUTING_KEY] == SEND_QUEUE
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", call.headers[header_names.PARKED_AT])
 
 
 def test_park_keeps_the_envelope_and_drops_the_retry_tier(
     publisher: Any, topology: Topology, envelope: Envelope
 ) -> None:
-    headers = {**envelope.to_headers(), RETRY_TIER_HEADER: "30"}
+    headers = {**envelope.to_headers(), header_names.RETRY_TIER: "30"}
 
     park(
         publisher,
@@ -138,9 +133,9 @@ def test_park_keeps_the_envelope_and_drops_the_retry_tier(
     )
 
     parked = publisher.calls[0].headers
-    assert RETRY_TIER_HEADER not in parked
+    assert header_names.RETRY_TIER not in parked
     assert Envelope.from_headers(parked) == envelope
-    assert RETRY_TIER_HEADER in headers  # the caller's headers are not modified
+    assert header_names.RETRY_TIER in headers  # the caller's headers are not modified
 
 
 def test_park_truncates_the_reason_to_1000_characters(publisher: Any, topology: Topology) -> None:
@@ -156,7 +151,7 @@ def test_park_truncates_the_reason_to_1000_characters(publisher: Any, topology: 
         reason=reason,
     )
 
-    parked_reason = publisher.calls[0].headers[REASON_HEADER]
+    parked_reason = publisher.calls[0].headers[header_names.REASON]
     assert MAX_REASON_LENGTH == 1000
     assert len(parked_reason) == 1000
     assert parked_reason == reason[:1000]
@@ -165,4 +160,4 @@ def test_park_truncates_the_reason_to_1000_characters(publisher: Any, topology: 
 def test_park_keeps_a_short_reason_whole(publisher: Any, topology: Topology) -> None:
     park(publisher, topology, exchange="e", routing_key="k", headers={}, body=b"", reason="short")
 
-    assert publisher.calls[0].headers[REASON_HEADER] == "short"
+    assert publisher.calls[0].headers[header_names.REASON] == "short"

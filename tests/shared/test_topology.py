@@ -6,8 +6,9 @@ from typing import Any
 
 import pytest
 
+from karnak_shared import header_names
 from karnak_shared.config import GatewayConfig, parse_config
-from karnak_shared.topology import DEAD_DELIVERY_LIMIT, RETRY_TIER_HEADER, Topology
+from karnak_shared.topology import DEAD_DELIVERY_LIMIT, Topology
 
 CONFIG = """\
 forward_nodes:
@@ -180,7 +181,7 @@ def test_retry_queues_are_bound_on_the_retry_tier_header(channel: RecordingChann
     for delay in topology.retry_delays:
         (binding,) = channel.bindings_of(topology.retry_queue(delay))
         assert binding["exchange"] == "karnak.retry"
-        assert binding["arguments"] == {"x-match": "all", RETRY_TIER_HEADER: str(delay)}
+        assert binding["arguments"] == {"x-match": "all", header_names.RETRY_TIER: str(delay)}
 
 
 def test_send_queues_are_bound_under_their_own_name(channel: RecordingChannel, topology: Topology) -> None:

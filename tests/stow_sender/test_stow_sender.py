@@ -10,13 +10,14 @@ from typing import Any
 
 import pytest
 
+from karnak_shared import header_names
 from karnak_shared.blobstore import BlobStore
 from karnak_shared.broker import Delivery, Settlement
 from karnak_shared.config import parse_config
 from karnak_shared.envelope import Envelope
 from karnak_shared.errors import TransientDeliveryError
-from karnak_shared.retry import RetryPolicy
-from karnak_shared.topology import REASON_HEADER, RETRY_TIER_HEADER, Topology
+from karnak_shared.service.redelivery import RetryPolicy
+from karnak_shared.topology import Topology
 from karnak_stow_sender.client import display_url
 from karnak_stow_sender.response import StowResponse
 from karnak_stow_sender.sender import StowSender
@@ -150,10 +151,10 @@ def test_a_partial_failure_settles_each_instance_on_its_own(
     assert all(v.settlement is Settlement.ACK for v in verdicts.values())
     parked = [c for c in publisher.calls if c.exchange == "karnak.dead"]
     assert len(parked) == 1 and parked[0].headers["karnak-sop-instance-uid"] == uid(2)
-    assert "0xA900 (Data set does not match SOP Class)" in parked[0].headers[REASON_HEADER]
+    assert "0xA900 (Data set does not match SOP Class)" in parked[0].headers[header_names.REASON]
     retried = [c for c in publisher.calls if c.exchange == "karnak.retry"]
     assert len(retried) == 1 and retried[0].headers["karnak-sop-instance-uid"] == uid(3)
-    assert retried[0].routing_key == QUEUE and retried[0].headers[RETRY_TIER_HEADER] == "5"
+    assert retried[0].routing_key == QUEUE and retried[0].headers[header_names.RETRY_TIER] == "5"
     assert retried[0].headers["karnak-attempt"] == 1
     assert [e["sop_instance_uid"] for e in events(publisher, "sent")] == [uid(1)]
     assert [e["sop_instance_uid"] for e in events(publisher, "failed")] == [uid(2)]
@@ -166,7 +167,7 @@ def test_a_503_sends_every_instance_to_the_delay_queue_with_its_attempt_counted(
     verdicts = sender.handle_batch([send(1), send(2, attempt=1)], server)
     assert all(v.settlement is Settlement.ACK and v.delete_blob is None for _, v in verdicts)
     retried = [c for c in publisher.calls if c.exchange == "karnak.retry"]
-    assert [(c.headers["karnak-attempt"], c.headers[RETRY_TIER_HEADER]) for c in retried] == [(1, "5"), (2, "30")]
+    assert [(c.headers["karnak-attempt"], c.headers[header_names.RETRY_TIER]) for c in retried] == [(1, "5"), (2, "30")]
     assert events(publisher, "sent") == [] and events(publisher, "failed") == []
 
 
@@ -184,9 +185,9 @@ def test_a_transient_failure_after_the_last_tier_is_parked_with_a_failed_event(
     server = ScriptedServer([StowResponse(503, reason_phrase="Service Unavailable")])
     sender.handle_batch([send(1, attempt=2)], server)
     parked = [c for c in publisher.calls if c.exchange == "karnak.dead"]
-    assert parked[0].headers[REASON_HEADER].startswith("gave up after 3 attempts: archive (https://pacs.example")
-    assert "HTTP 503 Service Unavailable" in parked[0].headers[REASON_HEADER]
-    assert events(publisher, "failed")[0]["reason"] == parked[0].headers[REASON_HEADER]
+    assert parked[0].headers[header_names.REASON].startswith("gave up after 3 attempts: archive (https://pacs.example")
+    assert "HTTP 503 Service Unavailable" in parked[0].headers[header_names.REASON]
+    assert events(publisher, "failed")[0]["reason"] == parked[0].headers[header_names.REASON]
 
 
 def test_a_400_parks_the_batch_with_the_status_as_reason(
@@ -197,7 +198,7 @@ def test_a_400_parks_the_batch_with_the_status_as_reason(
     assert all(v.settlement is Settlement.ACK for _, v in verdicts)
     parked = [c for c in publisher.calls if c.exchange == "karnak.dead"]
     assert len(parked) == 2
-    assert all(p.headers[REASON_HEADER].endswith("answered HTTP 400 Bad Request") for p in parked)
+    assert all(p.headers[header_names.REASON].endswith("answered HTTP 400 Bad Request") for p in parked)
     assert parked[0].headers["x-karnak-origin-routing-key"] == QUEUE
 
 
@@ -243,7 +244,7 @@ def test_a_message_without_an_envelope_is_parked_and_the_rest_is_sent(
     verdicts = sender.handle_batch([stray, send(1)], ScriptedServer())
     assert [v.settlement for _, v in verdicts] == [Settlement.ACK, Settlement.ACK]
     parked = [c for c in publisher.calls if c.exchange == "karnak.dead"]
-    assert "invalid envelope" in parked[0].headers[REASON_HEADER]
+    assert "invalid envelope" in parked[0].headers[header_names.REASON]
 
 
 def test_stored_series_with_matched_albums_ask_the_sharer_once_per_series_and_album(

@@ -254,14 +254,6 @@ def kill_service(gateway: Gateway, service: str, restart_timeout: float = 30.0) 
     return old, service_pid(gateway, service)
 
 
-def resident_bytes(pid: int, field: str = "VmRSS") -> int:
-    """VmRSS of a process (or another memory `field`, VmHWM for its peak), from /proc/<pid>/status."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError(f"no {field} in /proc/{pid}/status")
-
-
 # --- RabbitMQ ----------------------------------------------------------------------------------------
 
 

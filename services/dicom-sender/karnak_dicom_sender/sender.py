@@ -1,4 +1,10 @@
-"""Handling one send message: C-STORE it, then ack, retry through the delay queues, or park it."""
+"""The dicom-sender service: C-STORE each send message to its destination, then ack, retry or park it.
+
+One worker per destination queue (`per_queue`): a destination's instances go one after another over its
+link, an association kept open while the queue is busy and released when idle. The next instance goes
+out while RabbitMQ confirms the last one's `transfer.sent` event: the runner acks each message only after
+its event is confirmed (a second C-STORE of the same instance is harmless, a missing event is not).
+"""
 
 from __future__ import annotations
 
@@ -7,26 +13,20 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from prometheus_client import Histogram
 
-from karnak_dicom_sender.link import DestinationLink
-from karnak_dicom_sender.status import Outcome
-from karnak_shared.blobstore import BlobStore
-from karnak_shared.broker import Delivery, Settlement, SubmittingPublisher, Verdict
-from karnak_shared.envelope import Envelope
-from karnak_shared.errors import (
-    BlobMissing,
-    BlobStoreError,
-    BrokerUnavailable,
-    DeliveryError,
-    EnvelopeError,
-    TransientDeliveryError,
-)
+from karnak_dicom_sender.link import DestinationLink, Peer
+from karnak_dicom_sender.status import Outcome as StoreOutcome
+from karnak_shared.config import DicomDestination, GatewayConfig
+from karnak_shared.envelope import TransferEvent
+from karnak_shared.errors import DeliveryError, TransientDeliveryError
 from karnak_shared.logs import EventLogger
-from karnak_shared.retry import RetryPolicy, SenderFailures
 from karnak_shared.sender_metrics import LATENCY_BUCKETS, SENT, SENT_BYTES, TRANSIT_SECONDS
+from karnak_shared.service import Ack, InstanceMessage, Outcome, Park, Providers, Retry, Service, Work, consume
 from karnak_shared.topology import Topology
 
 log = EventLogger("karnak.dicom-sender")
@@ -45,74 +45,116 @@ DELIVERY_SECONDS = Histogram(
 UNREACHABLE_HOLD_SECONDS = 1.0
 
 
-class DicomSender:
-    """Delivers messages of the dicom send queues through per-destination links."""
+def peers(config: GatewayConfig) -> list[Peer]:
+    """The DICOM destinations of the configuration, with the calling AE title each one is sent from.
 
-    def __init__(
-        self, publisher: SubmittingPublisher, topology: Topology, blobs: BlobStore, policy: RetryPolicy
-    ) -> None:
-        self._publisher = publisher
-        self._topology = topology
-        self._blobs = blobs
-        self._failures = SenderFailures(
-            publisher,
-            topology,
-            policy,
-            "dicom",
-            lambda destination, outcome: SENT.labels(destination, outcome).inc(),
-            log,
-        )
+    Raises `ConfigError` naming the field when a destination's TLS files cannot be used.
+    """
+    out = []
+    for n, node in enumerate(config.forward_nodes):
+        for d, dest in enumerate(node.destinations):
+            if not isinstance(dest, DicomDestination):
+                continue
+            where = f"forward_nodes[{n}].destinations[{d}].tls"
+            out.append(
+                Peer(
+                    destination_id=dest.id,
+                    host=dest.hostname,
+                    port=dest.port,
+                    called_ae=dest.ae_title,
+                    calling_ae=dest.ae_title if dest.use_aetitle_destination else node.ae_title,
+                    max_pdu=config.dicom_sender.max_pdu_bytes,
+                    acse_timeout=config.dicom_sender.acse_timeout,
+                    dimse_timeout=config.dicom_sender.dimse_timeout,
+                    network_timeout=config.dicom_sender.network_timeout,
+                    tls=dest.tls.client_context(where) if dest.tls is not None else None,
+                )
+            )
+    return out
+
+
+@dataclass(frozen=True)
+class Links:
+    """One link per dicom send queue, and how long a link stays open without traffic."""
+
+    by_queue: dict[str, DestinationLink]
+    idle_seconds: float
+
+
+def dicom_queues(config: GatewayConfig, topology: Topology) -> list[str]:
+    return [topology.send_queue("dicom", dest.id) for _, dest in config.destinations() if dest.queue_kind == "dicom"]
+
+
+class DicomSenderService(Service[Links]):
+    """Delivers the messages of the dicom send queues through per-destination links."""
+
+    name = "dicom-sender"
+
+    def __init__(self) -> None:
         self._unreachable: dict[str, tuple[float, str]] = {}  # destination -> (no attempt until, why)
 
-    def handle(self, delivery: Delivery, link: DestinationLink) -> Verdict:
-        """Deliver one message over `link` and say how to settle it."""
-        try:
-            envelope = Envelope.from_headers(delivery.headers)
-        except EnvelopeError as exc:
-            return self._failures.park(delivery, None, f"invalid envelope: {exc}")
+    def configure(self, config: GatewayConfig, providers: Providers) -> Links:
+        # A destination's unusable TLS file refuses the configuration, naming the field.
+        topology = self.topology(config)
+        links = {topology.send_queue("dicom", peer.destination_id): DestinationLink(peer) for peer in peers(config)}
+        if not links:
+            log.warning("sender.idle", reason="the configuration has no dicom destination")
+        return Links(links, config.dicom_sender.idle_release_seconds)
+
+    def idle(self, queue: str, state: Links) -> None:
+        link = state.by_queue.get(queue)
+        if link is not None:
+            link.release_if_idle(state.idle_seconds)
+
+    def release(self, state: Links) -> None:
+        for link in state.by_queue.values():
+            link.release()
+
+    @consume(dicom_queues, message=InstanceMessage, per_queue=True, idle_seconds=1.0)
+    def send(self, message: InstanceMessage, work: Work[Links]) -> Outcome:
+        """C-STORE one instance over its destination's link."""
+        envelope = message.envelope
+        link = work.state.by_queue[message.queue]
+        destination = link.peer.destination_id
         started = time.perf_counter()
-        held = self._held(link.peer.destination_id)
+        held = self._held(destination)
         try:
-            with self._payload_file(envelope, delivery.body) as path:
+            with _payload_file(message) as path:
                 if held is not None:
                     raise TransientDeliveryError(held)
-                outcome = link.store(path, envelope.sop_class_uid, envelope.sop_instance_uid, envelope.transfer_syntax)
-        except BlobMissing as exc:
-            # Each send message has a blob of its own, deleted only once that message was delivered: a
-            # copy arriving without it is a duplicate (at-least-once delivery) of a delivered message.
-            SENT.labels(link.peer.destination_id, "duplicate").inc()
-            log.warning("instance.duplicate-skipped", reason=str(exc), **envelope.log_fields())
-            return Verdict(Settlement.ACK)
-        except BlobStoreError as exc:
-            return self._failures.park(delivery, envelope, str(exc))
+                stored = link.store(path, envelope.sop_class_uid, envelope.sop_instance_uid, envelope.transfer_syntax)
         except DeliveryError as exc:
             if exc.transient and held is None and not link.is_open:
-                self._unreachable[link.peer.destination_id] = (time.monotonic() + UNREACHABLE_HOLD_SECONDS, exc.reason)
-            return self._failures.failed(delivery, envelope, exc)
-        destination = link.peer.destination_id
+                self._unreachable[destination] = (time.monotonic() + UNREACHABLE_HOLD_SECONDS, exc.reason)
+            return self._failed(work, message, exc)
         DELIVERY_SECONDS.labels(destination).observe(time.perf_counter() - started)
         TRANSIT_SECONDS.labels(destination).observe(max(0.0, time.time() - envelope.received_at))
         SENT.labels(destination, "sent").inc()
         SENT_BYTES.labels(destination).inc(envelope.size)
-        reason = "stored with a warning status" if outcome is Outcome.WARNING else None
-        try:
-            # The next instance goes out while RabbitMQ confirms this event; the delivery is acked only
-            # after the confirm (`SettleAfterConfirm`), and requeued if the event is refused: a second
-            # C-STORE of the same instance is harmless, a missing event in the notification is not.
-            exchange, routing_key, body = self._failures.event_message(envelope, "sent", reason)
-            confirm = self._publisher.submit(exchange, routing_key, body, mandatory=False)
-        except BrokerUnavailable as exc:
-            log.warning("event.unpublished", reason=str(exc), **envelope.log_fields())
-            return Verdict(Settlement.REQUEUE)
+        self._event(work, message, "sent", "stored with a warning status" if stored is StoreOutcome.WARNING else None)
         log.debug("instance.sent", **envelope.log_fields())
-        return Verdict(Settlement.ACK, delete_blob=envelope.blob, after=confirm)
+        return Ack()
 
-    def delete_blob(self, reference: str) -> None:
-        """Delete a delivered message's blob once its ack is on its way (a retried or parked one keeps it)."""
-        try:
-            self._blobs.delete(reference)
-        except BlobStoreError as exc:
-            log.warning("blob.delete-failed", blob=reference, reason=str(exc))
+    def _failed(self, work: Work[Links], message: InstanceMessage, error: DeliveryError) -> Outcome:
+        """Retry a transient failure through the delay queues; park a permanent one, or one past the last tier."""
+        destination = message.envelope.destination or "-"
+        if error.transient and work.redelivery.policy.delay_for(message.attempt) is not None:
+            SENT.labels(destination, "retried").inc()
+            return Retry(error.reason)
+        reason = error.reason
+        cause = "refused"
+        if error.transient:
+            reason, cause = f"gave up after {message.attempt + 1} attempts: {reason}", "retries-exhausted"
+        self._event(work, message, "failed", reason)
+        SENT.labels(destination, "failed").inc()
+        return Park(reason, cause)
+
+    def _event(
+        self, work: Work[Links], message: InstanceMessage, kind: Literal["sent", "failed"], reason: str | None
+    ) -> None:
+        envelope = message.envelope
+        event = TransferEvent.for_envelope(envelope, kind, envelope.destination or "-", reason)
+        work.event(work.topology.events_exchange, event.routing_key, event.to_body())
 
     def _held(self, destination: str) -> str | None:
         """Why no attempt is made now for a destination found unreachable a moment ago, else None."""
@@ -121,26 +163,21 @@ class DicomSender:
             return None
         return f"{reason} (no new attempt for {UNREACHABLE_HOLD_SECONDS:g} s)"
 
-    # --- failures ----------------------------------------------------------------------------------
 
-    @contextmanager
-    def _payload_file(self, envelope: Envelope, body: bytes) -> Iterator[Path]:
-        """A file holding the instance: its blob, or a temporary copy of an inline body."""
-        if envelope.blob:
-            path = self._blobs.path(envelope.blob)
-            if not path.exists():
-                raise BlobMissing(f"blob {envelope.blob} is missing from {self._blobs.root}")
-            yield path
-            return
-        if not body:
-            raise BlobStoreError("message has neither a body nor a blob reference")
-        fd, name = tempfile.mkstemp(prefix="karnak-", suffix=".dcm", dir=_scratch_dir())
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(body)
-            yield Path(name)
-        finally:
-            os.unlink(name)
+@contextmanager
+def _payload_file(message: InstanceMessage) -> Iterator[Path]:
+    """A file holding the instance: its blob, or a temporary copy of an inline body."""
+    source = message.source()
+    if isinstance(source, Path):
+        yield source
+        return
+    fd, name = tempfile.mkstemp(prefix="karnak-", suffix=".dcm", dir=_scratch_dir())
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(source)
+        yield Path(name)
+    finally:
+        os.unlink(name)
 
 
 def _scratch_dir() -> str | None:

@@ -18,8 +18,8 @@ from karnak_shared.config import GatewayConfig, StowDestination
 from karnak_shared.database import open_database
 from karnak_shared.logs import EventLogger, redact_url
 from karnak_shared.ops import broker_state_recorder
-from karnak_shared.retry import RetryPolicy
 from karnak_shared.runtime import prepare_service, wait_for_signal
+from karnak_shared.service.redelivery import RetryPolicy
 from karnak_shared.topology import Topology
 
 log = EventLogger("karnak.kheops-sharer")

@@ -18,12 +18,14 @@ from sqlalchemy.exc import SQLAlchemyError
 from karnak_kheops_sharer.kheops import Introspection
 from karnak_kheops_sharer.records import ShareRecords
 from karnak_kheops_sharer.tokens import TokenCheck
+from karnak_shared import header_names
 from karnak_shared.broker import ConfirmingPublisher, Delivery, Settlement, Verdict
-from karnak_shared.envelope import ATTEMPT_HEADER, SHARE_ROUTING_KEY, ShareRequest, attempt_of
+from karnak_shared.envelope import SHARE_ROUTING_KEY, ShareRequest, attempt_of
 from karnak_shared.errors import BrokerUnavailable, EnvelopeError, PermanentDeliveryError, TransientDeliveryError
 from karnak_shared.logs import EventLogger
-from karnak_shared.retry import MAX_REASON_LENGTH, RetryPolicy, park
-from karnak_shared.topology import RETRY_TIER_HEADER, Topology
+from karnak_shared.retry import park
+from karnak_shared.service.redelivery import MAX_REASON_LENGTH, RetryPolicy
+from karnak_shared.topology import Topology
 
 log = EventLogger("karnak.kheops-sharer")
 
@@ -148,8 +150,8 @@ class Sharer:
         if delay is None:
             return self._park(delivery, request, f"gave up after {attempt + 1} attempts: {reason}")
         headers = {k: v for k, v in delivery.headers.items() if not k.startswith("x-")}
-        headers[ATTEMPT_HEADER] = attempt + 1
-        headers[RETRY_TIER_HEADER] = str(delay)
+        headers[header_names.ATTEMPT] = attempt + 1
+        headers[header_names.RETRY_TIER] = str(delay)
         try:
             # Back in the sharer's queue after the delay: the delay queues dead-letter to the send exchange,
             # where that queue is bound under its own name.

@@ -1,39 +1,41 @@
-"""Handling one `received` message: route it to every destination, then ack it."""
+"""The processor service: route each `received` instance to every destination of its forward node.
+
+For each destination: skip it if disabled, reject it (a `transfer.rejected` event) when its condition or
+authorized SOP classes say no, make its copy (de-identification, tag morphing, transcoding) and queue it.
+A copy that cannot be made is parked for that destination alone; one that must wait (the pseudonym API
+down) goes through the delay queues for that destination alone. The runner acks the received message
+only once every one of these messages is confirmed, then deletes its blob (each copy has its own link).
+"""
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from prometheus_client import Counter, Histogram
 
 from karnak_dicom.instance import Instance, read_instance
 from karnak_processor.routing import Deliver, Fail, Later, Reject, Router, Skip
-from karnak_shared.blobstore import BlobStore
-from karnak_shared.broker import ConfirmingPublisher, Delivery, Settlement, Verdict
+from karnak_shared.config import GatewayConfig
 from karnak_shared.envelope import Envelope, TransferEvent
-from karnak_shared.errors import (
-    BlobMissing,
-    BlobStoreError,
-    BrokerUnavailable,
-    EnvelopeError,
-    InvalidInstance,
-    PublishOutcomeUnknown,
-)
+from karnak_shared.errors import BlobMissing, BlobStoreError
 from karnak_shared.logs import EventLogger
-from karnak_shared.payload import payload_source, store_payload
-from karnak_shared.retry import RetryPolicy, park, schedule_retry
+from karnak_shared.payload import store_payload
+from karnak_shared.service import Ack, InstanceMessage, Outcome, Park, Providers, Service, Work, consume
+from karnak_shared.service.authentication import digest_of
+from karnak_shared.service.runner import PARKED
 from karnak_shared.topology import Topology
 
 log = EventLogger("karnak.processor")
+WORKERS = 4
 
 ROUTED = Counter(
     "karnak_instances_routed_total",
     "Routing decisions per destination: queued, rejected or disabled",
     ["forward_node", "destination", "outcome"],
 )
-PARKED = Counter("karnak_instances_parked_total", "Messages parked in the dead-letter queue", ["service", "cause"])
 PROCESSING_SECONDS = Histogram(
     "karnak_processing_seconds",
     "Time to route one received instance to all its destinations",
@@ -41,94 +43,80 @@ PROCESSING_SECONDS = Histogram(
 )
 
 
-class Processor:
+@dataclass(frozen=True)
+class Routes:
+    """What the processor works with for one configuration: the router and the inline size limit."""
+
+    router: Router
+    max_inline: int
+
+
+def received_queue(config: GatewayConfig, topology: Topology) -> list[str]:
+    return [topology.received_queue]
+
+
+class ProcessorService(Service[Routes]):
     """Routes received instances; every output is confirmed before the input is acked."""
 
-    def __init__(
-        self,
-        router: Router,
-        publisher: ConfirmingPublisher,
-        topology: Topology,
-        blobs: BlobStore,
-        max_inline: int,
-        policy: RetryPolicy | None = None,
-    ) -> None:
-        self._router = router
-        self._policy = policy or RetryPolicy((5, 30, 120, 600, 3600))
-        self._publisher = publisher
-        self._topology = topology
-        self._blobs = blobs
-        self._max_inline = max_inline
+    name = "processor"
 
-    def handle(self, delivery: Delivery) -> Verdict:
-        """Process one delivery and say how to settle it (and whether its received blob can go)."""
+    def configure(self, config: GatewayConfig, providers: Providers) -> Routes:
+        # Loads every profile and opens every pseudonym source: a destination that cannot work refuses the
+        # configuration with its field named (at start-up: before anything is consumed).
+        uses_cache = any(
+            d.deidentification and d.deidentification.pseudonym.type == "cache" for _, d in config.destinations()
+        )
+        session_factory = providers.database() if uses_cache else None
+        router = Router(config, base_dir=config.base_dir, session_factory=session_factory)
+        return Routes(router, config.blob_store.max_inline_bytes)
+
+    @consume(received_queue, message=InstanceMessage, workers=WORKERS)
+    def route(self, message: InstanceMessage, work: Work[Routes]) -> Outcome:
+        """Route one received instance to every destination of its forward node."""
         started = time.perf_counter()
-        try:
-            envelope = Envelope.from_headers(delivery.headers)
-        except EnvelopeError as exc:
-            return self._park(delivery, "invalid-envelope", str(exc))
-        try:
-            source = payload_source(envelope, delivery.body, self._blobs)
-            instance = _read_received(source)
-        except BlobMissing as exc:
-            if delivery.redelivered:
-                # The received blob is deleted only after every output was confirmed and the ack sent:
-                # a redelivery without its blob is a message whose ack was lost with the connection.
-                log.warning("instance.already-routed", reason=str(exc), **envelope.log_fields())
-                return Verdict(Settlement.ACK)
-            return self._park(delivery, "missing-blob", str(exc), envelope)
-        except BlobStoreError as exc:
-            # Unreadable for now (I/O, permissions): try again rather than lose or park it.
-            log.warning("instance.requeued", reason=str(exc), **envelope.log_fields())
-            return Verdict(Settlement.REQUEUE)
-        except InvalidInstance as exc:
-            return self._park(delivery, "invalid-instance", str(exc), envelope)
-        if not self._router.knows(envelope.forward_node):
-            return self._park(
-                delivery, "unknown-forward-node", f"forward node {envelope.forward_node} is not configured", envelope
-            )
-        try:
-            # A message parked or retried for one destination names it: only that destination is redone.
-            for decision in self._router.decide(envelope.forward_node, instance, only=envelope.destination):
-                if isinstance(decision, Deliver):
-                    self._queue(envelope, decision)
-                    outcome = "queued"
-                elif isinstance(decision, Reject):
-                    self._reject(envelope, instance, decision)
-                    outcome = "rejected"
-                elif isinstance(decision, Fail):
-                    self._fail(delivery, envelope, instance, decision)
-                    outcome = "failed"
-                elif isinstance(decision, Later):
-                    self._retry_later(delivery, envelope, decision)
-                    outcome = "retried"
-                else:
-                    assert isinstance(decision, Skip)
-                    outcome = "disabled"
-                ROUTED.labels(envelope.forward_node, decision.destination.id, outcome).inc()
-        except (BrokerUnavailable, BlobStoreError) as exc:
-            # Nothing is acked: the message comes back, and the destinations already queued may be queued
-            # again (senders are idempotent per SOP Instance UID and destination).
-            log.warning("instance.requeued", reason=str(exc), **envelope.log_fields())
-            return Verdict(Settlement.REQUEUE)
+        envelope = message.envelope
+        # An instance that is not DICOM raises InvalidInstance, parked at once by the runner.
+        instance = _read_received(message.source())
+        router = work.state.router
+        if not router.knows(envelope.forward_node):
+            return Park(f"forward node {envelope.forward_node} is not configured", "unknown-forward-node")
+        # A message parked or retried for one destination names it: only that destination is redone.
+        for decision in router.decide(envelope.forward_node, instance, only=envelope.destination):
+            if isinstance(decision, Deliver):
+                self._queue(work, message, decision)
+                outcome = "queued"
+            elif isinstance(decision, Reject):
+                self._reject(work, envelope, instance, decision)
+                outcome = "rejected"
+            elif isinstance(decision, Fail):
+                self._fail(work, message, instance, decision)
+                outcome = "failed"
+            elif isinstance(decision, Later):
+                self._retry_later(work, message, decision)
+                outcome = "retried"
+            else:
+                assert isinstance(decision, Skip)
+                outcome = "disabled"
+            ROUTED.labels(envelope.forward_node, decision.destination.id, outcome).inc()
         PROCESSING_SECONDS.observe(time.perf_counter() - started)
-        return Verdict(Settlement.ACK, delete_blob=envelope.blob)
+        return Ack()
 
-    def delete_blob(self, reference: str) -> None:
-        """Remove the received blob of a routed message: each destination has its own link."""
-        self._delete_blob(reference)
-
-    def _queue(self, envelope: Envelope, decision: Deliver) -> None:
+    def _queue(self, work: Work[Routes], message: InstanceMessage, decision: Deliver) -> None:
+        envelope = message.envelope
         destination = decision.destination
         blob: str | None
+        digest: str | None = None
         if decision.unchanged and envelope.blob:
-            body, blob = b"", self._blobs.link(envelope.blob)
+            body, blob, digest = b"", work.blobs.link(envelope.blob), envelope.digest
         else:
-            body, blob = store_payload(decision.part10, self._blobs, self._max_inline)
+            body, blob = store_payload(decision.part10, work.blobs, work.state.max_inline)
+            if blob is not None:
+                digest = digest_of(decision.part10)
         outgoing = envelope.model_copy(
             update={
                 "destination": destination.id,
                 "blob": blob,
+                "digest": digest,
                 "size": decision.size,
                 "attempt": 0,
                 "sop_instance_uid": decision.sop_instance_uid,
@@ -139,20 +127,13 @@ class Processor:
                 "kheops_albums": decision.kheops_albums,
             }
         )
-        queue = self._topology.send_queue(destination.queue_kind, destination.id)
-        try:
-            self._publisher.publish(self._topology.send_exchange, queue, body, outgoing.to_headers())
-        except BrokerUnavailable as exc:
-            # Only this unconfirmed message's link goes: confirmed ones are in their queues and need theirs,
-            # and so may this one when its confirm was lost rather than refused.
-            if blob and not isinstance(exc, PublishOutcomeUnknown):
-                self._delete_blob(blob)
-            raise
+        queue = work.topology.send_queue(destination.queue_kind, destination.id)
+        work.publish(work.topology.send_exchange, queue, body, outgoing.to_headers(), blob=blob)
         log.debug("instance.queued", **outgoing.log_fields())
 
-    def _reported(self, envelope: Envelope, instance: Instance, destination_id: str) -> Envelope:
+    def _reported(self, work: Work[Routes], envelope: Envelope, instance: Instance, destination_id: str) -> Envelope:
         """The envelope an event about this destination carries (identifiers safe for that destination)."""
-        route = self._router.route(envelope.forward_node, destination_id)
+        route = work.state.router.route(envelope.forward_node, destination_id)
         display: dict[str, str] = {}
         sop = study = series = ""
         if route is not None:
@@ -166,105 +147,71 @@ class Processor:
             }
         )
 
-    def _event(self, envelope: Envelope, kind: Literal["failed", "rejected"], destination_id: str, reason: str) -> None:
+    def _event(
+        self,
+        work: Work[Routes],
+        envelope: Envelope,
+        kind: Literal["failed", "rejected"],
+        destination_id: str,
+        reason: str,
+    ) -> None:
         event = TransferEvent.for_envelope(envelope, kind, destination_id, reason)
-        # Events nobody subscribes to yet are not an error: no `mandatory`.
-        self._publisher.publish(self._topology.events_exchange, event.routing_key, event.to_body(), mandatory=False)
+        work.event(work.topology.events_exchange, event.routing_key, event.to_body())
 
-    def _reject(self, envelope: Envelope, instance: Instance, decision: Reject) -> None:
+    def _reject(self, work: Work[Routes], envelope: Envelope, instance: Instance, decision: Reject) -> None:
         destination_id = decision.destination.id
-        self._event(self._reported(envelope, instance, destination_id), "rejected", destination_id, decision.reason)
+        reported = self._reported(work, envelope, instance, destination_id)
+        self._event(work, reported, "rejected", destination_id, decision.reason)
         log.info(
             "instance.rejected", reason=decision.reason, **{**envelope.log_fields(), "destination": destination_id}
         )
 
-    def _own_copy(self, delivery: Delivery, envelope: Envelope, destination_id: str) -> tuple[dict[str, object], bytes]:
-        """Headers and body of a copy of the received message for one destination, with its own blob link."""
-        blob = self._blobs.link(envelope.blob) if envelope.blob else None
-        copy = envelope.model_copy(update={"destination": destination_id, "blob": blob})
-        return copy.to_headers(), delivery.body
+    def _own_copy(
+        self, work: Work[Routes], message: InstanceMessage, destination_id: str, attempt: int = 0
+    ) -> tuple[dict[str, Any], bytes, str | None]:
+        """Headers, body and blob link of a copy of the received message for one destination."""
+        envelope = message.envelope
+        blob = work.blobs.link(envelope.blob) if envelope.blob else None
+        copy = envelope.model_copy(update={"destination": destination_id, "blob": blob, "attempt": attempt})
+        return copy.to_headers(), message.body, blob
 
-    def _fail(self, delivery: Delivery, envelope: Envelope, instance: Instance, decision: Fail) -> None:
-        """Park the received instance for this destination alone; `karnak dead replay` redoes only it."""
-        destination_id = decision.destination.id
-        headers, body = self._own_copy(delivery, envelope, destination_id)
-        park(
-            self._publisher,
-            self._topology,
-            exchange=self._topology.ingest_exchange,
-            routing_key=self._topology.received_queue,
-            headers=headers,
-            body=body,
-            reason=decision.reason,
-        )
-        self._event(self._reported(envelope, instance, destination_id), "failed", destination_id, decision.reason)
-        PARKED.labels("processor", "transformation-failed").inc()
+    def _park_copy(self, work: Work[Routes], message: InstanceMessage, destination_id: str, park: Park) -> None:
+        headers, body, blob = self._own_copy(work, message, destination_id, message.envelope.attempt)
+        topology = work.topology
+        work.park_copy(headers, body, topology.ingest_exchange, topology.received_queue, park, blob)
+        PARKED.labels("processor", park.cause).inc()
         log.error(
             "instance.parked",
-            cause="transformation-failed",
-            reason=decision.reason,
-            **{**envelope.log_fields(), "destination": destination_id},
+            cause=park.cause,
+            reason=park.reason,
+            **{**message.envelope.log_fields(), "destination": destination_id},
         )
 
-    def _retry_later(self, delivery: Delivery, envelope: Envelope, decision: Later) -> None:
+    def _fail(self, work: Work[Routes], message: InstanceMessage, instance: Instance, decision: Fail) -> None:
+        """Park the received instance for this destination alone; `karnak dead replay` redoes only it."""
+        destination_id = decision.destination.id
+        self._park_copy(work, message, destination_id, Park(decision.reason, "transformation-failed"))
+        reported = self._reported(work, message.envelope, instance, destination_id)
+        self._event(work, reported, "failed", destination_id, decision.reason)
+
+    def _retry_later(self, work: Work[Routes], message: InstanceMessage, decision: Later) -> None:
         """Send the instance through the delay queues for the one destination whose copy must wait."""
+        envelope = message.envelope
         destination_id = decision.destination.id
         # Only a copy already retried for this destination counts its attempts.
         attempt = envelope.attempt if envelope.destination == destination_id else 0
-        delay = self._policy.delay_for(attempt)
-        headers, body = self._own_copy(delivery, envelope, destination_id)
-        copy = Envelope.from_headers(headers).model_copy(update={"attempt": attempt})
-        if delay is None:
-            park(
-                self._publisher,
-                self._topology,
-                exchange=self._topology.ingest_exchange,
-                routing_key=self._topology.received_queue,
-                headers=copy.to_headers(),
-                body=body,
-                reason=f"gave up after {attempt + 1} attempts: {decision.reason}",
-            )
-            PARKED.labels("processor", "retries-exhausted").inc()
-        else:
-            schedule_retry(
-                self._publisher,
-                self._topology,
-                self._topology.received_queue,
-                copy,
-                body,
-                delay,
-            )
+        if work.redelivery.policy.delay_for(attempt) is None:
+            reason = f"gave up after {attempt + 1} attempts: {decision.reason}"
+            self._park_copy(work, message, destination_id, Park(reason, "retries-exhausted"))
+            return
+        headers, body, blob = self._own_copy(work, message, destination_id, attempt)
+        delay = work.retry_copy(headers, body, work.topology.received_queue, attempt, blob)
         log.warning(
-            "instance.retry-scheduled" if delay is not None else "instance.parked",
+            "instance.retry-scheduled",
             reason=decision.reason,
-            delay=delay or 0,
+            delay=delay,
             **{**envelope.log_fields(), "destination": destination_id},
         )
-
-    def _park(self, delivery: Delivery, cause: str, reason: str, envelope: Envelope | None = None) -> Verdict:
-        try:
-            park(
-                self._publisher,
-                self._topology,
-                exchange=self._topology.ingest_exchange,
-                routing_key=self._topology.received_queue,
-                headers=delivery.headers,
-                body=delivery.body,
-                reason=reason,
-            )
-        except BrokerUnavailable:
-            return Verdict(Settlement.REQUEUE)
-        PARKED.labels("processor", cause).inc()
-        fields = envelope.log_fields() if envelope else {}
-        log.error("instance.parked", cause=cause, reason=reason, **fields)
-        # The parked copy keeps its blob reference, so the blob stays for `karnak dead replay`.
-        return Verdict(Settlement.ACK)
-
-    def _delete_blob(self, reference: str) -> None:
-        try:
-            self._blobs.delete(reference)
-        except BlobStoreError as exc:
-            log.warning("blob.delete-failed", blob=reference, reason=str(exc))
 
 
 def _read_received(source: bytes | Path) -> Instance:

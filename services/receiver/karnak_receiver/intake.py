@@ -8,10 +8,12 @@ from dataclasses import dataclass
 from prometheus_client import Counter, Histogram
 
 from karnak_shared.blobstore import BlobStore, UnsyncedBlob
-from karnak_shared.broker import PendingConfirm, Publisher
+from karnak_shared.broker import PendingConfirm
 from karnak_shared.envelope import Envelope
 from karnak_shared.errors import BlobStoreError, BrokerUnavailable, PublishOutcomeUnknown
 from karnak_shared.logs import EventLogger
+from karnak_shared.service.authentication import digest_of
+from karnak_shared.service.providers import SignedPublisher
 from karnak_shared.topology import Topology
 
 log = EventLogger("karnak.receiver")
@@ -54,7 +56,7 @@ class ReceivedInstance:
 class Intake:
     """Puts received instances on the `received` queue; answers Success only after the confirm."""
 
-    def __init__(self, publisher: Publisher, topology: Topology, blobs: BlobStore, max_inline_bytes: int) -> None:
+    def __init__(self, publisher: SignedPublisher, topology: Topology, blobs: BlobStore, max_inline_bytes: int) -> None:
         self._publisher = publisher
         self._topology = topology
         self._blobs = blobs
@@ -78,6 +80,8 @@ class Intake:
                 sop_instance_uid=instance.sop_instance_uid,
                 transfer_syntax=instance.transfer_syntax,
                 blob=blob.reference if blob else None,
+                # The message is signed over its headers: the blob's bytes are covered by their digest.
+                digest=digest_of(instance.part10) if blob else None,
                 size=instance.size,
             )
             # The blob reaches the disk while RabbitMQ confirms the message (both take milliseconds);

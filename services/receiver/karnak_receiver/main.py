@@ -1,40 +1,51 @@
-"""Entry point of the receiver: wires configuration, the confirming publisher, the intake and the listener."""
+"""The receiver on the service runtime: the DICOM listener is its entrypoint, the intake its publishing side."""
 
 from __future__ import annotations
 
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+
 from karnak_receiver.intake import Intake
 from karnak_receiver.listener import Listener, tls_context
-from karnak_shared.broker import Publisher
 from karnak_shared.config import GatewayConfig
-from karnak_shared.logs import EventLogger
-from karnak_shared.ops import broker_state_recorder
-from karnak_shared.runtime import prepare_service, wait_for_signal
+from karnak_shared.service import Providers, Service, ServiceRunner
 
-log = EventLogger("karnak.receiver")
+
+@dataclass(frozen=True)
+class ReceiverState:
+    """The configuration the listener serves, with its TLS context (checked before anything starts)."""
+
+    config: GatewayConfig
+    ssl_context: ssl.SSLContext | None
+
+
+class ReceiverService(Service[ReceiverState]):
+    """Takes C-STOREs in and puts them on the `received` queue (Success only after the confirm)."""
+
+    name = "receiver"
+
+    def __init__(self) -> None:
+        self.listener: Listener | None = None
+
+    def configure(self, config: GatewayConfig, providers: Providers) -> ReceiverState:
+        # Certificate files are checked here: a bad one is a configuration error.
+        return ReceiverState(config, tls_context(config.listener))
+
+    def start(self, runner: ServiceRunner[ReceiverState]) -> None:
+        state, providers = runner.state, runner.providers
+        intake = Intake(providers.publisher, runner.topology, providers.blobs, state.config.blob_store.max_inline_bytes)
+        self.listener = Listener(state.config, intake, state.ssl_context).start()
+
+    def stop(self) -> None:
+        # Stop taking associations first, so no C-STORE is answered after the publisher is gone.
+        if self.listener is not None:
+            self.listener.stop()
+
+    def readiness(self) -> dict[str, Callable[[], bool]]:
+        return {"listener": lambda: self.listener is not None and self.listener.serving}
 
 
 def run(config: GatewayConfig, metrics_port: int | None = None) -> None:
     """Run the receiver until SIGTERM/SIGINT."""
-    # Certificate files are checked before anything starts: a bad one is a configuration error.
-    ssl_context = tls_context(config.listener)
-    ctx = prepare_service("receiver", config, metrics_port)
-    publisher = Publisher(
-        ctx.broker_url,
-        ctx.topology,
-        heartbeat=config.broker.heartbeat,
-        confirm_timeout=config.broker.confirm_timeout,
-        name="karnak-receiver",
-        on_state=broker_state_recorder("receiver", "publisher"),
-    ).start()
-    intake = Intake(publisher, ctx.topology, ctx.blobs, config.blob_store.max_inline_bytes)
-    listener = Listener(config, intake, ssl_context).start()
-    ctx.ops.add_check("broker", lambda: publisher.connected)
-    ctx.ops.add_check("listener", lambda: listener.serving)
-    try:
-        wait_for_signal(ctx.stopping)
-    finally:
-        log.info("service.stopping")
-        # Stop taking associations first, so no C-STORE is answered after the publisher is gone.
-        listener.stop()
-        publisher.stop()
-        ctx.ops.stop()
+    ServiceRunner(ReceiverService(), config, metrics_port=metrics_port).run()

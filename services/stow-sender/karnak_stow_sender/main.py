@@ -11,8 +11,8 @@ from karnak_shared.config import GatewayConfig, StowDestination
 from karnak_shared.headers import parse_headers
 from karnak_shared.logs import EventLogger
 from karnak_shared.ops import broker_state_recorder
-from karnak_shared.retry import RetryPolicy
 from karnak_shared.runtime import prepare_service, wait_for_signal
+from karnak_shared.service.redelivery import RetryPolicy
 from karnak_shared.topology import Topology
 from karnak_stow_sender.batching import BatchLimits
 from karnak_stow_sender.client import StowClient

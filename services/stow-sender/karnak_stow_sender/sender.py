@@ -30,8 +30,9 @@ from karnak_shared.errors import (
 )
 from karnak_shared.logs import EventLogger
 from karnak_shared.payload import read_payload
-from karnak_shared.retry import RetryPolicy, SenderFailures
+from karnak_shared.retry import SenderFailures
 from karnak_shared.sender_metrics import LATENCY_BUCKETS, SENT, SENT_BYTES, TRANSIT_SECONDS
+from karnak_shared.service.redelivery import RetryPolicy
 from karnak_shared.topology import Topology
 from karnak_stow_sender.response import InstanceResult, Outcome, StowResponse, settle
 

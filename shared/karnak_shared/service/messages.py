@@ -1,0 +1,172 @@
+"""The typed messages handlers take, read from what the broker delivered (no pika, no delivery tags).
+
+Reading is where the poison-message rule starts: a message that cannot be read (a bad envelope, a blob
+reference that is not the store's, a missing blob, bytes that are not DICOM) raises `Unreadable` with
+its own cause, and the runner parks it at once instead of requeueing it until RabbitMQ's delivery limit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Protocol, TypeVar
+
+from karnak_shared import header_names
+from karnak_shared.blobstore import BlobStore
+from karnak_shared.envelope import Envelope, ShareRequest, TransferEvent, attempt_of
+from karnak_shared.errors import (
+    BlobDigestMismatch,
+    BlobMissing,
+    BlobStoreError,
+    EnvelopeError,
+    InvalidBlobReference,
+    KarnakError,
+)
+from karnak_shared.service.authentication import file_digest
+
+_PART10_MAGIC = slice(128, 132)
+
+
+class Unreadable(KarnakError):
+    """A message that no handler can work on: parked at once, with `cause` as its short name."""
+
+    def __init__(self, cause: str, reason: str) -> None:
+        self.cause = cause
+        self.reason = reason
+        super().__init__(f"{cause}: {reason}")
+
+
+@dataclass(frozen=True)
+class Received:
+    """What the broker delivered, as the runtime hands it to message readers."""
+
+    queue: str
+    headers: dict[str, Any]
+    body: bytes
+    exchange: str = ""
+    routing_key: str = ""
+
+    @property
+    def attempt(self) -> int:
+        return attempt_of(self.headers)
+
+
+@dataclass(frozen=True)
+class Reading:
+    """How a message is read: where blobs are, and whether blob digests are checked (authentication on)."""
+
+    blobs: BlobStore
+    check_digest: bool = False
+
+
+M_co = TypeVar("M_co", covariant=True)
+
+
+class MessageReader(Protocol[M_co]):
+    """A message type: `read` turns what was delivered into it, or raises `Unreadable`."""
+
+    def read(self, received: Received, reading: Reading) -> M_co: ...
+
+
+@dataclass(frozen=True)
+class InstanceMessage:
+    """A DICOM instance with its envelope: the bytes inline in `body`, or in the blob `envelope.blob`."""
+
+    envelope: Envelope
+    body: bytes
+    queue: str
+    blobs: BlobStore = field(repr=False)
+    kind: ClassVar[str] = "instance"
+
+    @property
+    def blob(self) -> str | None:
+        return self.envelope.blob
+
+    @property
+    def attempt(self) -> int:
+        return self.envelope.attempt
+
+    def source(self) -> bytes | Path:
+        """Where the Part 10 bytes are: the body, or the blob's file (checked to exist when read)."""
+        return self.blobs.path(self.envelope.blob) if self.envelope.blob else self.body
+
+    def read_bytes(self) -> bytes:
+        """The Part 10 bytes (`BlobStoreError` when the blob cannot be read)."""
+        return self.blobs.get(self.envelope.blob) if self.envelope.blob else self.body
+
+    @classmethod
+    def read(cls, received: Received, reading: Reading) -> InstanceMessage:
+        try:
+            envelope = Envelope.from_headers(received.headers)
+        except EnvelopeError as exc:
+            raise Unreadable("invalid-envelope", str(exc)) from None
+        if envelope.blob is None:
+            if not received.body:
+                raise Unreadable("invalid-instance", "message has neither a body nor a blob reference")
+            head = received.body[:132]
+        else:
+            head = _blob_head(envelope, reading)
+        if head[_PART10_MAGIC] != b"DICM":
+            raise Unreadable("not-dicom", "the bytes are not a DICOM Part 10 instance (no 'DICM' at offset 128)")
+        return cls(envelope, received.body, received.queue, reading.blobs)
+
+
+def _blob_head(envelope: Envelope, reading: Reading) -> bytes:
+    """The first bytes of a message's blob, after checking its reference and (when asked) its digest."""
+    reference = str(envelope.blob)
+    try:
+        path = reading.blobs.path(reference)
+        if reading.check_digest:
+            if not envelope.digest:
+                raise Unreadable("unauthenticated", "the message names a blob but carries no digest of it")
+            if file_digest(path) != envelope.digest:
+                raise BlobDigestMismatch(f"blob {reference} does not have the digest the message was signed with")
+        with path.open("rb") as handle:
+            return handle.read(132)
+    except InvalidBlobReference as exc:
+        raise Unreadable("invalid-blob-reference", str(exc)) from None
+    except FileNotFoundError:
+        raise Unreadable("missing-blob", str(BlobMissing(f"blob {reference} is missing from the blob store"))) from None
+    except BlobDigestMismatch as exc:
+        raise Unreadable("blob-digest-mismatch", str(exc)) from None
+    except OSError as exc:
+        # The store, not the message: an I/O error is tried again.
+        raise BlobStoreError(f"cannot read blob {reference}: {exc.strerror}") from None
+
+
+@dataclass(frozen=True)
+class ShareMessage:
+    """A `kheops.share` request with the number of times it was tried before."""
+
+    request: ShareRequest
+    attempt: int
+    kind: ClassVar[str] = "share"
+
+    @classmethod
+    def read(cls, received: Received, reading: Reading) -> ShareMessage:
+        try:
+            return cls(ShareRequest.from_body(received.body), received.attempt)
+        except EnvelopeError as exc:
+            raise Unreadable("invalid-share-request", str(exc)) from None
+
+
+@dataclass(frozen=True)
+class EventMessage:
+    """A `transfer.*` event as delivered (the notifier's input)."""
+
+    event: TransferEvent
+    routing_key: str
+    kind: ClassVar[str] = "event"
+
+    @classmethod
+    def read(cls, received: Received, reading: Reading) -> EventMessage:
+        try:
+            return cls(TransferEvent.from_body(received.body), received.routing_key)
+        except EnvelopeError as exc:
+            raise Unreadable("invalid-event", str(exc)) from None
+
+
+def destination_of(received: Received) -> str:
+    """The destination a delivered message is for, from its headers (for logs of unreadable messages)."""
+    value = received.headers.get(header_names.DESTINATION, "")
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
