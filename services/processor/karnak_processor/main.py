@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from karnak_processor.processor import ProcessorService
 from karnak_shared.config import GatewayConfig
-from karnak_shared.service import ServiceRunner
+from karnak_shared.service.live_config import run_live
 
 
 def run(config: GatewayConfig, metrics_port: int | None = None) -> None:
-    """Run the processor until SIGTERM/SIGINT."""
-    ServiceRunner(ProcessorService(), config, metrics_port=metrics_port).run()
+    """Run the processor until SIGTERM/SIGINT, following the configuration's revisions."""
+    run_live(ProcessorService(), config, metrics_port)

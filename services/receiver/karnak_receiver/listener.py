@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import ssl
+from collections.abc import Callable
 from typing import Any
 
 from pydicom.uid import AllTransferSyntaxes, ExplicitVRLittleEndian, ImplicitVRLittleEndian
@@ -78,8 +79,16 @@ def _set_nodelay(assoc: Any) -> None:
 class Listener:
     """One association server for every forward node of the configuration."""
 
-    def __init__(self, config: GatewayConfig, intake: Intake, ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self,
+        config: GatewayConfig,
+        intake: Intake,
+        ssl_context: ssl.SSLContext | None = None,
+        routing: Callable[[], GatewayConfig] | None = None,
+    ) -> None:
         self._config = config
+        # The forward nodes and sources each new association is admitted by: the running revision's.
+        self._routing = routing or (lambda: config)
         self._intake = intake
         self._ssl_context = ssl_context
         self._server: ThreadedAssociationServer | None = None
@@ -140,7 +149,7 @@ class Listener:
         called = _called_ae(assoc)
         calling = str(assoc.requestor.primitive.calling_ae_title).strip()
         peer = assoc.requestor.address
-        admission = admit(self._config, called, calling, peer)
+        admission = admit(self._routing(), called, calling, peer)
         if not admission.accepted:
             log.warning(
                 "association.rejected", called_ae=called, calling_ae=calling, peer=peer, reason=admission.reason

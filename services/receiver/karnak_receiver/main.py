@@ -10,6 +10,7 @@ from karnak_receiver.intake import Intake
 from karnak_receiver.listener import Listener, tls_context
 from karnak_shared.config import GatewayConfig
 from karnak_shared.service import Providers, Service, ServiceRunner
+from karnak_shared.service.live_config import run_live
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,8 @@ class ReceiverService(Service[ReceiverState]):
     def start(self, runner: ServiceRunner[ReceiverState]) -> None:
         state, providers = runner.state, runner.providers
         intake = Intake(providers.publisher, runner.topology, providers.blobs, state.config.blob_store.max_inline_bytes)
-        self.listener = Listener(state.config, intake, state.ssl_context).start()
+        # Each association is admitted by the forward nodes of the revision running when it opens.
+        self.listener = Listener(state.config, intake, state.ssl_context, routing=lambda: runner.state.config).start()
 
     def stop(self) -> None:
         # Stop taking associations first, so no C-STORE is answered after the publisher is gone.
@@ -47,5 +49,5 @@ class ReceiverService(Service[ReceiverState]):
 
 
 def run(config: GatewayConfig, metrics_port: int | None = None) -> None:
-    """Run the receiver until SIGTERM/SIGINT."""
-    ServiceRunner(ReceiverService(), config, metrics_port=metrics_port).run()
+    """Run the receiver until SIGTERM/SIGINT, following the configuration's revisions."""
+    run_live(ReceiverService(), config, metrics_port)

@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from prometheus_client import Counter, Gauge
 
@@ -28,6 +28,7 @@ from karnak_shared.broker import Broadcast, ControlConnection
 from karnak_shared.config import GatewayConfig
 from karnak_shared.errors import KarnakError
 from karnak_shared.logs import EventLogger
+from karnak_shared.service.runner import Service, ServiceRunner
 from karnak_shared.service.status import REQUEST_ROUTING_KEY, STATUS_INTERVAL_SECONDS, InstanceStatus
 
 if TYPE_CHECKING:
@@ -107,6 +108,46 @@ def starting_config(config_path: str | os.PathLike[str] | None) -> tuple[Gateway
     except SQLAlchemyError as exc:
         # The driver's message may name the database with its password: only its kind is kept.
         raise KarnakError(f"cannot read the configuration revisions from the database: {type(exc).__name__}") from None
+
+
+class ConfigRefused(KarnakError):
+    """The service refused a configuration (the runner logged why, in one line)."""
+
+
+def run_live(service: Service[Any], config: GatewayConfig, metrics_port: int | None = None) -> None:
+    """Run a service on the runtime until SIGTERM/SIGINT, following the configuration's revisions.
+
+    `config` is what `karnak run` loaded (`starting_config`); its file names the revision store.
+    """
+    revisions = StoreRevisions.open(config.source_path)
+    try:
+        current = revisions.current()
+        config = revisions.config(current.number)  # a revision stored since `karnak run` read one
+        runner: ServiceRunner[Any] = ServiceRunner(service, config, metrics_port=metrics_port, revision=current.number)
+
+        def apply(new: GatewayConfig, revision: int) -> None:
+            if not runner.apply_config(new, revision):
+                raise ConfigRefused(runner.refusal or "the service refused the configuration")
+
+        runner.start()
+        listener = ConfigListener(
+            service.name,
+            broker_url=config.broker.url.get_secret_value(),
+            prefix=config.broker.prefix,
+            revisions=revisions,
+            apply=apply,
+            status=InstanceStatus(service.name, revision=current.number),
+            ready=lambda: runner.ops is not None and not runner.ops.failing_checks(),
+            broker_connected=lambda: runner.connected,
+            heartbeat=config.broker.heartbeat,
+        ).start()
+        try:
+            runner.wait_for_signal()
+        finally:
+            listener.stop()
+            runner.stop()
+    finally:
+        revisions.close()
 
 
 def _reason(exc: BaseException) -> str:
@@ -238,14 +279,18 @@ class ConfigListener:
         try:
             config = self._revisions.config(current.number)
             self._apply(config, current.number)
+        except ConfigRefused as exc:
+            self._failed(current.number, _reason(exc), logged=True)
+            return False
         except Exception as exc:  # noqa: BLE001 - whatever the cause, the previous revision keeps running
-            self._failed(current.number, _reason(exc))
+            self._failed(current.number, _reason(exc), logged=False)
             return False
         self._status.applied(current.number)
         self._last_failure = None
         CONFIG_REVISION.labels(self.service).set(current.number)
-        log.info(
-            "config.applied",
+        # The runner says `config.applied`; this line adds where it came from and how long it took.
+        log.debug(
+            "config.revision-applied",
             revision=current.number,
             previous=previous if previous is not None else "-",
             seconds=round(time.perf_counter() - started, 3),
@@ -253,10 +298,12 @@ class ConfigListener:
         self.report()
         return True
 
-    def _failed(self, revision: int, reason: str) -> None:
+    def _failed(self, revision: int, reason: str, logged: bool) -> None:
         APPLY_FAILURES.labels(self.service).inc()
         self._status.failed(f"revision {revision}: {reason}")
-        if self._last_failure == (revision, reason):
+        if logged:
+            pass  # the runner logged its refusal, in one line
+        elif self._last_failure == (revision, reason):
             log.debug("config.apply-failed-again", revision=revision, reason=reason)
         else:
             log.error(

@@ -321,6 +321,8 @@ class ServiceRunner(Generic[S]):
         self.providers: Providers
         self._snapshot: _Snapshot[S]
         self._prepared = False
+        # Why the last configuration was refused (for the status reports), None once one is applied.
+        self.refusal: str | None = None
         self._crash_limit = min(config.broker.crash_limit, max(1, config.broker.delivery_limit - 1))
 
     # --- life cycle -----------------------------------------------------------------------------
@@ -458,14 +460,16 @@ class ServiceRunner(Generic[S]):
             try:
                 state = self.service.configure(config, self.providers)
             except Exception as exc:  # noqa: BLE001 - the service refuses: it stays on the state it has
-                log.error("config.refused", revision=revision, error_type=type(exc).__name__, reason=masked(exc, 500))
+                self.refusal = masked(exc, 500)
+                log.error("config.refused", revision=revision, error_type=type(exc).__name__, reason=self.refusal)
                 return False
             topology = self.service.topology(config)
             try:
                 declare(config.broker.url.get_secret_value(), topology)
             except BrokerUnavailable as exc:
                 self.service.release(state)
-                log.error("config.refused", revision=revision, reason=str(exc))
+                self.refusal = str(exc)
+                log.error("config.refused", revision=revision, reason=self.refusal)
                 return False
             fresh = _Snapshot(state, topology, self._redelivery(topology, self.providers.signer), revision)
             with self._snapshot_lock:
@@ -478,6 +482,7 @@ class ServiceRunner(Generic[S]):
                 self.consumer.set_queues(self._assign_queues(config, topology), topology)
             if old.retire():
                 self.service.release(old.state)
+            self.refusal = None
             log.info("config.applied", revision=revision)
             return True
 
