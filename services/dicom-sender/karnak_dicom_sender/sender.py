@@ -15,18 +15,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 from prometheus_client import Histogram
 
 from karnak_dicom_sender.link import DestinationLink, Peer
 from karnak_dicom_sender.status import Outcome as StoreOutcome
 from karnak_shared.config import DicomDestination, GatewayConfig
-from karnak_shared.envelope import TransferEvent
 from karnak_shared.errors import DeliveryError, TransientDeliveryError
 from karnak_shared.logs import EventLogger
 from karnak_shared.sender_metrics import LATENCY_BUCKETS, SENT, SENT_BYTES, TRANSIT_SECONDS
-from karnak_shared.service import Ack, InstanceMessage, Outcome, Park, Providers, Retry, Service, Work, consume
+from karnak_shared.service import Ack, InstanceMessage, Outcome, Providers, Service, Work, consume
+from karnak_shared.service.delivery import delivery_failed, transfer_event
 from karnak_shared.topology import Topology
 
 log = EventLogger("karnak.dicom-sender")
@@ -126,35 +125,16 @@ class DicomSenderService(Service[Links]):
         except DeliveryError as exc:
             if exc.transient and held is None and not link.is_open:
                 self._unreachable[destination] = (time.monotonic() + UNREACHABLE_HOLD_SECONDS, exc.reason)
-            return self._failed(work, message, exc)
+            return delivery_failed(work, message, exc)
         DELIVERY_SECONDS.labels(destination).observe(time.perf_counter() - started)
         TRANSIT_SECONDS.labels(destination).observe(max(0.0, time.time() - envelope.received_at))
         SENT.labels(destination, "sent").inc()
         SENT_BYTES.labels(destination).inc(envelope.size)
-        self._event(work, message, "sent", "stored with a warning status" if stored is StoreOutcome.WARNING else None)
+        transfer_event(
+            work, message, "sent", "stored with a warning status" if stored is StoreOutcome.WARNING else None
+        )
         log.debug("instance.sent", **envelope.log_fields())
         return Ack()
-
-    def _failed(self, work: Work[Links], message: InstanceMessage, error: DeliveryError) -> Outcome:
-        """Retry a transient failure through the delay queues; park a permanent one, or one past the last tier."""
-        destination = message.envelope.destination or "-"
-        if error.transient and work.redelivery.policy.delay_for(message.attempt) is not None:
-            SENT.labels(destination, "retried").inc()
-            return Retry(error.reason)
-        reason = error.reason
-        cause = "refused"
-        if error.transient:
-            reason, cause = f"gave up after {message.attempt + 1} attempts: {reason}", "retries-exhausted"
-        self._event(work, message, "failed", reason)
-        SENT.labels(destination, "failed").inc()
-        return Park(reason, cause)
-
-    def _event(
-        self, work: Work[Links], message: InstanceMessage, kind: Literal["sent", "failed"], reason: str | None
-    ) -> None:
-        envelope = message.envelope
-        event = TransferEvent.for_envelope(envelope, kind, envelope.destination or "-", reason)
-        work.event(work.topology.events_exchange, event.routing_key, event.to_body())
 
     def _held(self, destination: str) -> str | None:
         """Why no attempt is made now for a destination found unreachable a moment ago, else None."""
