@@ -18,7 +18,8 @@ from karnak_shared.config import GatewayConfig, StowDestination
 from karnak_shared.database import open_database
 from karnak_shared.logs import EventLogger, redact_url
 from karnak_shared.ops import broker_state_recorder
-from karnak_shared.runtime import prepare_service, wait_for_signal
+from karnak_shared.runtime import ServiceContext
+from karnak_shared.service.live_config import run_swapping
 from karnak_shared.service.redelivery import RetryPolicy
 from karnak_shared.topology import Topology
 
@@ -73,7 +74,7 @@ class KheopsSharerService:
     def start(self) -> KheopsSharerService:
         if not self.targets:
             # Without albums there is nothing to share: no database, no queue (it would only fill up).
-            log.warning("sharer.idle", reason="the configuration has no Kheops album")
+            log.info("sharer.idle", reason="the configuration has no Kheops album")
             return self
         config = self._config
         database_url = config.database.url.get_secret_value()
@@ -140,16 +141,15 @@ class KheopsSharerService:
 
 
 def run(config: GatewayConfig, metrics_port: int | None = None) -> None:
-    """Run the kheops-sharer until SIGTERM/SIGINT."""
-    settings = load_settings(config)
-    ctx = prepare_service("kheops-sharer", config, metrics_port)
-    service = KheopsSharerService(
-        config, ctx.topology, settings, on_state=lambda role: broker_state_recorder("kheops-sharer", role)
-    ).start()
-    ctx.ops.add_check("broker", lambda: service.connected)
-    try:
-        wait_for_signal(ctx.stopping)
-    finally:
-        log.info("service.stopping")
-        service.stop()
-        ctx.ops.stop()
+    """Run the kheops-sharer until SIGTERM/SIGINT, following the configuration's revisions."""
+    load_settings(config)  # a bad setting stops the start-up before anything connects
+
+    def build(config: GatewayConfig, ctx: ServiceContext) -> KheopsSharerService:
+        return KheopsSharerService(
+            config,
+            Topology.from_config(config),
+            load_settings(config),
+            on_state=lambda role: broker_state_recorder("kheops-sharer", role),
+        ).start()
+
+    run_swapping("kheops-sharer", config, metrics_port, build)

@@ -11,7 +11,8 @@ from karnak_shared.config import GatewayConfig, StowDestination
 from karnak_shared.headers import parse_headers
 from karnak_shared.logs import EventLogger
 from karnak_shared.ops import broker_state_recorder
-from karnak_shared.runtime import prepare_service, wait_for_signal
+from karnak_shared.runtime import ServiceContext
+from karnak_shared.service.live_config import run_swapping
 from karnak_shared.service.redelivery import RetryPolicy
 from karnak_shared.topology import Topology
 from karnak_stow_sender.batching import BatchLimits
@@ -82,18 +83,24 @@ class StowSenderService:
 
     @property
     def connected(self) -> bool:
+        if not self.workers:
+            return True  # idle: nothing to be connected for
         return self.consumer.connected and self.publisher.connected
 
     def start(self) -> StowSenderService:
+        if not self.workers:
+            # Nothing to send: no connection, no thread; a revision with a stow destination starts them.
+            log.info("sender.idle", reason="the configuration has no stow destination")
+            return self
         self.publisher.start()
         for worker in self.workers.values():
             worker.start()
-        if not self.workers:
-            log.warning("sender.idle", reason="the configuration has no stow destination")
         self.consumer.start()
         return self
 
     def stop(self) -> None:
+        if not self.workers:
+            return
         self.consumer.stop()
         for worker in self.workers.values():
             worker.stop()
@@ -124,20 +131,16 @@ class StowSenderService:
 
 
 def run(config: GatewayConfig, metrics_port: int | None = None) -> None:
-    """Run the stow-sender until SIGTERM/SIGINT."""
-    settings = load_settings(config)  # a bad setting stops the start-up before anything connects
-    ctx = prepare_service("stow-sender", config, metrics_port)
-    service = StowSenderService(
-        config,
-        ctx.topology,
-        ctx.blobs,
-        settings,
-        on_state=lambda role: broker_state_recorder("stow-sender", role),
-    ).start()
-    ctx.ops.add_check("broker", lambda: service.connected)
-    try:
-        wait_for_signal(ctx.stopping)
-    finally:
-        log.info("service.stopping")
-        service.stop()
-        ctx.ops.stop()
+    """Run the stow-sender until SIGTERM/SIGINT, following the configuration's revisions."""
+    load_settings(config)  # a bad setting stops the start-up before anything connects
+
+    def build(config: GatewayConfig, ctx: ServiceContext) -> StowSenderService:
+        return StowSenderService(
+            config,
+            Topology.from_config(config),
+            ctx.blobs,
+            load_settings(config),
+            on_state=lambda role: broker_state_recorder("stow-sender", role),
+        ).start()
+
+    run_swapping("stow-sender", config, metrics_port, build)
