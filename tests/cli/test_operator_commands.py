@@ -21,8 +21,8 @@ import pika
 import pytest
 import yaml
 
+from karnak_shared import header_names
 from karnak_shared.config import GatewayConfig
-from karnak_shared.topology import ORIGIN_EXCHANGE_HEADER, ORIGIN_ROUTING_KEY_HEADER, REASON_HEADER
 from tests.conftest import gateway_config, register_topology
 from tests.support.dicomdata import make_study
 from tests.support.servers import free_port
@@ -246,9 +246,9 @@ def test_an_interrupted_replay_then_another_deliver_each_parked_message_exactly_
         headers = {
             "karnak-instance-id": instance_id,
             "karnak-destination": "pacs",
-            REASON_HEADER: "association refused",
-            ORIGIN_EXCHANGE_HEADER: topology.send_exchange,
-            ORIGIN_ROUTING_KEY_HEADER: send_queue,
+            header_names.REASON: "association refused",
+            header_names.ORIGIN_EXCHANGE: topology.send_exchange,
+            header_names.ORIGIN_ROUTING_KEY: send_queue,
         }
         channel.basic_publish(
             "", topology.dead_queue, b"", properties=pika.BasicProperties(delivery_mode=2, headers=headers)

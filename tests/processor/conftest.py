@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.unit.conftest import make_part10
+from tests.support.fixtures import make_part10
 
 
 @pytest.fixture
