@@ -9,23 +9,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import SecretStr
 from sqlalchemy import select
 
 from karnak_kheops_sharer.kheops import Introspection
-from karnak_kheops_sharer.records import ShareRecords, album_key
-from karnak_kheops_sharer.sharer import AlbumTarget, Sharer
+from karnak_kheops_sharer.main import KheopsSharerService
+from karnak_kheops_sharer.records import ShareRecords
+from karnak_kheops_sharer.settings import KheopsSharerSettings
 from karnak_kheops_sharer.tokens import TokenCheck, token_problem
 from karnak_shared import header_names
-from karnak_shared.broker import Delivery, Settlement
-from karnak_shared.config import parse_config
+from karnak_shared.broker import Settlement
+from karnak_shared.config import GatewayConfig, parse_config
 from karnak_shared.database import KheopsShare, open_database
 from karnak_shared.envelope import ShareRequest
 from karnak_shared.errors import EnvelopeError, PermanentDeliveryError, TransientDeliveryError
-from karnak_shared.service.redelivery import RetryPolicy
+from karnak_shared.service.testing import Handled, Harness, Message, RecordingPublisher
 from karnak_shared.topology import Topology
 from tests.shared.test_topology import RecordingChannel
-from tests.support.fixtures import RecordingPublisher
 
 URL_API = "https://kheops.example/api"
 STUDY = "2.25.1"
@@ -66,20 +65,40 @@ def records(tmp_path: Path) -> ShareRecords:
     return ShareRecords(lambda: open_database(url))
 
 
-@pytest.fixture
-def topology() -> Topology:
-    return Topology("karnak", (5, 30), 20, (), kheops=True)
+def _config(database_url: str, retry_delays: list[int]) -> GatewayConfig:
+    album = {"url_api": URL_API, "token_source": "src", "token_destination": "dst"}
+    destination = {"id": "kheops-main", "type": "stow", "url": "https://kheops.example/api", "kheops_albums": [album]}
+    return parse_config(
+        json.dumps(
+            {
+                "forward_nodes": [{"ae_title": "KARNAK-GW", "destinations": [destination]}],
+                "database": {"url": database_url},
+                "broker": {"retry_delays": retry_delays},
+            }
+        )
+    )
+
+
+class Sharing:
+    """The sharer prepared by the runner (its harness), sharing through the scripted Kheops API."""
+
+    def __init__(self, kheops: ScriptedKheops, database_url: str, retry_delays: list[int] | None = None) -> None:
+        service = KheopsSharerService(KheopsSharerSettings(), api=lambda url, settings: kheops)
+        self.harness = Harness(service, _config(database_url, retry_delays or [5, 30]))
+        self.publisher: RecordingPublisher = self.harness.publisher
+
+    def handle(self, message: Message) -> Handled:
+        return self.harness.deliver(message)
 
 
 @pytest.fixture
-def sharer(kheops: ScriptedKheops, records: ShareRecords, publisher: RecordingPublisher, topology: Topology) -> Sharer:
-    target = AlbumTarget("kheops-main", 0, album_key(0, URL_API), kheops, SecretStr("src"), SecretStr("dst"))
-    return Sharer({("kheops-main", 0): target}, records, TokenCheck(300), publisher, topology, RetryPolicy((5, 30)))
+def sharer(kheops: ScriptedKheops, tmp_path: Path) -> Sharing:
+    return Sharing(kheops, f"sqlite:///{tmp_path / 'karnak.db'}")
 
 
 @pytest.fixture
-def message() -> Callable[..., Delivery]:
-    def make(series: str = SERIES, album: int = 0, attempt: int = 0, destination: str = "kheops-main") -> Delivery:
+def message() -> Callable[..., Message]:
+    def make(series: str = SERIES, album: int = 0, attempt: int = 0, destination: str = "kheops-main") -> Message:
         request = ShareRequest(
             destination=destination,
             album=album,
@@ -87,8 +106,8 @@ def message() -> Callable[..., Delivery]:
             series_instance_uid=series,
             forward_node="KARNAK-GW",
         )
-        headers = {**request.to_headers(), "karnak-attempt": attempt}
-        return Delivery("karnak.kheops", "kheops.share", 1, False, headers, request.to_body(), 1)
+        headers = {**request.to_headers(), header_names.ATTEMPT: attempt}
+        return Message(headers, request.to_body(), "karnak.events", "kheops.share")
 
     return make
 
@@ -116,7 +135,7 @@ def test_a_message_of_another_schema_is_refused() -> None:
 
 
 def test_a_series_is_shared_with_both_tokens_after_both_are_introspected_and_recorded(
-    sharer: Sharer, kheops: ScriptedKheops, message: Callable[..., Delivery], records: ShareRecords
+    sharer: Sharing, kheops: ScriptedKheops, message: Callable[..., Message], records: ShareRecords
 ) -> None:
     assert sharer.handle(message()).settlement is Settlement.ACK
     assert kheops.calls == [("introspect", "src"), ("introspect", "dst"), ("share", STUDY, SERIES, "dst", "src")]
@@ -124,7 +143,7 @@ def test_a_series_is_shared_with_both_tokens_after_both_are_introspected_and_rec
 
 
 def test_a_series_already_shared_into_the_album_is_not_shared_again(
-    sharer: Sharer, kheops: ScriptedKheops, message: Callable[..., Delivery]
+    sharer: Sharing, kheops: ScriptedKheops, message: Callable[..., Message]
 ) -> None:
     sharer.handle(message())
     kheops.calls.clear()
@@ -133,7 +152,7 @@ def test_a_series_already_shared_into_the_album_is_not_shared_again(
 
 
 def test_introspection_results_are_reused_for_the_next_series(
-    sharer: Sharer, kheops: ScriptedKheops, message: Callable[..., Delivery]
+    sharer: Sharing, kheops: ScriptedKheops, message: Callable[..., Message]
 ) -> None:
     sharer.handle(message(series="2.25.2"))
     sharer.handle(message(series="2.25.3"))
@@ -141,22 +160,22 @@ def test_introspection_results_are_reused_for_the_next_series(
 
 
 def test_a_source_token_without_send_is_parked_and_reported_once_per_album(
-    sharer: Sharer,
+    sharer: Sharing,
     kheops: ScriptedKheops,
-    message: Callable[..., Delivery],
-    publisher: RecordingPublisher,
+    message: Callable[..., Message],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     kheops.tokens["src"] = Introspection(True, frozenset({"read"}))
     for series in ("2.25.2", "2.25.3", "2.25.4"):
         assert sharer.handle(message(series=series)).settlement is Settlement.ACK
     assert [c for c in kheops.calls if c[0] == "share"] == []
-    parked = [c for c in publisher.calls if c.exchange == "karnak.dead"]
+    parked = [c for c in sharer.publisher.calls if c.exchange == "karnak.dead"]
     assert len(parked) == 3
     assert "the source token lacks the scope(s) send (needs read, send)" in parked[0].headers[header_names.REASON]
-    # Replayed, a parked share goes back the way the stow-sender sent it.
-    assert parked[0].headers["x-karnak-origin-exchange"] == "karnak.events"
-    assert parked[0].headers["x-karnak-origin-routing-key"] == "kheops.share"
+    # Replayed, a parked share goes back to the sharer's queue (bound on the send exchange under its name).
+    assert parked[0].headers[header_names.ORIGIN_EXCHANGE] == "karnak.send"
+    assert parked[0].headers[header_names.ORIGIN_ROUTING_KEY] == "karnak.kheops"
+    assert parked[0].headers[header_names.CAUSE] == "token-refused"
     reports = [r for r in caplog.records if r.getMessage() == "kheops.token-refused"]
     assert len(reports) == 1
     assert all("src" not in str(getattr(r, "fields", {})) for r in caplog.records)
@@ -189,49 +208,47 @@ def test_a_token_found_valid_again_is_reported_again_when_it_fails_later() -> No
 
 
 def test_kheops_unreachable_schedules_a_retry_in_the_sharers_queue(
-    sharer: Sharer, kheops: ScriptedKheops, message: Callable[..., Delivery], publisher: RecordingPublisher
+    sharer: Sharing, kheops: ScriptedKheops, message: Callable[..., Message]
 ) -> None:
     kheops.share_answers = [TransientDeliveryError("sharing at x answered HTTP 500")]
     assert sharer.handle(message()).settlement is Settlement.ACK
-    (retry,) = publisher.calls
+    (retry,) = sharer.publisher.calls
     assert (retry.exchange, retry.routing_key) == ("karnak.retry", "karnak.kheops")
     assert retry.headers[header_names.RETRY_TIER] == "5" and retry.headers["karnak-attempt"] == 1
 
 
 def test_a_share_retried_past_the_last_tier_is_parked(
-    sharer: Sharer, kheops: ScriptedKheops, message: Callable[..., Delivery], publisher: RecordingPublisher
+    sharer: Sharing, kheops: ScriptedKheops, message: Callable[..., Message]
 ) -> None:
     kheops.share_answers = [TransientDeliveryError("sharing at x answered HTTP 503")]
     sharer.handle(message(attempt=2))
-    (parked,) = publisher.calls
+    (parked,) = sharer.publisher.calls
     assert parked.exchange == "karnak.dead"
     assert parked.headers[header_names.REASON] == "gave up after 3 attempts: sharing at x answered HTTP 503"
 
 
 def test_a_share_kheops_forbids_is_parked_with_the_reason(
-    sharer: Sharer, kheops: ScriptedKheops, message: Callable[..., Delivery], publisher: RecordingPublisher
+    sharer: Sharing, kheops: ScriptedKheops, message: Callable[..., Message]
 ) -> None:
     kheops.share_answers = [PermanentDeliveryError("sharing at x answered HTTP 403")]
     sharer.handle(message())
-    (parked,) = publisher.calls
+    (parked,) = sharer.publisher.calls
     assert parked.headers[header_names.REASON] == "album 0 of kheops-main: sharing at x answered HTTP 403"
 
 
 def test_a_message_for_an_album_no_longer_configured_is_parked(
-    sharer: Sharer, message: Callable[..., Delivery], publisher: RecordingPublisher
+    sharer: Sharing, message: Callable[..., Message]
 ) -> None:
     sharer.handle(message(album=5))
-    assert "has no Kheops album 5" in publisher.calls[0].headers[header_names.REASON]
+    assert "has no Kheops album 5" in sharer.publisher.calls[0].headers[header_names.REASON]
 
 
 def test_a_database_that_cannot_be_opened_delays_the_share(
-    kheops: ScriptedKheops, publisher: RecordingPublisher, topology: Topology, message: Callable[..., Delivery]
+    kheops: ScriptedKheops, message: Callable[..., Message]
 ) -> None:
-    records = ShareRecords(lambda: open_database("postgresql://nobody@127.0.0.1:1/none"))
-    target = AlbumTarget("kheops-main", 0, album_key(0, URL_API), kheops, SecretStr("src"), SecretStr("dst"))
-    sharer = Sharer({("kheops-main", 0): target}, records, TokenCheck(300), publisher, topology, RetryPolicy((5,)))
+    sharer = Sharing(kheops, "postgresql://nobody@127.0.0.1:1/none", retry_delays=[5])
     assert sharer.handle(message()).settlement is Settlement.ACK
-    (retry,) = publisher.calls
+    (retry,) = sharer.publisher.calls
     assert retry.exchange == "karnak.retry"
     assert kheops.calls == []
 

@@ -21,6 +21,7 @@ from karnak_shared.config import GatewayConfig, parse_config
 from karnak_shared.database import KheopsShare, open_database
 from karnak_shared.deadletters import DeadLetterQueue, ParkedMessage
 from karnak_shared.envelope import SHARE_ROUTING_KEY, ShareRequest
+from karnak_shared.service import ServiceRunner
 from karnak_shared.topology import Topology
 from tests.conftest import gateway_config, register_topology
 from tests.support.kheops import Call, FakeKheops, Token
@@ -37,7 +38,7 @@ SOURCE, DESTINATION = "source-token-5f2b", "destination-token-9c1d"
 class RunningSharer:
     config: GatewayConfig
     topology: Topology
-    service: KheopsSharerService
+    service: ServiceRunner[Any]
     publisher: Publisher
     kheops: FakeKheops
     destination: str
@@ -87,8 +88,9 @@ def start_sharer(
         raw["broker"]["retry_delays"] = [1, 2]
         raw["database"] = {"url": database_url or f"sqlite:///{tmp_path / 'karnak.db'}"}
         config = parse_config(json.dumps(raw))
-        topology = register_topology(amqp_url, config)
-        service = KheopsSharerService(config, topology, KheopsSharerSettings(**settings)).start()
+        register_topology(amqp_url, config)
+        service: ServiceRunner[Any] = ServiceRunner(KheopsSharerService(KheopsSharerSettings(**settings)), config)
+        service.start()
         publisher = Publisher(amqp_url, service.topology, confirm_timeout=10).start()
         running = RunningSharer(config, service.topology, service, publisher, kheops, destination)
         started.append(running)

@@ -1,155 +1,110 @@
-"""Entry point of the kheops-sharer: consumes `kheops.share` messages and shares series into Kheops albums."""
+"""The kheops-sharer on the service runtime: consumes `kheops.share` messages, shares series into albums.
+
+Its state for a configuration is the albums of the STOW destinations (one API client per URL) and the
+share records; with no album it consumes nothing and opens no database (the queue is not even
+declared), and a revision that adds an album starts the consumer within seconds.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-
-from sqlalchemy.exc import SQLAlchemyError
+from dataclasses import dataclass
 
 from karnak_kheops_sharer.kheops import KheopsApi
 from karnak_kheops_sharer.records import ShareRecords, album_key
 from karnak_kheops_sharer.settings import KheopsSharerSettings, load_settings
-from karnak_kheops_sharer.sharer import AlbumTarget, Sharer
+from karnak_kheops_sharer.sharer import AlbumTarget, KheopsCalls, Sharer
 from karnak_kheops_sharer.tokens import TokenCheck
-from karnak_shared.broker import Consumer, Delivery, Publisher, Settlement, Verdict, wait_until_settleable
 from karnak_shared.config import GatewayConfig, StowDestination
-from karnak_shared.database import open_database
-from karnak_shared.logs import EventLogger, redact_url
-from karnak_shared.ops import broker_state_recorder
-from karnak_shared.runtime import ServiceContext
-from karnak_shared.service.live_config import run_swapping
+from karnak_shared.logs import EventLogger
+from karnak_shared.service import Outcome, Providers, Service, ShareMessage, Work, consume
+from karnak_shared.service.live_config import run_live
 from karnak_shared.service.redelivery import RetryPolicy
 from karnak_shared.topology import Topology
 
 log = EventLogger("karnak.kheops-sharer")
+SERVICE = "kheops-sharer"
+# Threads sharing at once; from the environment (KARNAK_KHEOPS_SHARER_WORKERS), read when the service starts.
+WORKERS = load_settings(None).workers
 
 
-def album_targets(config: GatewayConfig, settings: KheopsSharerSettings) -> dict[tuple[str, int], AlbumTarget]:
+def album_targets(
+    config: GatewayConfig,
+    settings: KheopsSharerSettings,
+    api: Callable[[str, KheopsSharerSettings], KheopsCalls] = KheopsApi,
+) -> dict[tuple[str, int], AlbumTarget]:
     """Every Kheops album of the configuration by (destination id, index), one API client per URL."""
-    apis: dict[str, KheopsApi] = {}
+    apis: dict[str, KheopsCalls] = {}
     targets: dict[tuple[str, int], AlbumTarget] = {}
     for _, dest in config.destinations():
         if not isinstance(dest, StowDestination):
             continue
         for index, album in enumerate(dest.kheops_albums):
-            api = apis.setdefault(album.url_api, KheopsApi(album.url_api, settings))
+            client = apis.setdefault(album.url_api, api(album.url_api, settings))
             targets[(dest.id, index)] = AlbumTarget(
                 destination=dest.id,
                 index=index,
                 key=album_key(index, album.url_api),
-                api=api,
+                api=client,
                 source_token=album.token_source,
                 destination_token=album.token_destination,
             )
     return targets
 
 
-class KheopsSharerService:
-    """The sharer's moving parts (database, publisher, consumer, workers), startable in-process for tests."""
+@dataclass(frozen=True)
+class Albums:
+    """What the sharer works with for one configuration (None: no album, nothing to do)."""
+
+    sharer: Sharer | None
+
+
+def kheops_queue(config: GatewayConfig, topology: Topology) -> list[str]:
+    return [topology.kheops_queue] if topology.kheops else []
+
+
+def _has_albums(config: GatewayConfig) -> bool:
+    return any(isinstance(d, StowDestination) and d.kheops_albums for _, d in config.destinations())
+
+
+class KheopsSharerService(Service[Albums]):
+    """Shares each series into each matching album once."""
+
+    name = SERVICE
 
     def __init__(
         self,
-        config: GatewayConfig,
-        topology: Topology,
-        settings: KheopsSharerSettings,
-        on_state: Callable[[str], Callable[[bool], None] | None] = lambda role: None,
+        settings: KheopsSharerSettings | None = None,
+        api: Callable[[str, KheopsSharerSettings], KheopsCalls] = KheopsApi,
     ) -> None:
-        self.topology = dataclasses.replace(topology, kheops=True)
-        self.targets = album_targets(config, settings)
         self._settings = settings
-        self._config = config
-        self._on_state = on_state
-        self.publisher: Publisher | None = None
-        self.consumer: Consumer | None = None
-        self._workers: ThreadPoolExecutor | None = None
+        self._api = api
 
-    @property
-    def connected(self) -> bool:
-        if self.consumer is None or self.publisher is None:
-            return True  # idle: nothing to be connected for
-        return self.consumer.connected and self.publisher.connected
+    def topology(self, config: GatewayConfig) -> Topology:
+        # The sharer's queue exists only when some destination shares into albums (else it would fill up).
+        return dataclasses.replace(Topology.from_config(config), kheops=_has_albums(config))
 
-    def start(self) -> KheopsSharerService:
-        if not self.targets:
-            # Without albums there is nothing to share: no database, no queue (it would only fill up).
+    def configure(self, config: GatewayConfig, providers: Providers) -> Albums:
+        settings = self._settings or load_settings(config)
+        targets = album_targets(config, settings, self._api)
+        if not targets:
             log.info("sharer.idle", reason="the configuration has no Kheops album")
-            return self
-        config = self._config
-        database_url = config.database.url.get_secret_value()
-        records = ShareRecords(lambda: open_database(database_url))
-        try:
-            records.open()
-        except SQLAlchemyError as exc:
-            log.warning("database.unavailable", url=redact_url(database_url), error=type(exc).__name__)
-        url = config.broker.url.get_secret_value()
-        self.publisher = Publisher(
-            url,
-            self.topology,
-            heartbeat=config.broker.heartbeat,
-            confirm_timeout=config.broker.confirm_timeout,
-            name="karnak-kheops-sharer-publisher",
-            on_state=self._on_state("publisher"),
-        ).start()
-        self.sharer = Sharer(
-            self.targets,
-            records,
-            TokenCheck(self._settings.token_cache_seconds),
-            self.publisher,
-            self.topology,
-            RetryPolicy(tuple(config.broker.retry_delays)),
-        )
-        workers = ThreadPoolExecutor(max_workers=self._settings.workers, thread_name_prefix="kheops-sharer")
-        self._workers = workers
+            return Albums(None)
+        # Opened on first use: a database down for a moment delays shares (retried), it refuses nothing.
+        records = ShareRecords(providers.database)
+        policy = RetryPolicy(tuple(config.broker.retry_delays))
+        return Albums(Sharer(targets, records, TokenCheck(settings.token_cache_seconds), policy))
 
-        def dispatch(delivery: Delivery) -> None:
-            workers.submit(self._work, delivery)
-
-        self.consumer = Consumer(
-            url,
-            self.topology,
-            [self.topology.kheops_queue],
-            dispatch,
-            prefetch=max(1, 2 * self._settings.workers),
-            heartbeat=config.broker.heartbeat,
-            name="karnak-kheops-sharer-consumer",
-            on_state=self._on_state("consumer"),
-        ).start()
-        return self
-
-    def stop(self) -> None:
-        if self.consumer is not None:
-            self.consumer.stop()
-        if self._workers is not None:
-            self._workers.shutdown(wait=True)
-        if self.publisher is not None:
-            self.publisher.stop()
-
-    def _work(self, delivery: Delivery) -> None:
-        assert self.consumer is not None and self.publisher is not None
-        # A share made while its ack cannot be sent would be made again when the message comes back.
-        if not wait_until_settleable(self.consumer, self.publisher, delivery):
-            self.consumer.settle(delivery, Settlement.REQUEUE)  # already back in its queue
-            return
-        try:
-            verdict = self.sharer.handle(delivery)
-        except Exception:  # a bug must not kill the worker; the message comes back
-            log.error("share.handler-crashed", exc_info=True, queue=delivery.queue)
-            verdict = Verdict(Settlement.REQUEUE)
-        self.consumer.settle(delivery, verdict.settlement)
+    @consume(kheops_queue, message=ShareMessage, workers=WORKERS)
+    def share(self, message: ShareMessage, work: Work[Albums]) -> Outcome:
+        """Share one series into one album (or say why not)."""
+        sharer = work.state.sharer
+        assert sharer is not None, "the queue is consumed only while the configuration has albums"
+        return sharer.handle(message)
 
 
 def run(config: GatewayConfig, metrics_port: int | None = None) -> None:
     """Run the kheops-sharer until SIGTERM/SIGINT, following the configuration's revisions."""
     load_settings(config)  # a bad setting stops the start-up before anything connects
-
-    def build(config: GatewayConfig, ctx: ServiceContext) -> KheopsSharerService:
-        return KheopsSharerService(
-            config,
-            Topology.from_config(config),
-            load_settings(config),
-            on_state=lambda role: broker_state_recorder("kheops-sharer", role),
-        ).start()
-
-    run_swapping("kheops-sharer", config, metrics_port, build)
+    run_live(KheopsSharerService(), config, metrics_port)

@@ -18,14 +18,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from karnak_kheops_sharer.kheops import Introspection
 from karnak_kheops_sharer.records import ShareRecords
 from karnak_kheops_sharer.tokens import TokenCheck
-from karnak_shared import header_names
-from karnak_shared.broker import ConfirmingPublisher, Delivery, Settlement, Verdict
-from karnak_shared.envelope import SHARE_ROUTING_KEY, ShareRequest, attempt_of
-from karnak_shared.errors import BrokerUnavailable, EnvelopeError, PermanentDeliveryError, TransientDeliveryError
+from karnak_shared.envelope import ShareRequest
+from karnak_shared.errors import PermanentDeliveryError, TransientDeliveryError
 from karnak_shared.logs import EventLogger
-from karnak_shared.retry import park
+from karnak_shared.service import Ack, Outcome, Park, Retry, ShareMessage
 from karnak_shared.service.redelivery import MAX_REASON_LENGTH, RetryPolicy
-from karnak_shared.topology import Topology
 
 log = EventLogger("karnak.kheops-sharer")
 
@@ -62,58 +59,52 @@ class AlbumTarget:
 
 
 class Sharer:
-    """Shares series into albums as `kheops.share` messages ask."""
+    """Shares series into albums as `kheops.share` messages ask, and says what became of each message."""
 
     def __init__(
         self,
         albums: dict[tuple[str, int], AlbumTarget],
         records: ShareRecords,
         tokens: TokenCheck,
-        publisher: ConfirmingPublisher,
-        topology: Topology,
         policy: RetryPolicy,
     ) -> None:
         self._albums = albums
         self._records = records
         self._tokens = tokens
-        self._publisher = publisher
-        self._topology = topology
         self._policy = policy
         # One share of a series at a time per (album, series) in this process, so concurrent duplicates of a
         # request do not both reach Kheops; striped, so the locks do not grow with the series seen.
         self._stripes = [threading.Lock() for _ in range(64)]
 
-    def handle(self, delivery: Delivery) -> Verdict:
-        """Act on one message and say how to settle it."""
-        try:
-            request = ShareRequest.from_body(delivery.body)
-        except EnvelopeError as exc:
-            return self._park(delivery, None, str(exc))
+    def handle(self, message: ShareMessage) -> Outcome:
+        """Act on one message: `Ack` once shared (or already), `Retry` while Kheops is down, `Park` otherwise."""
+        request = message.request
         target = self._albums.get((request.destination, request.album))
         if target is None:
             return self._park(
-                delivery,
                 request,
                 f"destination {request.destination} has no Kheops album {request.album} "
                 "(did the configuration change since the transfer?)",
+                "unknown-album",
             )
         stripe = self._stripes[hash((target.destination, target.key, request.series_instance_uid)) % len(self._stripes)]
         with stripe:
-            return self._share(delivery, request, target)
+            return self._share(message, target)
 
-    def _share(self, delivery: Delivery, request: ShareRequest, target: AlbumTarget) -> Verdict:
+    def _share(self, message: ShareMessage, target: AlbumTarget) -> Outcome:
+        request = message.request
         try:
             if self._records.shared(target.destination, target.key, request.series_instance_uid):
                 SHARES.labels(target.destination, "duplicate").inc()
                 log.debug("kheops.already-shared", **request.log_fields())
-                return Verdict(Settlement.ACK)
+                return Ack()
             verdict = self._tokens.check(
                 target.key,
                 lambda: target.api.introspect(target.source_token.get_secret_value()),
                 lambda: target.api.introspect(target.destination_token.get_secret_value()),
             )
             if verdict.problem is not None:
-                return self._refused(delivery, request, target, verdict.problem, verdict.first_report)
+                return self._refused(request, target, verdict.problem, verdict.first_report)
             target.api.share_series(
                 request.study_instance_uid,
                 request.series_instance_uid,
@@ -124,66 +115,35 @@ class Sharer:
                 target.destination, target.key, request.study_instance_uid, request.series_instance_uid
             )
         except TransientDeliveryError as exc:
-            return self._retry(delivery, request, exc.reason)
+            return self._retry(message, exc.reason)
         except PermanentDeliveryError as exc:
-            return self._park(delivery, request, f"album {target.index} of {target.destination}: {exc.reason}")
+            return self._park(request, f"album {target.index} of {target.destination}: {exc.reason}", "refused")
         except SQLAlchemyError as exc:
             # The driver's message may name the database with its password: only its kind is kept.
-            return self._retry(delivery, request, f"database unavailable ({type(exc).__name__})")
+            return self._retry(message, f"database unavailable ({type(exc).__name__})")
         SHARES.labels(target.destination, "shared").inc()
         log.info("kheops.series-shared", url_api=target.api.url_api, **request.log_fields())
-        return Verdict(Settlement.ACK)
+        return Ack()
 
-    def _refused(
-        self, delivery: Delivery, request: ShareRequest, target: AlbumTarget, problem: str, first_report: bool
-    ) -> Verdict:
+    def _refused(self, request: ShareRequest, target: AlbumTarget, problem: str, first_report: bool) -> Outcome:
         reason = f"album {target.index} of {target.destination} ({target.api.url_api}): {problem}"
         if first_report:
             TOKENS_REFUSED.labels(target.destination).inc()
             log.error("kheops.token-refused", destination=target.destination, album=target.index, reason=reason)
         SHARES.labels(target.destination, "refused").inc()
-        return self._park(delivery, request, reason, quiet=True)
+        return Park(reason, "token-refused")
 
-    def _retry(self, delivery: Delivery, request: ShareRequest, reason: str) -> Verdict:
-        attempt = attempt_of(delivery.headers)
-        delay = self._policy.delay_for(attempt)
-        if delay is None:
-            return self._park(delivery, request, f"gave up after {attempt + 1} attempts: {reason}")
-        headers = {k: v for k, v in delivery.headers.items() if not k.startswith("x-")}
-        headers[header_names.ATTEMPT] = attempt + 1
-        headers[header_names.RETRY_TIER] = str(delay)
-        try:
-            # Back in the sharer's queue after the delay: the delay queues dead-letter to the send exchange,
-            # where that queue is bound under its own name.
-            self._publisher.publish(self._topology.retry_exchange, self._topology.kheops_queue, delivery.body, headers)
-        except BrokerUnavailable:
-            return Verdict(Settlement.REQUEUE)
-        SHARES.labels(request.destination, "retried").inc()
+    def _retry(self, message: ShareMessage, reason: str) -> Outcome:
+        # The runner sends it through the delay queues, or parks it once the tiers are used up.
+        request = message.request
+        exhausted = self._policy.delay_for(message.attempt) is None
+        SHARES.labels(request.destination, "failed" if exhausted else "retried").inc()
         log.warning(
-            "kheops.share-retry-scheduled", reason=reason[:MAX_REASON_LENGTH], delay=delay, **request.log_fields()
+            "kheops.share-failed", reason=reason[:MAX_REASON_LENGTH], attempt=message.attempt, **request.log_fields()
         )
-        return Verdict(Settlement.ACK)
+        return Retry(reason)
 
-    def _park(self, delivery: Delivery, request: ShareRequest | None, reason: str, quiet: bool = False) -> Verdict:
-        headers = {k: v for k, v in delivery.headers.items() if not k.startswith("x-")}
-        try:
-            # Replayed, it goes the way the stow-sender sent it.
-            park(
-                self._publisher,
-                self._topology,
-                exchange=self._topology.events_exchange,
-                routing_key=SHARE_ROUTING_KEY,
-                headers=headers,
-                body=delivery.body,
-                reason=reason,
-            )
-        except BrokerUnavailable:
-            return Verdict(Settlement.REQUEUE)
-        if request is not None and not quiet:
-            SHARES.labels(request.destination, "failed").inc()
-        fields = request.log_fields() if request is not None else {"queue": delivery.queue}
-        if quiet:
-            log.debug("kheops.share-parked", reason=reason, **fields)
-        else:
-            log.error("kheops.share-parked", reason=reason, **fields)
-        return Verdict(Settlement.ACK)
+    def _park(self, request: ShareRequest, reason: str, cause: str) -> Outcome:
+        SHARES.labels(request.destination, "failed").inc()
+        log.error("kheops.share-parked", reason=reason, **request.log_fields())
+        return Park(reason, cause)
