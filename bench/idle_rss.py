@@ -29,7 +29,7 @@ from typing import Any
 import yaml
 
 SERVICES = ("receiver", "processor", "dicom-sender", "stow-sender", "kheops-sharer", "notifier")
-STARTED = re.compile(r"karnak up: started (\S+) \(pid (\d+)\)")
+STARTED = re.compile(r"karnak up: start(?:ed|ing) (\S+) \(pid (\d+)\)")
 
 
 def _free_port() -> int:

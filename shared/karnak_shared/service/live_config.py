@@ -142,6 +142,9 @@ def run_live(service: Service[Any], config: GatewayConfig, metrics_port: int | N
             broker_connected=lambda: runner.connected,
             heartbeat=config.broker.heartbeat,
         ).start()
+        if runner.ops is not None:
+            # Without it the instance hears of no revision: not ready, even with nothing else to do.
+            runner.ops.add_check("control", lambda: listener.control.connected)
         try:
             runner.wait_for_signal()
         finally:
@@ -208,6 +211,8 @@ def run_swapping(
             broker_connected=lambda: parts[-1].connected,
             heartbeat=config.broker.heartbeat,
         ).start()
+        # Without it the instance hears of no revision: not ready, even with nothing else to do.
+        ctx.ops.add_check("control", lambda: listener.control.connected)
         try:
             wait_for_signal(ctx.stopping)
         finally:
