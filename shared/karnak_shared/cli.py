@@ -64,7 +64,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from karnak_shared.service.live_config import starting_config
 
     try:
-        config, _ = starting_config(args.config)
+        # Without the migrations (Alembic weighs ~10 MB in every idle service) unless the schema is missing.
+        config, _ = starting_config(args.config, upgrade=False)
         service(config, metrics_port=args.metrics_port)
     except ConfigError as exc:
         return _fail(f"invalid configuration:\n{exc}", EXIT_CONFIG)

@@ -75,10 +75,21 @@ class StoreRevisions:
         self._store = store
 
     @classmethod
-    def open(cls, config_path: str | os.PathLike[str] | None) -> StoreRevisions:
+    def open(cls, config_path: str | os.PathLike[str] | None, *, upgrade: bool = True) -> StoreRevisions:
+        """The store of a configuration file; `upgrade=False` once the schema is known to be current.
+
+        A running service opens it without the migrations: `karnak run` (`starting_config`) brought the
+        schema up to date, and Alembic with its templates would weigh on every idle service.
+        """
         from karnak_shared.revisions import RevisionStore
 
-        return cls(RevisionStore.open(config_path))
+        if upgrade:
+            return cls(RevisionStore.open(config_path))
+        from karnak_shared.config import read_config_file
+        from karnak_shared.database import create_database_engine
+
+        file = read_config_file(config_path)
+        return cls(RevisionStore(create_database_engine(file.settings.database.url.get_secret_value()), file))
 
     def current(self) -> RevisionRef:
         revision = self._store.check()
@@ -91,22 +102,25 @@ class StoreRevisions:
         self._store.close()
 
 
-def starting_config(config_path: str | os.PathLike[str] | None) -> tuple[GatewayConfig, int]:
+def starting_config(config_path: str | os.PathLike[str] | None, *, upgrade: bool = True) -> tuple[GatewayConfig, int]:
     """The configuration a service starts on and its revision: the current one (the file's routing
     becomes revision 1 when the database holds none; in file mode, a changed file a new revision).
 
     Raises `ConfigError` naming the problem (no routing anywhere, an invalid file or revision).
+    `upgrade=False` skips the migrations unless the database turns out to lack the schema.
     """
     from sqlalchemy.exc import SQLAlchemyError
 
     try:
-        revisions = StoreRevisions.open(config_path)
+        revisions = StoreRevisions.open(config_path, upgrade=upgrade)
         try:
             current = revisions.current()
             return revisions.config(current.number), current.number
         finally:
             revisions.close()
     except SQLAlchemyError as exc:
+        if not upgrade:  # a database without the schema yet (no `karnak db upgrade`, no `karnak up`)
+            return starting_config(config_path, upgrade=True)
         # The driver's message may name the database with its password: only its kind is kept.
         raise KarnakError(f"cannot read the configuration revisions from the database: {type(exc).__name__}") from None
 
@@ -120,7 +134,7 @@ def run_live(service: Service[Any], config: GatewayConfig, metrics_port: int | N
 
     `config` is what `karnak run` loaded (`starting_config`); its file names the revision store.
     """
-    revisions = StoreRevisions.open(config.source_path)
+    revisions = StoreRevisions.open(config.source_path, upgrade=False)
     try:
         current = revisions.current()
         config = revisions.config(current.number)  # a revision stored since `karnak run` read one
@@ -177,7 +191,7 @@ def run_swapping(
     """
     from karnak_shared.runtime import prepare_service, wait_for_signal
 
-    revisions = StoreRevisions.open(config.source_path)
+    revisions = StoreRevisions.open(config.source_path, upgrade=False)
     try:
         current = revisions.current()
         config = revisions.config(current.number)
