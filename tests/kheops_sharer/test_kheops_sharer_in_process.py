@@ -22,6 +22,8 @@ from karnak_shared.database import KheopsShare, open_database
 from karnak_shared.deadletters import DeadLetterQueue, ParkedMessage
 from karnak_shared.envelope import SHARE_ROUTING_KEY, ShareRequest
 from karnak_shared.service import ServiceRunner
+from karnak_shared.service.authentication import Signer
+from karnak_shared.service.providers import SignedPublisher
 from karnak_shared.topology import Topology
 from tests.conftest import gateway_config, register_topology
 from tests.support.kheops import Call, FakeKheops, Token
@@ -39,7 +41,7 @@ class RunningSharer:
     config: GatewayConfig
     topology: Topology
     service: ServiceRunner[Any]
-    publisher: Publisher
+    publisher: SignedPublisher
     kheops: FakeKheops
     destination: str
 
@@ -91,7 +93,9 @@ def start_sharer(
         register_topology(amqp_url, config)
         service: ServiceRunner[Any] = ServiceRunner(KheopsSharerService(KheopsSharerSettings(**settings)), config)
         service.start()
-        publisher = Publisher(amqp_url, service.topology, confirm_timeout=10).start()
+        # Signed with the gateway's key, as the stow-sender signs what it sends the sharer.
+        plain = Publisher(amqp_url, service.topology, confirm_timeout=10).start()
+        publisher = SignedPublisher(plain, Signer(config.secrets.key_bytes()))
         running = RunningSharer(config, service.topology, service, publisher, kheops, destination)
         started.append(running)
         wait_until(lambda: service.connected, 15, "sharer connected to RabbitMQ")
@@ -100,7 +104,7 @@ def start_sharer(
     yield start
     for running in started:
         running.service.stop()
-        running.publisher.stop()
+        running.publisher.publisher.stop()
         connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
         connection.channel().queue_delete(running.topology.kheops_queue)
         connection.close()
@@ -144,6 +148,7 @@ def test_a_destination_token_without_write_is_reported_once_and_its_shares_parke
     kheops.tokens[DESTINATION] = Token(frozenset({"read"}))
     caplog.set_level(logging.INFO)
     sharer = start_sharer()
+    logging.getLogger().addHandler(caplog.handler)  # the runner's start set its own log handler
     for series in ("2.25.1", "2.25.2", "2.25.3"):
         sharer.share(series)
     wait_until(lambda: len(sharer.parked()) >= 3, 20, "three parked shares")

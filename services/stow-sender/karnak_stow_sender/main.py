@@ -12,7 +12,9 @@ from karnak_shared.headers import parse_headers
 from karnak_shared.logs import EventLogger
 from karnak_shared.ops import broker_state_recorder
 from karnak_shared.runtime import ServiceContext
+from karnak_shared.service.authentication import Signer
 from karnak_shared.service.live_config import run_swapping
+from karnak_shared.service.providers import SignedPublisher
 from karnak_shared.service.redelivery import RetryPolicy
 from karnak_shared.topology import Topology
 from karnak_stow_sender.batching import BatchLimits
@@ -52,7 +54,9 @@ class StowSenderService:
             name="karnak-stow-sender-publisher",
             on_state=on_state("publisher"),
         )
-        self.sender = StowSender(self.publisher, self.topology, blobs, RetryPolicy(tuple(config.broker.retry_delays)))
+        # Signed with the gateway's key, as the runtime signs: the kheops-sharer parks unsigned share requests.
+        signed = SignedPublisher(self.publisher, Signer(config.secrets.key_bytes()))
+        self.sender = StowSender(signed, self.topology, blobs, RetryPolicy(tuple(config.broker.retry_delays)))
         limits = BatchLimits(settings.batch_size, settings.max_wait, settings.max_batch_bytes)
         if not settings.verify_tls and destinations:
             log.warning("tls.verification-off", reason="stow_sender.verify_tls is false: certificates are not checked")
