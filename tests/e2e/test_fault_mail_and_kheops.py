@@ -19,12 +19,13 @@ import pytest
 
 from karnak_shared.config import parse_config
 from karnak_shared.envelope import SHARE_ROUTING_KEY, ShareRequest
+from karnak_shared.service.authentication import Signer
 from karnak_shared.topology import Topology
 from tests.conftest import gateway_config, register_topology
 from tests.notifier.test_notifier import THREE_SERIES, EventBus, MailServer, study_events
 from tests.support.faults import queue_depths, serve_again
 from tests.support.kheops import FakeKheops, Token
-from tests.support.servers import Gateway, free_port, metric_value, wait_until
+from tests.support.servers import TEST_SECRETS_KEY, Gateway, free_port, metric_value, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -99,11 +100,13 @@ def _publish_shares(url: str, topology: Topology, requests: list[ShareRequest]) 
         channel = connection.channel()
         channel.confirm_delivery()
         for request in requests:
+            # Signed with the gateway's key, as the stow-sender signs them (the sharer parks unsigned ones).
+            headers = Signer(bytes.fromhex(TEST_SECRETS_KEY)).sign(request.to_headers(), request.to_body())
             channel.basic_publish(
                 topology.events_exchange,
                 SHARE_ROUTING_KEY,
                 request.to_body(),
-                properties=pika.BasicProperties(delivery_mode=2, headers=request.to_headers()),
+                properties=pika.BasicProperties(delivery_mode=2, headers=headers),
                 mandatory=True,  # the sharer's queue exists once it is ready: nothing may be dropped
             )
     finally:
@@ -147,7 +150,7 @@ def test_with_the_kheops_api_unreachable_shares_wait_in_the_delay_queues_and_eac
         _publish_shares(amqp_url, topology, [*requests, requests[0]])
         wait_until(lambda: shares("retried") >= 2 * len(requests) + 2, 30, "every share retried twice")
         down_for = time.monotonic() - started
-        retry_lines = [line for line in gateway.log().splitlines() if "event=kheops.share-retry-scheduled" in line]
+        retry_lines = [line for line in gateway.log().splitlines() if "event=message.retry-scheduled" in line]
         assert f"token introspection at {kheops.url_api}/token/introspect failed: ConnectionError" in retry_lines[0]
 
         serve_again(kheops, port)
