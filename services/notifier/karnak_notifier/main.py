@@ -151,4 +151,4 @@ def run(config: GatewayConfig, metrics_port: int | None = None) -> None:
     def build(config: GatewayConfig, ctx: ServiceContext) -> NotifierService:
         return NotifierService.start(config, ctx=ctx)
 
-    run_swapping(SERVICE, config, metrics_port, build)
+    run_swapping(SERVICE, config, metrics_port, build, relevant=lambda c: (notified_destinations(c), c.smtp))

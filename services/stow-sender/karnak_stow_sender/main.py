@@ -147,4 +147,4 @@ def run(config: GatewayConfig, metrics_port: int | None = None) -> None:
             on_state=lambda role: broker_state_recorder("stow-sender", role),
         ).start()
 
-    run_swapping("stow-sender", config, metrics_port, build)
+    run_swapping("stow-sender", config, metrics_port, build, relevant=stow_destinations)

@@ -182,12 +182,15 @@ def run_swapping(
     config: GatewayConfig,
     metrics_port: int | None,
     build: Callable[[GatewayConfig, ServiceContext], Running],
+    relevant: Callable[[GatewayConfig], object] = lambda config: config,
 ) -> None:
     """Run a service not (yet) on the runner until SIGTERM/SIGINT, following the configuration's revisions.
 
     A new revision is applied by building the service's parts anew for it (`build` raises to refuse it,
     changing nothing), then stopping the old ones: work in progress finishes on the parts it started on,
-    and what they had taken but not begun goes back to its queue, for the new parts to take.
+    and what they had taken but not begun goes back to its queue, for the new parts to take. A revision
+    whose `relevant` part equals the running one's (a change of another service's destinations) is
+    applied without touching the parts: a notifier's open windows, say, are not re-formed for nothing.
     """
     from karnak_shared.runtime import prepare_service, wait_for_signal
 
@@ -197,12 +200,16 @@ def run_swapping(
         config = revisions.config(current.number)
         ctx = prepare_service(name, config, metrics_port)
         parts = [build(config, ctx)]
+        running = [relevant(config)]
         ctx.ops.add_check("broker", lambda: parts[-1].connected)
         CONFIG_REVISION.labels(name).set(current.number)
         swap_lock = threading.Lock()
 
         def apply(new: GatewayConfig, revision: int) -> None:
             with swap_lock:
+                if relevant(new) == running[0]:
+                    log.info("config.applied", revision=revision, rebuilt=False)
+                    return
                 try:
                     fresh = build(new, ctx)
                 except Exception as exc:  # noqa: BLE001 - refused: the running parts stay
@@ -212,7 +219,8 @@ def run_swapping(
                 parts.append(fresh)
                 old.stop()
                 parts.remove(old)
-                log.info("config.applied", revision=revision)
+                running[0] = relevant(new)
+                log.info("config.applied", revision=revision, rebuilt=True)
 
         listener = ConfigListener(
             name,
