@@ -13,6 +13,7 @@ process is read from /proc and printed as a table (MB).
 from __future__ import annotations
 
 import argparse
+import base64
 import os
 import re
 import signal
@@ -66,6 +67,8 @@ def _config(workdir: Path, amqp_url: str, busy: bool) -> dict[str, Any]:
         "database": {"url": f"sqlite:///{workdir / 'karnak.db'}"},
         "smtp": {"host": "127.0.0.1", "port": _free_port()},
         "metrics": {"host": "127.0.0.1", "ports": {s: _free_port() for s in SERVICES}},
+        # Revisions store the album tokens encrypted with it (a bench key, never a production one).
+        "secrets": {"key": base64.b64encode(os.urandom(32)).decode()},
     }
 
 
