@@ -524,6 +524,15 @@ class SecretsSettings(StrictModel):
         return None if self.key is None else _decode_key(self.key.get_secret_value())
 
 
+class MonitoringSettings(StrictModel):
+    """Transfer monitoring (DESIGN.md section 16)."""
+
+    # Keep the original PatientID and AccessionNumber in the monitoring tables (shown to operators and
+    # admins only; viewers see the values as sent). False: only the values as sent are ever stored.
+    original_identifiers: bool = True
+    retention_days: int = Field(30, ge=1, le=3650)
+
+
 # The keys of the file that form the routing configuration; every other key is a service setting.
 ROUTING_KEYS = ("forward_nodes", "projects")
 
@@ -541,6 +550,7 @@ class ServiceSettings(StrictModel):
     logging: LoggingConfig = LoggingConfig()
     configuration: ConfigurationSettings = ConfigurationSettings()
     secrets: SecretsSettings = SecretsSettings()
+    monitoring: MonitoringSettings = MonitoringSettings()
     # Where the file was read from: relative paths in it (profiles) are relative to its folder.
     _source: Path | None = PrivateAttr(default=None)
 
