@@ -24,11 +24,11 @@ from karnak_shared.envelope import SHARE_ROUTING_KEY, ShareRequest
 from karnak_shared.topology import Topology
 from tests.conftest import gateway_config, register_topology
 from tests.support.kheops import Call, FakeKheops, Token
+from tests.support.postgres import fresh_database
 from tests.support.servers import wait_until
 
 pytestmark = pytest.mark.integration
 
-POSTGRES_URL = "postgresql://postgres@localhost:5432/test"
 STUDY = "2.25.100"
 SOURCE, DESTINATION = "source-token-5f2b", "destination-token-9c1d"
 
@@ -191,15 +191,18 @@ def test_an_introspection_answering_500_is_retried(
     assert len(kheops.calls_of("POST")) == 3
 
 
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    with fresh_database("kheops") as url:
+        yield url
+
+
 def test_shares_are_recorded_in_postgresql_once_per_album_and_series(
-    start_sharer: Callable[..., RunningSharer], kheops: FakeKheops
+    start_sharer: Callable[..., RunningSharer], kheops: FakeKheops, postgres_url: str
 ) -> None:
-    try:
-        sessions = open_database(POSTGRES_URL)
-    except Exception as exc:  # noqa: BLE001 - report how to get the database, never skip
-        pytest.fail(f"PostgreSQL is needed at {POSTGRES_URL} (database `test`, user postgres): {exc}", pytrace=False)
+    sessions = open_database(postgres_url)
     destination = f"kheops-{uuid.uuid4().hex[:8]}"
-    sharer = start_sharer(POSTGRES_URL, destination=destination)
+    sharer = start_sharer(postgres_url, destination=destination)
     try:
         sharer.share("2.25.31")
         sharer.share("2.25.32")

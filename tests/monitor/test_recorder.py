@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
 import uuid
 from collections.abc import Callable, Iterator
 
-import psycopg
 import pytest
 from sqlalchemy import text
 from sqlalchemy.orm import Session
@@ -25,10 +23,10 @@ from karnak_monitor.recorder import SeriesRecorder
 from karnak_monitor.retention import purge
 from karnak_shared.database import open_database
 from karnak_shared.envelope import EventKind, TransferEvent, TransferOrigin
+from tests.support.postgres import fresh_database
 
 pytestmark = pytest.mark.integration
 
-POSTGRES = os.environ.get("KARNAK_TEST_POSTGRES_ADMIN_URL", "postgresql://postgres@localhost:5432/postgres")
 Sessions = Callable[[], Session]
 STUDY = "1.2.826.0.1.3680043.8.498.1"
 SERIES = [f"{STUDY}.{n}" for n in (1, 2, 3)]
@@ -41,14 +39,10 @@ def sessions(request: pytest.FixtureRequest, tmp_path: object) -> Iterator[Sessi
         yield factory
         factory.kw["bind"].dispose()
         return
-    name = f"karnak_test_monitor_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(POSTGRES, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    factory = open_database(POSTGRES.rsplit("/", 1)[0] + f"/{name}")
-    yield factory
-    factory.kw["bind"].dispose()
-    with psycopg.connect(POSTGRES, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE "{name}"')
+    with fresh_database("monitor") as url:
+        factory = open_database(url)
+        yield factory
+        factory.kw["bind"].dispose()
 
 
 def event(

@@ -137,6 +137,7 @@ class Processor:
                 "transfer_syntax": decision.transfer_syntax,
                 "display": decision.display,
                 "kheops_albums": decision.kheops_albums,
+                "origin": decision.origin,
             }
         )
         queue = self._topology.send_queue(destination.queue_kind, destination.id)
@@ -155,14 +156,17 @@ class Processor:
         route = self._router.route(envelope.forward_node, destination_id)
         display: dict[str, str] = {}
         sop = study = series = ""
+        origin = None
         if route is not None:
             sop, study, series, display = route.transformation.identifiers_for_events(instance)
+            origin = route.origin(instance, display)
         return envelope.model_copy(
             update={
                 "sop_instance_uid": sop or envelope.sop_instance_uid,
                 "study_instance_uid": study,
                 "series_instance_uid": series,
                 "display": display,
+                "origin": origin,
             }
         )
 

@@ -21,6 +21,7 @@ from karnak_dicom.instance import DISPLAY_KEYWORDS, Instance
 from karnak_dicom.transcoding import encode_part10, plan_syntax, transcode
 from karnak_processor.pseudonyms import PseudonymSource, SessionFactory, pseudonym_source
 from karnak_shared.config import DicomDestination, GatewayConfig, StowDestination
+from karnak_shared.envelope import TransferOrigin
 from karnak_shared.errors import BlobStoreError, ConfigError, KarnakError
 
 AnyDestination = DicomDestination | StowDestination
@@ -50,6 +51,38 @@ class Transformation:
     pseudonyms: PseudonymSource | None
     requested_syntax: str
     only_uncompressed: bool
+
+    def origin(self, instance: Instance, display_sent: dict[str, str], original_identifiers: bool) -> TransferOrigin:
+        """What the monitor keeps of `instance` for this destination (DESIGN.md section 16).
+
+        `display_sent` are the display values of the copy as sent (empty when none was made). The original
+        PatientID and AccessionNumber travel only when `original_identifiers` (the monitor's setting).
+        """
+        dataset = instance.dataset
+
+        def text(keyword: str) -> str:
+            try:
+                value = dataset.get(keyword)
+            except Exception:  # noqa: BLE001 - a malformed element: the monitor shows it empty
+                return ""
+            return "" if value is None else str(value)
+
+        morphing = self.deidentifier is not None and self.deidentifier.tag_morphing
+        deidentifying = self.deidentifier is not None and not morphing
+        return TransferOrigin(
+            study_instance_uid=instance.study_instance_uid,
+            series_instance_uid=instance.series_instance_uid,
+            modality=text("Modality"),
+            study_description=text("StudyDescription"),
+            series_description=text("SeriesDescription"),
+            study_date=text("StudyDate"),
+            patient_id=text("PatientID") if original_identifiers else None,
+            accession_number=text("AccessionNumber") if original_identifiers else None,
+            patient_id_sent=display_sent.get("PatientID", "") if deidentifying else text("PatientID"),
+            accession_number_sent="" if deidentifying else text("AccessionNumber"),
+            deidentified=deidentifying,
+            tag_morphed=morphing,
+        )
 
     def identifiers_for_events(self, instance: Instance) -> tuple[str, str, str, dict[str, str]]:
         """(SOP instance, study, series UIDs, display values) to report an instance that got no copy.
