@@ -42,6 +42,8 @@ class Envelope(BaseModel):
     received_at: float = Field(default_factory=time.time)
     kheops_albums: list[int] = []
     display: dict[str, str] = {}
+    # Send messages: why the instance is in Explicit VR Little Endian instead of the destination's syntax.
+    syntax_fallback: str | None = None
 
     def to_headers(self) -> dict[str, Any]:
         """AMQP headers: one `karnak-<field>` header per set field; lists and mappings as JSON."""
@@ -115,6 +117,8 @@ class TransferEvent(BaseModel):
     received_at: float
     at: float = Field(default_factory=time.time)
     display: dict[str, str] = {}
+    # Set when the destination's syntax could not carry the pixel data: it went in Explicit VR Little Endian.
+    syntax_fallback: str | None = None
 
     @property
     def routing_key(self) -> str:
@@ -147,6 +151,7 @@ class TransferEvent(BaseModel):
             attempt=envelope.attempt,
             received_at=envelope.received_at,
             display=envelope.display,
+            syntax_fallback=envelope.syntax_fallback,
         )
 
 

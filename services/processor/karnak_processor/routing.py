@@ -42,6 +42,8 @@ class Deliver:
     transfer_syntax: str
     display: dict[str, str]
     kheops_albums: list[int] = field(default_factory=list)
+    # Why the copy is in Explicit VR Little Endian rather than the destination's syntax (its events say it).
+    syntax_fallback: str | None = None
 
 
 @dataclass(frozen=True)
@@ -171,6 +173,7 @@ class Route:
             transfer_syntax=copy.transfer_syntax,
             display=copy.display,
             kheops_albums=albums,
+            syntax_fallback=copy.syntax_fallback,
         )
 
 
