@@ -130,10 +130,14 @@ def synthetic_sources() -> dict[str, Dataset]:
     return {"CT 12 in 16": ct_image(), "signed CT": ct_image(signed=True), "MR 16": mr_image(), "RGB SC": rgb_image()}
 
 
-def pydicom_file(name: str) -> Dataset:
+def pydicom_path(name: str) -> str:
     path = get_testdata_file(name)
     assert path is not None, f"pydicom's test file {name} is missing"
-    return dcmread(path)
+    return str(path)
+
+
+def pydicom_file(name: str) -> Dataset:
+    return dcmread(pydicom_path(name))
 
 
 def pixels(ds: Dataset) -> Any:
