@@ -21,6 +21,7 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from karnak_dicom.syntaxes import ENCODABLE, Syntax
 from karnak_dicom.transcoding import SyntaxNotCarried, encode_part10, transcode
 from tests.support.imaging import (
+    MINIMUM_PSNR,
     PYDICOM_COMPRESSED,
     decode_elsewhere,
     pixels,
@@ -51,14 +52,6 @@ REFUSED = {
     **{(BASELINE, s): "carries 8-bit samples only" for s in _SIXTEEN_BITS},
     **{(EXTENDED, s): "carries 8 or 12-bit samples only" for s in _SIXTEEN_BITS},
     (EXTENDED, "signed CT"): "codes unsigned samples only",
-}
-# Lowest PSNR (dB, the peak being the largest value of Bits Stored) at the fixed lossy settings, by Bits
-# Stored. JPEG-LS near-lossless promises more: no sample more than NEAR (2) away.
-MINIMUM_PSNR = {
-    BASELINE: {8: 33.0},  # quality 85
-    EXTENDED: {8: 33.0, 12: 55.0},
-    JLS_NEAR: {8: 42.0, 12: 66.0, 16: 90.0},
-    J2K: {8: 35.0, 12: 50.0, 16: 60.0},  # 10:1
 }
 
 

@@ -39,6 +39,14 @@ PYDICOM_COMPRESSED = (
     "JPEG2000.dcm",  # JPEG 2000, signed 16 bits
     "MR_small_RLE.dcm",  # RLE Lossless, signed 16 bits
 )
+# What each lossy target promises at the gateway's fixed settings: the lowest PSNR (dB, the peak being the
+# largest value of Bits Stored) by Bits Stored. JPEG-LS near-lossless promises more: no sample off by > 2.
+MINIMUM_PSNR = {
+    "1.2.840.10008.1.2.4.50": {8: 33.0},  # JPEG quality 85
+    "1.2.840.10008.1.2.4.51": {8: 33.0, 12: 55.0},
+    "1.2.840.10008.1.2.4.81": {8: 42.0, 12: 66.0, 16: 90.0},  # NEAR 2
+    "1.2.840.10008.1.2.4.91": {8: 35.0, 12: 50.0, 16: 60.0},  # 10:1
+}
 _SECOND_DECODER = {
     "1.2.840.10008.1.2.4.50": ("dcmdjpeg", "+cn"),
     "1.2.840.10008.1.2.4.51": ("dcmdjpeg", "+cn"),
