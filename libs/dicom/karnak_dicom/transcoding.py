@@ -12,8 +12,9 @@ stored so that a lossless round trip stays lossless; encoding through `karnak_di
 instance whose pixel data the target cannot carry (16 bits to JPEG Baseline, a colour model the codec
 refuses) raises `SyntaxNotCarried` with the dataset left decoded in Explicit VR Little Endian: the
 processor sends it so and says why in its events, never narrowing the pixels to fit. The SOP Instance
-UID stays the same, lossy targets included (as Karnak and DCMTK's transcoders do); a lossy encoding is
-recorded in Lossy Image Compression, its ratio and its method.
+UID stays the same, lossy targets included, so that the UIDs a destination gets are those the routing
+and de-identification rules give (DCMTK's dcmcjpeg would make a new one for a lossy copy); a lossy
+encoding is recorded in Lossy Image Compression, its ratio and its method.
 """
 
 from __future__ import annotations
