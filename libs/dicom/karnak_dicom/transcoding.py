@@ -38,7 +38,7 @@ from karnak_dicom.encoders import EncodingRefused, encode_pixel_data
 from karnak_dicom.errors import KarnakError
 from karnak_dicom.part10 import write_part10
 from karnak_dicom.pixels import PixelDataNotCleanable, decode_pixel_data
-from karnak_dicom.syntaxes import ENCODABLE, KEEP, requested_syntax_problem
+from karnak_dicom.syntaxes import ENCODABLE, KEEP, encodable, requested_syntax_problem
 
 __all__ = [
     "KEEP",
@@ -170,6 +170,9 @@ def encode_part10(dataset: Dataset, source: BinaryIO | None = None) -> bytes:
 
 
 def _name(syntax: str) -> str:
+    listed = encodable(syntax)  # the names the configuration check and the console show
+    if listed is not None:
+        return listed.name
     uid = UID(syntax)
     return str(uid.name) if uid.is_transfer_syntax else f"'{syntax}'"
 
