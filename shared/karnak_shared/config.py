@@ -283,9 +283,15 @@ class _DestinationBase(StrictModel):
 
     @field_validator("transfer_syntax")
     @classmethod
-    def _keep_or_uid(cls, value: str) -> str:
-        if value != "keep":
+    def _keep_or_encodable(cls, value: str) -> str:
+        # The processor's list: a configuration that validates is one the processor runs.
+        from karnak_dicom.syntaxes import KEEP, requested_syntax_problem
+
+        if value != KEEP:
             _check_uid(value)
+        problem = requested_syntax_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
     @model_validator(mode="after")

@@ -69,6 +69,8 @@ class Envelope(BaseModel):
     kheops_albums: list[int] = []
     display: dict[str, str] = {}
     origin: TransferOrigin | None = None
+    # Send messages: why the instance is in Explicit VR Little Endian instead of the destination's syntax.
+    syntax_fallback: str | None = None
 
     def to_headers(self) -> dict[str, Any]:
         """AMQP headers: one `karnak-<field>` header per set field; lists and mappings as JSON."""
@@ -148,6 +150,8 @@ class TransferEvent(BaseModel):
     at: float = Field(default_factory=time.time)
     display: dict[str, str] = {}
     origin: TransferOrigin = TransferOrigin()
+    # Set when the destination's syntax could not carry the pixel data: it went in Explicit VR Little Endian.
+    syntax_fallback: str | None = None
 
     @property
     def routing_key(self) -> str:
@@ -179,6 +183,7 @@ class TransferEvent(BaseModel):
             received_at=envelope.received_at,
             display=envelope.display,
             origin=envelope.origin or TransferOrigin(),
+            syntax_fallback=envelope.syntax_fallback,
         )
 
 

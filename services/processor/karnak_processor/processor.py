@@ -138,6 +138,7 @@ class Processor:
                 "display": decision.display,
                 "kheops_albums": decision.kheops_albums,
                 "origin": decision.origin,
+                "syntax_fallback": decision.syntax_fallback,
             }
         )
         queue = self._topology.send_queue(destination.queue_kind, destination.id)
@@ -149,6 +150,8 @@ class Processor:
             if blob and not isinstance(exc, PublishOutcomeUnknown):
                 self._delete_blob(blob)
             raise
+        if decision.syntax_fallback:
+            log.info("instance.syntax-fallback", reason=decision.syntax_fallback, **outgoing.log_fields())
         log.debug("instance.queued", **outgoing.log_fields())
 
     def _reported(self, envelope: Envelope, instance: Instance, destination_id: str) -> Envelope:

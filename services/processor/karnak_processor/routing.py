@@ -44,6 +44,8 @@ class Deliver:
     display: dict[str, str]
     kheops_albums: list[int] = field(default_factory=list)
     origin: TransferOrigin = field(default_factory=TransferOrigin)
+    # Why the copy is in Explicit VR Little Endian rather than the destination's syntax (its events say it).
+    syntax_fallback: str | None = None
 
 
 @dataclass(frozen=True)
@@ -181,6 +183,7 @@ class Route:
             display=copy.display,
             kheops_albums=albums,
             origin=self.origin(instance, copy.display),
+            syntax_fallback=copy.syntax_fallback,
         )
 
 

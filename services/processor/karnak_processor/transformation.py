@@ -2,7 +2,8 @@
 
 A `Transformation` is built once per destination at start-up (profile loaded, engine compiled, pseudonym
 source opened) and applied to each instance. Its outcomes are the processor's to translate:
-- `Transformed`: the bytes to send, with the UIDs and display values as sent;
+- `Transformed`: the bytes to send, with the UIDs and display values as sent, and `syntax_fallback` saying
+  why it is in Explicit VR Little Endian when the destination's syntax cannot carry its pixel data;
 - `PseudonymMissing`, `InstanceExcluded` (and `NoPixelMask`): the instance is rejected for this destination;
 - `PseudonymUnavailable`: transient, the instance is retried later;
 - any other `KarnakError` (a profile action or a codec that fails on this instance): the destination's copy
@@ -18,7 +19,7 @@ from pydicom import Dataset, dcmread
 
 from karnak_dicom.deid import Deidentifier, ProfileError, load_profile, parse_project_secret, uid_hash
 from karnak_dicom.instance import DISPLAY_KEYWORDS, Instance
-from karnak_dicom.transcoding import encode_part10, plan_syntax, transcode
+from karnak_dicom.transcoding import SyntaxNotCarried, encode_part10, plan_syntax, transcode
 from karnak_processor.pseudonyms import PseudonymSource, SessionFactory, pseudonym_source
 from karnak_shared.config import DicomDestination, GatewayConfig, StowDestination
 from karnak_shared.envelope import TransferOrigin
@@ -40,6 +41,7 @@ class Transformed:
     series_instance_uid: str
     transfer_syntax: str
     display: dict[str, str]
+    syntax_fallback: str | None = None
 
 
 @dataclass(frozen=True)
@@ -124,8 +126,13 @@ class Transformation:
                     self.deidentifier.apply(dataset, pseudonym)
                 syntax = str(dataset.file_meta.TransferSyntaxUID)
                 planned = plan_syntax(syntax, self.requested_syntax, self.only_uncompressed)
+                fallback = None
                 if planned != syntax:
-                    transcode(dataset, planned)
+                    try:
+                        transcode(dataset, planned)
+                    except SyntaxNotCarried as exc:
+                        # Sent whole in Explicit VR Little Endian (the dataset is left so), never narrowed to fit.
+                        fallback = f"{exc.reason}: sent in Explicit VR Little Endian instead"
                 part10 = encode_part10(dataset, source=stream)
         except OSError as exc:
             if exc.errno is None:
@@ -139,6 +146,7 @@ class Transformation:
             series_instance_uid=str(dataset.get("SeriesInstanceUID", "")),
             transfer_syntax=str(dataset.file_meta.TransferSyntaxUID),
             display=_display_values(dataset),
+            syntax_fallback=fallback,
         )
 
 
