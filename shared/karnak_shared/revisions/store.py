@@ -138,9 +138,13 @@ class RevisionNotice(BaseModel):
 
 def default_author() -> str:
     """`user@host` of this process, for revisions stored by a command."""
+    import getpass
     import socket
 
-    user = os.environ.get("USER") or os.environ.get("LOGNAME") or str(os.getuid())
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (a container's arbitrary user)
+        user = str(os.getuid())
     return f"{user}@{socket.gethostname()}"
 
 
