@@ -195,3 +195,10 @@ def test_two_concurrent_applies_one_wins_and_the_other_names_it(store: RevisionS
     assert conflicts[0].winner == winner
     assert f"revision {winner.number} (api by {winner.author}" in str(conflicts[0])
     assert store.latest() == winner
+
+
+def test_a_revision_whose_profile_is_a_path_is_refused(store: RevisionStore) -> None:
+    by_path = document(store)
+    by_path["projects"][0]["profile"] = str(PROFILE)
+    with pytest.raises(ConfigError, match=r"^projects\[0\]\.profile: a revision carries the profile's YAML text"):
+        store.apply(by_path, author="alice", origin="api")

@@ -273,6 +273,7 @@ class RevisionStore:
         base = self._base(based_on)
         base_number = base.number if base is not None else 0
         routing = self.validate(document)
+        _require_profile_texts(routing)
         stored = encode_secrets(document, routing, self._cipher, base.document if base is not None else None)
         canonical_json(stored)
         digest = checksum(stored)
@@ -473,6 +474,20 @@ class RevisionStore:
             own.publish(topology.config_exchange, "", body, {}, mandatory=False)
         finally:
             own.stop()
+
+
+def _require_profile_texts(routing: RoutingConfig) -> None:
+    """A revision is self-contained: every service runs the same profiles, whatever its file system holds."""
+    from karnak_shared.config import is_profile_text
+
+    problems = [
+        f"projects[{index}].profile: a revision carries the profile's YAML text, not a file's path "
+        "(`karnak config apply FILE` reads the profile files it names)"
+        for index, project in enumerate(routing.projects)
+        if not is_profile_text(project.profile)
+    ]
+    if problems:
+        raise ConfigError(problems)
 
 
 class _Raced(Exception):
