@@ -291,7 +291,9 @@ class RevisionStore:
             changes=len(changes),
             checksum=digest,
         )
-        return ApplyResult(revision.number, base_number, changes, True, False, revision, digest)
+        return ApplyResult(
+            revision.number, base_number, changes, stored=True, dry_run=False, revision=revision, checksum=digest
+        )
 
     def rollback(
         self,
@@ -391,8 +393,9 @@ class RevisionStore:
             if based_on == 0:
                 return None
             raise RevisionNotFound(based_on, None)
-        if based_on > latest.number:
-            raise RevisionNotFound(based_on, (self.history()[-1].number, latest.number))
+        if based_on > latest.number or based_on < 0:
+            with self._engine.connect() as connection:
+                raise RevisionNotFound(based_on, self._known_range(connection))
         # Based on an older revision: another came after it.
         raise RevisionConflict(based_on, self.get(based_on + 1))
 
