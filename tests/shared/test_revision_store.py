@@ -14,6 +14,7 @@ from karnak_shared.config import ConfigError
 from karnak_shared.revisions import (
     RevisionConflict,
     RevisionNotFound,
+    RevisionNotice,
     RevisionStore,
     RevisionStoreUnavailable,
     format_changes,
@@ -89,6 +90,7 @@ def test_apply_stores_the_next_revision_with_its_diff(store: RevisionStore) -> N
     latest = store.latest()
     assert latest is not None
     assert (latest.number, latest.author, latest.origin, latest.comment) == (2, "alice", "apply", "new port")
+    assert store.head() == RevisionNotice(revision=2, checksum=latest.checksum)
     assert store.gateway_config(latest).destination("pacs-a").port == 11114  # type: ignore[union-attr]
 
 

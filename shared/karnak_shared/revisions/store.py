@@ -199,6 +199,13 @@ class RevisionStore:
             row = connection.execute(select(_TABLE).order_by(_TABLE.c.number.desc()).limit(1)).mappings().first()
         return None if row is None else _revision(row)
 
+    def head(self) -> RevisionNotice | None:
+        """The latest revision's number and checksum only (a cheap query for a periodic check)."""
+        query = select(_TABLE.c.number, _TABLE.c.checksum).order_by(_TABLE.c.number.desc()).limit(1)
+        with self._connect() as connection:
+            row = connection.execute(query).first()
+        return None if row is None else RevisionNotice(revision=int(row[0]), checksum=str(row[1]))
+
     def get(self, number: int) -> Revision:
         """Revision `number`; `RevisionNotFound` naming the known range when there is none."""
         with self._connect() as connection:
