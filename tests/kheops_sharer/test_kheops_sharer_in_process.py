@@ -23,8 +23,8 @@ from karnak_shared.deadletters import DeadLetterQueue, ParkedMessage
 from karnak_shared.envelope import SHARE_ROUTING_KEY, ShareRequest
 from karnak_shared.topology import Topology
 from tests.conftest import gateway_config, register_topology
+from tests.support.databases import postgres_database
 from tests.support.kheops import Call, FakeKheops, Token
-from tests.support.postgres import fresh_database
 from tests.support.servers import wait_until
 
 pytestmark = pytest.mark.integration
@@ -193,8 +193,12 @@ def test_an_introspection_answering_500_is_retried(
 
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
-    with fresh_database("kheops") as url:
-        yield url
+    """A PostgreSQL database of this test's own, dropped afterwards."""
+    try:
+        with postgres_database() as url:
+            yield url
+    except RuntimeError as exc:  # report how to get the database, never skip
+        pytest.fail(str(exc), pytrace=False)
 
 
 def test_shares_are_recorded_in_postgresql_once_per_album_and_series(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from sqlalchemy import text
@@ -23,7 +24,7 @@ from karnak_monitor.recorder import SeriesRecorder
 from karnak_monitor.retention import purge
 from karnak_shared.database import open_database
 from karnak_shared.envelope import EventKind, TransferEvent, TransferOrigin
-from tests.support.postgres import fresh_database
+from tests.support.databases import database_url
 
 pytestmark = pytest.mark.integration
 
@@ -33,13 +34,8 @@ SERIES = [f"{STUDY}.{n}" for n in (1, 2, 3)]
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def sessions(request: pytest.FixtureRequest, tmp_path: object) -> Iterator[Sessions]:
-    if request.param == "sqlite":
-        factory = open_database(f"sqlite:///{tmp_path}/monitor.db")
-        yield factory
-        factory.kw["bind"].dispose()
-        return
-    with fresh_database("monitor") as url:
+def sessions(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Sessions]:
+    with database_url(request.param, tmp_path) as url:
         factory = open_database(url)
         yield factory
         factory.kw["bind"].dispose()

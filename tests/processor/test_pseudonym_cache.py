@@ -1,7 +1,7 @@
 """The `cache` pseudonym source and the CSV import/export of the pseudonym store, on SQLite and PostgreSQL.
 
-PostgreSQL is a fresh database of each test on the local server (tests/support/postgres.py); every test
-uses a project name of its own and deletes its rows afterwards.
+PostgreSQL is the one on localhost (user postgres) or `KARNAK_TEST_POSTGRES_SERVER`; every test gets a database
+of its own (tests.support.databases), so another branch's migrations in a shared database cannot break it.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from karnak_processor.pseudonyms import PseudonymMissing, PseudonymUnavailable, 
 from karnak_shared.config import Pseudonym
 from karnak_shared.database import PseudonymRecord, create_database_engine, open_database
 from karnak_shared.pseudonym_store import PseudonymImportError, export_csv, import_csv, lookup_pseudonym
-from tests.support.postgres import fresh_database
+from tests.support.databases import database_url
 
 pytestmark = pytest.mark.integration
 
@@ -31,15 +31,13 @@ SessionFactory = Callable[[], Session]
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def sessions(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SessionFactory]:
-    if request.param == "sqlite":
-        factory = open_database(f"sqlite:///{tmp_path / 'karnak.db'}")
-        yield factory
-        factory.kw["bind"].dispose()
-        return
-    with fresh_database("pseudonyms") as url:
-        factory = open_database(url)
-        yield factory
-        factory.kw["bind"].dispose()
+    try:
+        with database_url(request.param, tmp_path) as url:
+            factory = open_database(url)
+            yield factory
+            factory.kw["bind"].dispose()
+    except RuntimeError as exc:  # PostgreSQL unreachable: say how to get it, never skip
+        pytest.fail(str(exc), pytrace=False)
 
 
 @pytest.fixture

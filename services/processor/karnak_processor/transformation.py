@@ -202,7 +202,7 @@ def build_transformation(
         issuer = destination.deidentification.issuer_of_patient_id or profile.default_issuer_of_patient_id
         try:
             pseudonyms = pseudonym_source(
-                destination.deidentification.pseudonym,
+                config.pseudonym_with_credentials(destination.deidentification.pseudonym),
                 secret,
                 session_factory,
                 issuer,
