@@ -11,7 +11,14 @@ import pytest
 from sqlalchemy import text
 
 from karnak_shared.config import ConfigError
-from karnak_shared.revisions import RevisionConflict, RevisionNotFound, RevisionStore, format_changes
+from karnak_shared.revisions import (
+    RevisionConflict,
+    RevisionNotFound,
+    RevisionNotice,
+    RevisionStore,
+    RevisionStoreUnavailable,
+    format_changes,
+)
 from tests.support.revisions import PROFILE, routing, settings, write_yaml
 
 
@@ -83,6 +90,7 @@ def test_apply_stores_the_next_revision_with_its_diff(store: RevisionStore) -> N
     latest = store.latest()
     assert latest is not None
     assert (latest.number, latest.author, latest.origin, latest.comment) == (2, "alice", "apply", "new port")
+    assert store.head() == RevisionNotice(revision=2, checksum=latest.checksum)
     assert store.gateway_config(latest).destination("pacs-a").port == 11114  # type: ignore[union-attr]
 
 
@@ -195,3 +203,37 @@ def test_two_concurrent_applies_one_wins_and_the_other_names_it(store: RevisionS
     assert conflicts[0].winner == winner
     assert f"revision {winner.number} (api by {winner.author}" in str(conflicts[0])
     assert store.latest() == winner
+
+
+def test_a_revision_whose_profile_is_a_path_is_refused(store: RevisionStore) -> None:
+    by_path = document(store)
+    by_path["projects"][0]["profile"] = str(PROFILE)
+    with pytest.raises(ConfigError, match=r"^projects\[0\]\.profile: a revision carries the profile's YAML text"):
+        store.apply(by_path, author="alice", origin="api")
+
+
+def test_services_starting_together_on_an_empty_database_bootstrap_one_revision(tmp_path: Path, db_url: str) -> None:
+    path = write_yaml(tmp_path / "karnak.yml", {**settings(db_url), **routing()})
+    stores = [RevisionStore.open(path) for _ in range(3)]
+    numbers: list[int] = []
+    threads = [threading.Thread(target=lambda s=s: numbers.append(s.check().number)) for s in stores]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        assert numbers == [1, 1, 1]
+        assert [(r.number, r.origin) for r in stores[0].history()] == [(1, "bootstrap")]
+    finally:
+        for store in stores:
+            store.close()
+
+
+def test_an_unreachable_database_is_named_without_its_password(tmp_path: Path) -> None:
+    path = write_yaml(tmp_path / "karnak.yml", settings("postgresql://karnak:hunter2@127.0.0.1:9/karnak"))
+    with pytest.raises(RevisionStoreUnavailable) as raised:
+        RevisionStore.open(path)
+    assert str(raised.value).startswith(
+        "the configuration revisions' database at postgresql://karnak:***@127.0.0.1:9/karnak is unavailable: "
+    )
+    assert "hunter2" not in str(raised.value)

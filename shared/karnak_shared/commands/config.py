@@ -102,9 +102,10 @@ def _notify(store: RevisionStore, result: ApplyResult) -> None:
 def cmd_apply(args: argparse.Namespace) -> int:
     from karnak_shared.revisions import default_author, read_routing_file
 
-    store = _store(_settings_path(args, fallback=args.file))
+    given = read_routing_file(args.file)
+    # A whole configuration file (it names its database) may be both the settings and the routing.
+    store = _store(_settings_path(args, fallback=args.file if "database" in given.ignored_settings else None))
     try:
-        given = read_routing_file(args.file)
         settings_file = store.config_file.path
         if given.ignored_settings and given.path != settings_file:
             print(
