@@ -30,11 +30,10 @@ from tests.support.faults import (
     broker_app_stopped,
     kill_service,
     queue_depths,
-    resident_bytes,
     service_pid,
     small_tmpfs,
 )
-from tests.support.servers import Gateway, free_port, metric_value, wait_for_port, wait_until
+from tests.support.servers import Gateway, free_port, metric_value, resident_bytes, wait_for_port, wait_until
 
 pytestmark = pytest.mark.e2e
 

@@ -6,6 +6,10 @@ from karnak_shared.service.testing.dicomdata import (
     PATIENT_ID,
     PATIENT_NAME,
     StudyFiles,
+    _base,
+    _image,
+    _jpeg_like_image,
+    _write,
     dataset_bytes,
     make_study,
 )
@@ -16,6 +20,10 @@ __all__ = [
     "PATIENT_ID",
     "PATIENT_NAME",
     "StudyFiles",
+    "_base",
+    "_image",
+    "_jpeg_like_image",
+    "_write",
     "dataset_bytes",
     "make_study",
 ]
