@@ -16,7 +16,7 @@ What it runs, all on this machine and printed as tables (issue 7):
 DCMTK's tools run with TCP_NODELAY=1. RabbitMQ is the local broker (or $KARNAK_TEST_AMQP_URL).
 
     .venv/bin/python bench/gateway.py [--count 500] [--replicas 1 2 4] [--repeat 3] [--large-mb 300]
-                                      [--latency-seconds 20] [--slow-pacs-ms 20] [--plain]
+                                      [--latency-seconds 20] [--slow-pacs-ms 20] [--plain] [--unsigned]
 """
 
 from __future__ import annotations
@@ -113,10 +113,11 @@ class Pacs:
 class Bench:
     """One working folder, the broker, and the gateway configuration every run shares."""
 
-    def __init__(self, work: Path, url: str, *, deidentify: bool = True) -> None:
+    def __init__(self, work: Path, url: str, *, deidentify: bool = True, unsigned: bool = False) -> None:
         self.work = work
         self.url = url
         self.deidentify = deidentify
+        self.unsigned = unsigned
         self.profile = work / "basic-profile.yml"
         self.profile.write_text(BASIC_PROFILE)
 
@@ -158,6 +159,8 @@ class Bench:
         config = gateway_config(self.url, prefix, run_dir, [destination])
         config["projects"] = [{"name": "bench", "secret": SECRET_TEXT, "profile": str(self.profile)}]
         config["logging"] = {"level": "WARNING"}
+        if self.unsigned:
+            del config["secrets"]  # no secrets.key: messages neither signed nor checked
         try:
             gateway = Gateway(config, run_dir).start("--replicas", str(replicas), timeout=60)
         except BaseException:
@@ -294,6 +297,9 @@ def main() -> int:
     parser.add_argument("--large-mb", type=int, default=300, help="size of the multi-frame instance; 0 skips it")
     parser.add_argument("--latency-seconds", type=float, default=20, help="length of the paced run; 0 skips it")
     parser.add_argument("--plain", action="store_true", help="no de-identification: the bytes go through as sent")
+    parser.add_argument(
+        "--unsigned", action="store_true", help="no secrets.key: messages are not signed (to measure the HMAC's cost)"
+    )
     parser.add_argument("--repeat", type=int, default=3, help="throughput runs per replica count (median shown)")
     parser.add_argument(
         "--slow-pacs-ms", type=float, default=20, help="answer delay of the PACS in the second scaling run; 0 skips it"
@@ -302,7 +308,7 @@ def main() -> int:
     url, _ = find_broker()
     with tempfile.TemporaryDirectory(prefix="karnak-bench-") as tmp:
         work = Path(tmp)
-        bench = Bench(work, url, deidentify=not args.plain)
+        bench = Bench(work, url, deidentify=not args.plain, unsigned=args.unsigned)
         paths = write_study(work / "study", args.count)
         each_mb = statistics.mean(p.stat().st_size for p in paths) / 1e6
         expected = bench.expected_uids(paths)
@@ -318,7 +324,8 @@ def main() -> int:
         direct_rate = args.count / direct_seconds
         runs = [_median_run(grouped[replicas]) for replicas in args.replicas]
         what = "no de-identification" if args.plain else "basic-profile de-identification"
-        print(f"instances: {args.count} CT of {each_mb:.2f} MB, {what}; cores: {os.cpu_count()}")
+        signing = "messages unsigned" if args.unsigned else "messages signed (HMAC-SHA256)"
+        print(f"instances: {args.count} CT of {each_mb:.2f} MB, {what}, {signing}; cores: {os.cpu_count()}")
         print(f"each figure: the median of {args.repeat} run(s), with the range of inst/s")
         print()
         print("| path | replicas | answered (s) | delivered (s) | inst/s (range) | ratio to direct | cores busy |")
