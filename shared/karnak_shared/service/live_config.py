@@ -26,7 +26,7 @@ from prometheus_client import Counter, Gauge
 
 from karnak_shared.broker import Broadcast, ControlConnection
 from karnak_shared.config import GatewayConfig
-from karnak_shared.errors import KarnakError
+from karnak_shared.errors import ConfigError, KarnakError
 from karnak_shared.logs import EventLogger
 from karnak_shared.service.runner import Service, ServiceRunner
 from karnak_shared.service.status import REQUEST_ROUTING_KEY, STATUS_INTERVAL_SECONDS, InstanceStatus
@@ -118,9 +118,13 @@ def starting_config(config_path: str | os.PathLike[str] | None, *, upgrade: bool
             return revisions.config(current.number), current.number
         finally:
             revisions.close()
-    except SQLAlchemyError as exc:
+    except ConfigError:
+        raise
+    except (SQLAlchemyError, KarnakError) as exc:
         if not upgrade:  # a database without the schema yet (no `karnak db upgrade`, no `karnak up`)
             return starting_config(config_path, upgrade=True)
+        if isinstance(exc, KarnakError):
+            raise
         # The driver's message may name the database with its password: only its kind is kept.
         raise KarnakError(f"cannot read the configuration revisions from the database: {type(exc).__name__}") from None
 

@@ -356,6 +356,8 @@ def gateway_config(
         ],
         "broker": {"url": amqp_url, "prefix": prefix, "retry_delays": [1, 2, 3]},
         "blob_store": {"path": str(workdir / "blobs"), "max_inline_bytes": 65536},
+        # The routing configuration's revisions live here (database mode): a test's own, never the cwd's.
+        "database": {"url": f"sqlite:///{workdir / 'karnak.db'}"},
         "dicom_sender": {"idle_release_seconds": 2, "dimse_timeout": 10, "acse_timeout": 5, "network_timeout": 10},
         "metrics": {
             "host": "127.0.0.1",
