@@ -5,8 +5,8 @@
 #
 # Why one image and not one per service:
 # - one build: the shared library and every service package are built and installed together, once;
-# - identical library versions everywhere: each service runs the very same karnak_shared, pydantic, pika,
-#   pydicom and pynetdicom, so the messages and the configuration they exchange cannot drift apart;
+# - identical library versions everywhere: each service runs the very same karnak_dicom, karnak_shared,
+#   pydantic, pika, pydicom and pynetdicom, so the messages and the configuration they exchange cannot drift apart;
 # - the service is chosen by the command, not by the image: `karnak run receiver`, `karnak run processor`,
 #   `karnak run dicom-sender`, ... (the services are found through their `karnak.services` entry points).
 #   The compose service or the Kubernetes Deployment picks the command, and scales each service on its own;
@@ -27,11 +27,13 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 
 WORKDIR /src
+COPY libs/ libs/
 COPY shared/ shared/
 COPY services/ services/
 
-# The local karnak-shared satisfies the services' dependency on it; pip fetches the rest.
+# The local karnak-dicom and karnak-shared satisfy the services' dependencies on them; pip fetches the rest.
 RUN pip wheel --wheel-dir /wheels \
+        ./libs/dicom \
         ./shared \
         ./services/receiver \
         ./services/processor \

@@ -1,4 +1,5 @@
 # make test   -- the whole test suite (unit, integration, end to end) against real RabbitMQ and DCMTK
+# make unit   -- the fast tests only (no broker, no gateway processes, no slow suites)
 # make lint   -- ruff (lint + format check) and mypy
 # make up     -- every service as a local process (no Docker needed)
 # make bench  -- the benchmarks under bench/
@@ -9,7 +10,7 @@ CONFIG ?= config/karnak.example.yml
 
 .PHONY: venv test unit lint format up bench clean
 
-$(BIN)/karnak: requirements-dev.txt shared/pyproject.toml services/*/pyproject.toml
+$(BIN)/karnak: requirements-dev.txt libs/dicom/pyproject.toml shared/pyproject.toml services/*/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements-dev.txt
@@ -20,8 +21,9 @@ venv: $(BIN)/karnak
 test: venv
 	$(BIN)/pytest -q
 
+# The fast tests: no broker, no gateway processes, no slow suites (markers set in tests/conftest.py).
 unit: venv
-	$(BIN)/pytest -q tests/unit
+	$(BIN)/pytest -q -m "not integration and not e2e and not slow and not browser and not fault and not fuzz"
 
 lint: venv
 	$(BIN)/ruff check .

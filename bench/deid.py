@@ -22,9 +22,9 @@ from pathlib import Path
 from pydicom import dcmread, dcmwrite
 from workload import BASIC_PROFILE, SECRET, write_study
 
-from karnak_processor.transcoding import encode_part10
+from karnak_dicom.deid import Deidentifier, hash_pseudonym, load_profile
+from karnak_dicom.transcoding import encode_part10
 from karnak_processor.transformation import DEFER_BYTES
-from karnak_shared.deid import Deidentifier, hash_pseudonym, load_profile
 
 
 def main() -> int:

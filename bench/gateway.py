@@ -41,8 +41,8 @@ from pydicom import dcmread, dcmwrite
 from pynetdicom import AE, evt
 from workload import BASIC_PROFILE, SECRET, SECRET_TEXT, build_multiframe, write_study
 
+from karnak_dicom.deid import uid_hash
 from karnak_shared.config import parse_config
-from karnak_shared.deid import uid_hash
 from karnak_shared.service.testing.servers import (
     Gateway,
     ScriptedSCP,

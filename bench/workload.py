@@ -13,7 +13,7 @@ from pydicom import Dataset, dcmwrite
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
-from karnak_shared.deid import parse_project_secret
+from karnak_dicom.deid import parse_project_secret
 
 MULTIFRAME_STORAGE = "1.2.840.10008.5.1.4.1.1.7.3"  # Multi-frame Grayscale Word Secondary Capture
 BASIC_PROFILE = """\

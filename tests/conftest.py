@@ -1,4 +1,10 @@
-"""Fixtures that start or find real servers: RabbitMQ, DCMTK peers, the gateway."""
+"""Fixtures that start or find real servers: RabbitMQ, DCMTK peers, the gateway; markers set by folder.
+
+Tests live in subject folders (tests/dicom, tests/shared, tests/<service>, tests/deploy, tests/e2e). The
+markers say what a test needs, so `make unit` can run the fast ones alone:
+- `e2e`: every test under tests/e2e (the gateway as processes);
+- `integration`: every test that uses a real broker (the `amqp_url` fixture), and the modules that say so.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +19,24 @@ from karnak_shared.service.testing.servers import find_broker
 from karnak_shared.service.testing.servers import gateway_config as gateway_config  # the tests import it from here
 from karnak_shared.topology import Topology
 
+# The small fixtures of the logic tests (instances, a recording publisher), for every folder.
+pytest_plugins = ["tests.support.fixtures"]
+
 _topologies: list[tuple[str, Topology]] = []
+
+# Folders whose every test gets a marker.
+FOLDER_MARKERS = {"e2e": "e2e"}
+TESTS = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test by its folder, and as `integration` when it uses the real broker."""
+    for item in items:
+        folder = Path(item.path).resolve().relative_to(TESTS).parts[0]
+        if folder in FOLDER_MARKERS:
+            item.add_marker(FOLDER_MARKERS[folder])
+        if "amqp_url" in getattr(item, "fixturenames", ()) and not item.get_closest_marker("e2e"):
+            item.add_marker("integration")
 
 
 @pytest.fixture(scope="session")

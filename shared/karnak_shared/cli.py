@@ -3,7 +3,7 @@
 Services are found through the ``karnak.services`` entry points that each service package declares, so
 this module knows no service by name.
 
-Exit codes: 0 success, 1 runtime failure, 2 invalid configuration or usage.
+Exit codes: 0 ok, 1 failure, 2 bad input (configuration or usage), 130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -22,9 +23,11 @@ from typing import Any
 
 from karnak_shared.config import GatewayConfig, load_config
 from karnak_shared.errors import ConfigError, KarnakError
+from karnak_shared.progress import Progress, StopRequest
 
 EXIT_RUNTIME = 1
 EXIT_CONFIG = 2
+EXIT_INTERRUPTED = 130  # as a shell reports a command stopped by Ctrl-C
 
 
 def service_names() -> list[str]:
@@ -88,6 +91,9 @@ class _Child:
     metrics_port: int
     process: subprocess.Popen[bytes] | None = None
     restarts: list[float] = field(default_factory=list)
+    ready: bool = False
+    last_error: str = ""
+    output: threading.Thread | None = None
 
     @property
     def label(self) -> str:
@@ -95,31 +101,77 @@ class _Child:
 
 
 SCALABLE = ("processor", "dicom-sender", "stow-sender")
+READY_WAIT = 60.0
 
 
 def _plan(config: GatewayConfig, names: Sequence[str], replicas: int) -> list[_Child]:
+    from karnak_shared.preflight import free_port
+
     children = []
     for name in names:
         base = config.metrics.ports.get(name, 0)
         count = replicas if name in SCALABLE else 1
         for replica in range(count):
-            children.append(_Child(name, replica, base + 10 * replica if base else 0))
+            # A service the configuration gives no ops port still gets one, so `up` can ask it whether it is ready.
+            port = base + 10 * replica if base else free_port(config.metrics.host)
+            children.append(_Child(name, replica, port))
     return children
 
 
-def cmd_up(args: argparse.Namespace) -> int:
+def _preflight(args: argparse.Namespace, names: Sequence[str]) -> tuple[GatewayConfig | None, list[_Child], list[str]]:
+    """Every check `up` makes before it starts anything, and the processes it would start."""
+    from karnak_shared import preflight
+
+    config, problems = preflight.check_configuration(args.config, names)
+    if config is None:
+        return None, [], [p.line() for p in problems]
+    problems += preflight.check_broker(config.broker.url.get_secret_value())
+    problems += preflight.check_database(config.database.url.get_secret_value())
+    children = _plan(config, names, args.replicas)
+    ports = [preflight.Port(f"{c.label} ops endpoint", config.metrics.host, c.metrics_port) for c in children]
+    if "receiver" in names:
+        ports.append(preflight.Port("DICOM listener", config.listener.host, config.listener.port))
+    problems += preflight.check_ports(ports)
+    return config, children, [p.line() for p in problems]
+
+
+def _forward_output(child: _Child) -> None:
+    """Copy a child's log lines to our stderr, remembering its last error line for when it exits."""
+    assert child.process is not None and child.process.stderr is not None
+    for raw in child.process.stderr:
+        line = raw.decode("utf-8", "replace").rstrip("\n")
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+        lowered = line.lower()
+        if "level=error" in lowered or '"level": "error"' in lowered or lowered.startswith("karnak:"):
+            child.last_error = line
+
+
+def _is_ready(host: str, port: int) -> bool:
+    import urllib.error
+    import urllib.request
+
     try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        return _fail(f"invalid configuration:\n{exc}", EXIT_CONFIG)
-    config_path = os.path.abspath(args.config or os.environ.get("KARNAK_CONFIG", ""))
+        with urllib.request.urlopen(f"http://{_display_host(host)}:{port}/readyz", timeout=1) as answer:
+            return bool(answer.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def cmd_up(args: argparse.Namespace) -> int:
     names = service_names()
     if args.only:
         unknown = set(args.only) - set(names)
         if unknown:
             return _fail(f"unknown service(s): {', '.join(sorted(unknown))}", EXIT_CONFIG)
         names = [n for n in names if n in args.only]
-    children = _plan(config, names, args.replicas)
+    config, children, problems = _preflight(args, names)
+    if problems or config is None:
+        for problem in problems:
+            print(f"karnak up: {problem}", file=sys.stderr)
+        print(f"karnak up: {len(problems)} problem(s); nothing was started", file=sys.stderr)
+        return EXIT_CONFIG
+    config_path = os.path.abspath(args.config or os.environ.get("KARNAK_CONFIG", ""))
     stopping = False
 
     def stop(signum: int, frame: Any) -> None:
@@ -132,41 +184,60 @@ def cmd_up(args: argparse.Namespace) -> int:
     def spawn(child: _Child) -> None:
         command = [sys.executable, "-m", "karnak_shared.cli", "run", child.service, "--config", config_path]
         command += ["--metrics-port", str(child.metrics_port)]
-        child.process = subprocess.Popen(command, stdin=subprocess.DEVNULL)
+        child.ready, child.last_error = False, ""
+        child.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        child.output = threading.Thread(target=_forward_output, args=(child,), daemon=True)
+        child.output.start()
 
     for child in children:
         spawn(child)
-        where = (
-            f"http://{_display_host(config.metrics.host)}:{child.metrics_port}/metrics" if child.metrics_port else "-"
-        )
-        print(
-            f"karnak up: started {child.label} (pid {child.process.pid if child.process else '?'}), metrics {where}",
-            flush=True,
-        )
-    print(
-        f"karnak up: DICOM listener on {config.listener.host}:{config.listener.port}; Ctrl-C stops everything",
-        flush=True,
-    )
+        where = f"http://{_display_host(config.metrics.host)}:{child.metrics_port}/metrics"
+        print(f"karnak up: starting {child.label} (pid {child.process.pid if child.process else '?'}), metrics {where}")
+    sys.stdout.flush()
     exit_code = 0
+    started = time.monotonic()
+    announced_ready = waiting_said = False
     while not stopping:
         time.sleep(0.2)
         for child in children:
             assert child.process is not None
             code = child.process.poll()
             if code is None:
+                if not child.ready and _is_ready(config.metrics.host, child.metrics_port):
+                    child.ready = True
                 continue
-            if code == EXIT_CONFIG:
-                print(f"karnak up: {child.label} refused the configuration; stopping", file=sys.stderr, flush=True)
-                stopping, exit_code = True, EXIT_CONFIG
+            if child.output is not None:
+                child.output.join(timeout=2)  # its last lines, error included, are read before we name it
+            reason = f": {child.last_error}" if child.last_error else ""
+            if code == EXIT_CONFIG or not announced_ready:
+                print(f"karnak up: {child.label} exited with {code}{reason}; stopping", file=sys.stderr, flush=True)
+                stopping, exit_code = True, EXIT_CONFIG if code == EXIT_CONFIG else EXIT_RUNTIME
                 break
             now = time.monotonic()
             child.restarts = [t for t in child.restarts if now - t < 60] + [now]
             if len(child.restarts) > 5:
-                print(f"karnak up: {child.label} keeps failing (exit {code}); stopping", file=sys.stderr, flush=True)
+                print(
+                    f"karnak up: {child.label} keeps failing (exit {code}){reason}; stopping",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 stopping, exit_code = True, EXIT_RUNTIME
                 break
-            print(f"karnak up: {child.label} exited with {code}; restarting", file=sys.stderr, flush=True)
+            print(f"karnak up: {child.label} exited with {code}{reason}; restarting", file=sys.stderr, flush=True)
             spawn(child)
+        if stopping:
+            break
+        if not announced_ready and all(c.ready for c in children):
+            announced_ready = True
+            print(
+                f"karnak up: ready ({len(children)} service process(es)); DICOM listener on "
+                f"{config.listener.host}:{config.listener.port}; Ctrl-C stops everything",
+                flush=True,
+            )
+        elif not announced_ready and not waiting_said and time.monotonic() - started > READY_WAIT:
+            waiting_said = True
+            late = ", ".join(c.label for c in children if not c.ready)
+            print(f"karnak up: still waiting for {late} to be ready (see their /readyz)", file=sys.stderr, flush=True)
     _terminate(children)
     print("karnak up: stopped", flush=True)
     return exit_code
@@ -217,13 +288,20 @@ def cmd_dead(args: argparse.Namespace) -> int:
                 return 0
             if not (args.all or args.instance_id or args.destination):
                 return _fail("replay needs --all, --instance-id ID or --destination ID", EXIT_CONFIG)
-            replayed = dead.replay(
-                instance_ids=set(args.instance_id or ()),
-                destination=args.destination,
-                everything=args.all,
-            )
+            progress = Progress("karnak dead replay", unit="message", every=args.progress_every)
+            stop = StopRequest()
+            with stop.installed():
+                replayed = dead.replay(
+                    instance_ids=set(args.instance_id or ()),
+                    destination=args.destination,
+                    everything=args.all,
+                    on_total=progress.set_total,
+                    on_replayed=progress.advance,
+                    should_stop=lambda: bool(stop),
+                )
+            progress.close(interrupted=bool(stop))
             print(f"replayed {replayed} message(s)")
-            return 0
+            return EXIT_INTERRUPTED if stop else 0
         finally:
             dead.close()
     except KarnakError as exc:
@@ -278,7 +356,7 @@ def cmd_headers(args: argparse.Namespace) -> int:
 
 def cmd_pseudonyms(args: argparse.Namespace) -> int:
     from karnak_shared.database import open_database
-    from karnak_shared.pseudonym_store import export_csv, import_csv
+    from karnak_shared.pseudonym_store import export_csv, export_json, import_csv
 
     try:
         config = load_config(args.config)
@@ -286,10 +364,20 @@ def cmd_pseudonyms(args: argparse.Namespace) -> int:
             raise ConfigError(f"no project named {args.project!r} in projects")
         sessions = open_database(config.database.url.get_secret_value())
         if args.action == "import":
-            count = import_csv(sessions, args.project, args.file)
+            progress = Progress("karnak pseudonyms import", unit="row", every=args.progress_every)
+            try:
+                count = import_csv(
+                    sessions, args.project, args.file, on_total=progress.set_total, on_stored=progress.advance
+                )
+            except KeyboardInterrupt:
+                # One transaction: an interrupted import leaves the cache as it was, never half-imported.
+                progress.close()
+                return _fail("import interrupted; the cache is unchanged (an import is all or nothing)", 130)
+            progress.close()
             print(f"imported {count} pseudonym(s) into project {args.project}")
         else:
-            count = export_csv(sessions, args.project, sys.stdout if args.file == "-" else args.file)
+            out = sys.stdout if args.file == "-" else args.file
+            count = export_json(sessions, args.project, out) if args.json else export_csv(sessions, args.project, out)
             print(f"exported {count} pseudonym(s) of project {args.project}", file=sys.stderr)
     except ConfigError as exc:
         return _fail(f"invalid configuration:\n{exc}", EXIT_CONFIG)
@@ -302,7 +390,11 @@ def cmd_pseudonyms(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="karnak", description="Karnak DICOM gateway (Python edition)")
+    parser = argparse.ArgumentParser(
+        prog="karnak",
+        description="Karnak DICOM gateway (Python edition)",
+        epilog="exit codes: 0 ok, 1 failure, 2 bad input (configuration or usage), 130 interrupted (Ctrl-C)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run one service in the foreground")
@@ -347,6 +439,8 @@ def build_parser() -> argparse.ArgumentParser:
     pseudonyms.add_argument("file", help="CSV file (export: '-' for standard output)")
     pseudonyms.add_argument("--project", required=True)
     pseudonyms.add_argument("--config", help="configuration file (default: $KARNAK_CONFIG)")
+    pseudonyms.add_argument("--json", action="store_true", help="export as JSON (one object per patient)")
+    pseudonyms.add_argument("--progress-every", type=int, default=1000, help="rows per progress line off a terminal")
     pseudonyms.set_defaults(func=cmd_pseudonyms)
 
     # Commands of installed services (e.g. the processor's `deid`), found like the services themselves.
@@ -361,6 +455,7 @@ def build_parser() -> argparse.ArgumentParser:
     dead.add_argument("--all", action="store_true", help="replay every parked message")
     dead.add_argument("--instance-id", action="append", help="replay this instance id (repeatable)")
     dead.add_argument("--destination", help="replay the messages of this destination")
+    dead.add_argument("--progress-every", type=int, default=100, help="messages per progress line off a terminal")
     dead.set_defaults(func=cmd_dead)
     return parser
 

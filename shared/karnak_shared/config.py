@@ -1,20 +1,28 @@
-"""The gateway's configuration: one YAML file read by every service (DESIGN.md section 5).
+"""The gateway's configuration: one YAML file read by every service (DESIGN.md sections 5 and 14).
 
 `load_config` reads the file, resolves `${ENV}` and `${file:/path}` references, validates it with the
 pydantic models below and raises `ConfigError` whose lines name the field and the line of the file, e.g.
 ``forward_nodes[0].destinations[1].port: must be between 1 and 65535 (line 12)``.
+
+The configuration has two layers (DESIGN.md section 14): the *service settings* (`ServiceSettings`:
+listener, broker, database, ...) are read from the file at start-up; the *routing configuration*
+(`RoutingConfig`: forward nodes, projects) is a versioned document, a revision in the database
+(`karnak_shared.revisions`) or the file itself in file mode. `GatewayConfig` is both together: what a
+service runs. `read_config_file` reads a file as the two layers, the routing part left as written.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import ssl
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import (
@@ -81,7 +89,7 @@ def _check_email(value: str) -> str:
 
 
 def _check_condition(value: str) -> str:
-    from karnak_shared.conditions import ConditionError, parse_condition
+    from karnak_dicom.conditions import ConditionError, parse_condition
 
     try:
         parse_condition(value)
@@ -334,7 +342,8 @@ class DicomDestination(_DestinationBase):
 class StowDestination(_DestinationBase):
     type: Literal["stow"]
     url: HttpUrl
-    headers: str | dict[str, str] = {}
+    # Authorization headers carry credentials: revisions store them like the SecretStr fields.
+    headers: Annotated[str | dict[str, str], Field(json_schema_extra={"secret": True})] = {}
     kheops_albums: list[KheopsAlbum] = []
 
     @field_validator("headers")
@@ -385,10 +394,24 @@ def _host_matches(expected: str, peer_host: str | None) -> bool:
         return False
 
 
+def is_profile_text(value: str) -> bool:
+    """Whether a project's `profile` is the profile's YAML text (as in a revision) rather than a file's path."""
+    return "\n" in value or value.lstrip().startswith("{")
+
+
 class Project(StrictModel):
     name: str
     secret: SecretStr
+    # The path of a Karnak profile file (relative to the configuration file), or its YAML text: a revision
+    # carries the text, so every service runs the same profile whatever its file system holds.
     profile: str
+
+    def profile_source(self, base_dir: Path) -> str | Path:
+        """The profile's YAML text, or the path of its file resolved against `base_dir`."""
+        if is_profile_text(self.profile):
+            return self.profile
+        path = Path(self.profile)
+        return path if path.is_absolute() else base_dir / path
 
     @field_validator("secret")
     @classmethod
@@ -464,6 +487,14 @@ class LoggingConfig(StrictModel):
     format: Literal["kv", "json"] = "kv"
 
 
+class ConfigurationSettings(StrictModel):
+    """Where the routing configuration comes from (DESIGN.md section 14)."""
+
+    # database: revisions in SQL, changed by `karnak config apply` or the console; the file's routing keys
+    # only bootstrap an empty database. file: the file is the source of truth, each change a revision.
+    source: Literal["database", "file"] = "database"
+
+
 def _decode_key(text: str) -> bytes | None:
     text = text.strip()
     if re.fullmatch(r"[0-9a-fA-F]{64}", text):
@@ -496,12 +527,14 @@ class SecretsSettings(StrictModel):
         return None if self.key is None else _decode_key(self.key.get_secret_value())
 
 
-class GatewayConfig(StrictModel):
-    """The whole configuration file."""
+# The keys of the file that form the routing configuration; every other key is a service setting.
+ROUTING_KEYS = ("forward_nodes", "projects")
+
+
+class ServiceSettings(StrictModel):
+    """The service settings: read from the file at start-up, never part of a revision."""
 
     listener: ListenerConfig = ListenerConfig()
-    forward_nodes: Annotated[list[ForwardNode], Field(min_length=1)]
-    projects: list[Project] = []
     smtp: SmtpConfig = SmtpConfig()
     database: DatabaseConfig = DatabaseConfig()
     broker: BrokerConfig = BrokerConfig()
@@ -509,6 +542,7 @@ class GatewayConfig(StrictModel):
     dicom_sender: DicomSenderConfig = DicomSenderConfig()
     metrics: MetricsConfig = MetricsConfig()
     logging: LoggingConfig = LoggingConfig()
+    configuration: ConfigurationSettings = ConfigurationSettings()
     secrets: SecretsSettings = SecretsSettings()
     # Where the file was read from: relative paths in it (profiles) are relative to its folder.
     _source: Path | None = PrivateAttr(default=None)
@@ -518,12 +552,29 @@ class GatewayConfig(StrictModel):
         """The folder relative paths of the configuration (e.g. profiles) are resolved against."""
         return self._source.parent if self._source is not None else Path.cwd()
 
+    @property
+    def source_path(self) -> Path | None:
+        """The file these settings were read from, if any."""
+        return self._source
+
+
+class RoutingConfig(StrictModel):
+    """The routing configuration: the versioned document of a revision (DESIGN.md section 14)."""
+
+    forward_nodes: Annotated[list[ForwardNode], Field(min_length=1)]
+    projects: list[Project] = []
+
     @model_validator(mode="after")
-    def _cross_references(self) -> GatewayConfig:
+    def _cross_references(self) -> RoutingConfig:
         problems: list[str] = []
         seen_nodes: dict[str, int] = {}
         seen_destinations: dict[str, str] = {}
-        project_names = {p.name for p in self.projects}
+        seen_projects: dict[str, int] = {}
+        for p, project in enumerate(self.projects):
+            if project.name in seen_projects:
+                first = seen_projects[project.name]
+                problems.append(f"projects[{p}].name: '{project.name}' is already the name of projects[{first}]")
+            seen_projects.setdefault(project.name, p)
         for n, node in enumerate(self.forward_nodes):
             if node.ae_title in seen_nodes:
                 problems.append(
@@ -540,7 +591,7 @@ class GatewayConfig(StrictModel):
                     )
                 seen_destinations.setdefault(dest.id, here)
                 for field, ref in (("deidentification", dest.deidentification), ("tag_morphing", dest.tag_morphing)):
-                    if ref is not None and ref.project not in project_names:
+                    if ref is not None and ref.project not in seen_projects:
                         problems.append(f"{here}.{field}.project: no project named '{ref.project}' in projects")
         if problems:
             # Raised as a ValueError so pydantic reports it beside the field errors.
@@ -562,12 +613,31 @@ class GatewayConfig(StrictModel):
         return next((d for _, d in self.destinations() if d.id == destination_id), None)
 
 
+class GatewayConfig(RoutingConfig, ServiceSettings):
+    """What a service runs: the service settings and one routing configuration (the whole file, or the
+    file's settings with a revision's routing: `RevisionStore.gateway_config`)."""
+
+    @classmethod
+    def combine(cls, settings: ServiceSettings, routing: RoutingConfig) -> GatewayConfig:
+        """The settings of a file with a routing configuration (already validated, checked again together)."""
+        values = {name: getattr(settings, name) for name in ServiceSettings.model_fields}
+        values.update({name: getattr(routing, name) for name in RoutingConfig.model_fields})
+        config = cls.model_validate(values)
+        config._source = settings.source_path
+        return config
+
+
 # --- loading ---------------------------------------------------------------------------------------
 
-_REFERENCE = re.compile(r"\$\{(file:)?([^}]*)\}")
+# `${ENV}`, `${file:/path}`, and `${encrypted:...}` (a secret a revision stores encrypted with secrets.key).
+_REFERENCE = re.compile(r"\$\{(file:|encrypted:)?([^}]*)\}")
+
+FieldPath = tuple[str | int, ...]
+# Turns the body of an `${encrypted:...}` reference into the secret; raises ValueError when it cannot.
+Decrypt = Callable[[str], str]
 
 
-def _line_map(node: yaml.Node, path: tuple[str | int, ...], lines: dict[tuple[str | int, ...], int]) -> None:
+def _line_map(node: yaml.Node, path: FieldPath, lines: dict[FieldPath, int]) -> None:
     lines[path] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
@@ -577,29 +647,47 @@ def _line_map(node: yaml.Node, path: tuple[str | int, ...], lines: dict[tuple[st
             _line_map(item, (*path, index), lines)
 
 
-def _format_path(path: tuple[str | int, ...]) -> str:
+def format_path(path: FieldPath) -> str:
+    """A field path as the errors write it: ``forward_nodes[0].destinations[1].port``."""
     text = ""
     for part in path:
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
     return text
 
 
+def has_reference(value: str) -> bool:
+    """Whether a string holds an `${ENV}`, `${file:...}` or `${encrypted:...}` reference."""
+    return _REFERENCE.search(value) is not None
+
+
 def _resolve_references(
     value: Any,
-    path: tuple[str | int, ...],
-    problems: list[tuple[tuple[str | int, ...], str]],
+    path: FieldPath,
+    problems: list[tuple[FieldPath, str]],
     secrets: set[str],
+    decrypt: Decrypt | None,
 ) -> Any:
     if isinstance(value, dict):
-        return {k: _resolve_references(v, (*path, str(k)), problems, secrets) for k, v in value.items()}
+        return {k: _resolve_references(v, (*path, str(k)), problems, secrets, decrypt) for k, v in value.items()}
     if isinstance(value, list):
-        return [_resolve_references(v, (*path, i), problems, secrets) for i, v in enumerate(value)]
+        return [_resolve_references(v, (*path, i), problems, secrets, decrypt) for i, v in enumerate(value)]
     if not isinstance(value, str) or "${" not in value:
         return value
 
     def substitute(match: re.Match[str]) -> str:
-        is_file, name = match.group(1), match.group(2).strip()
-        if is_file:
+        kind, name = match.group(1), match.group(2).strip()
+        if kind == "encrypted:":
+            if decrypt is None:
+                problems.append((path, "an ${encrypted:...} secret can only be read with secrets.key set"))
+                return ""
+            try:
+                secret = decrypt(name)
+            except ValueError as exc:
+                problems.append((path, str(exc)))
+                return ""
+            secrets.add(secret)
+            return secret
+        if kind == "file:":
             try:
                 Path(name).stat()
             except OSError as exc:
@@ -620,7 +708,7 @@ def _resolve_references(
     return _REFERENCE.sub(substitute, value)
 
 
-def _pydantic_location(loc: tuple[str | int, ...]) -> tuple[str | int, ...]:
+def _pydantic_location(loc: tuple[str | int, ...]) -> FieldPath:
     # The discriminated union adds the tag ('dicom'/'stow') after a destination's index: drop it so the
     # path reads as the file does.
     out: list[str | int] = []
@@ -655,8 +743,8 @@ def _pydantic_message(error: Any) -> str:
     return message[:1].lower() + message[1:]
 
 
-def parse_config(text: str, source: str = "<config>") -> GatewayConfig:
-    """Validate the YAML text of a configuration; raise `ConfigError` naming every wrong field."""
+def _read_yaml(text: str, source: str) -> tuple[dict[str, Any], dict[FieldPath, int]]:
+    """The mapping of a YAML text and the line of each of its fields."""
     try:
         root = yaml.compose(text)
         data = yaml.safe_load(text)
@@ -666,22 +754,37 @@ def parse_config(text: str, source: str = "<config>") -> GatewayConfig:
         raise ConfigError(f"{source}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the configuration must be a YAML mapping")
-    lines: dict[tuple[str | int, ...], int] = {}
+    lines: dict[FieldPath, int] = {}
     if root is not None:
         _line_map(root, (), lines)
+    return data, lines
 
-    def located(path: tuple[str | int, ...], message: str) -> str:
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def validate_document(
+    model: type[ModelT],
+    data: dict[str, Any],
+    lines: dict[FieldPath, int] | None = None,
+    decrypt: Decrypt | None = None,
+) -> ModelT:
+    """Resolve the references of `data` and validate it as `model`; raise `ConfigError` naming every wrong
+    field by its path (and its line, when `lines` come from a file). Secrets are never quoted."""
+    lines = lines or {}
+
+    def located(path: FieldPath, message: str) -> str:
         line = next((lines[path[:i]] for i in range(len(path), -1, -1) if path[:i] in lines), None)
-        name = _format_path(path) or "(top level)"
+        name = format_path(path) or "(top level)"
         return f"{name}: {message}" + (f" (line {line})" if line else "")
 
-    reference_problems: list[tuple[tuple[str | int, ...], str]] = []
+    reference_problems: list[tuple[FieldPath, str]] = []
     secrets: set[str] = set()
-    resolved = _resolve_references(data, (), reference_problems, secrets)
+    resolved = _resolve_references(data, (), reference_problems, secrets, decrypt)
     if reference_problems:
         raise ConfigError([located(p, m) for p, m in reference_problems])
     try:
-        return GatewayConfig.model_validate(resolved)
+        return model.model_validate(resolved)
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
@@ -699,6 +802,12 @@ def parse_config(text: str, source: str = "<config>") -> GatewayConfig:
         raise ConfigError([_redact(problem, secrets) for problem in problems]) from None
 
 
+def parse_config(text: str, source: str = "<config>") -> GatewayConfig:
+    """Validate the YAML text of a configuration; raise `ConfigError` naming every wrong field."""
+    data, lines = _read_yaml(text, source)
+    return validate_document(GatewayConfig, data, lines)
+
+
 def _redact(text: str, secrets: set[str]) -> str:
     """Hide every value that came from an ${ENV} or ${file:} reference: validators may quote values."""
     for secret in sorted(secrets, key=len, reverse=True):
@@ -707,7 +816,7 @@ def _redact(text: str, secrets: set[str]) -> str:
     return text
 
 
-def _line_suffix(field: str, lines: dict[tuple[str | int, ...], int]) -> str:
+def _line_suffix(field: str, lines: dict[FieldPath, int]) -> str:
     path: list[str | int] = []
     for name, index in re.findall(r"([a-z_]+)|\[(\d+)\]", field):
         path.append(int(index) if index else name)
@@ -715,15 +824,60 @@ def _line_suffix(field: str, lines: dict[tuple[str | int, ...], int]) -> str:
     return f" (line {line})" if line else ""
 
 
-def load_config(path: str | os.PathLike[str] | None = None) -> GatewayConfig:
-    """Load the configuration from `path`, or from the file named by $KARNAK_CONFIG."""
+def _chosen_path(path: str | os.PathLike[str] | None) -> str:
     chosen = path or os.environ.get(CONFIG_ENV)
     if not chosen:
         raise ConfigError(f"no configuration file: pass --config FILE or set {CONFIG_ENV}")
+    return str(chosen)
+
+
+def _read_text(path: str) -> str:
     try:
-        text = Path(chosen).read_text(encoding="utf-8")
+        return Path(path).read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError(f"cannot read configuration file {chosen}: {exc.strerror or exc}") from None
-    config = parse_config(text, source=str(chosen))
+        raise ConfigError(f"cannot read configuration file {path}: {exc.strerror or exc}") from None
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> GatewayConfig:
+    """Load the configuration from `path`, or from the file named by $KARNAK_CONFIG."""
+    chosen = _chosen_path(path)
+    config = parse_config(_read_text(chosen), source=chosen)
     config._source = Path(chosen).resolve()
     return config
+
+
+@dataclass(frozen=True)
+class ConfigFile:
+    """A configuration file read as its two layers: validated service settings, routing keys as written."""
+
+    path: Path
+    settings: ServiceSettings
+    # The file's routing keys (`ROUTING_KEYS`) as written: references unresolved, profiles as paths. Empty
+    # when the file has none (database mode after bootstrap).
+    routing: dict[str, Any]
+    # The line of each field of the file, for errors about its routing part.
+    lines: dict[FieldPath, int] = dataclasses.field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def base_dir(self) -> Path:
+        return self.settings.base_dir
+
+
+def read_yaml_file(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[FieldPath, int]]:
+    """The mapping of a YAML configuration file and the line of each of its fields; `ConfigError` otherwise."""
+    return _read_yaml(_read_text(str(path)), str(path))
+
+
+def read_config_file(path: str | os.PathLike[str] | None = None) -> ConfigFile:
+    """Read a configuration file (or $KARNAK_CONFIG) and validate its service settings.
+
+    The file is read anew each time: a Kubernetes ConfigMap replaced through its `..data` symlink is seen.
+    """
+    chosen = _chosen_path(path)
+    data, lines = read_yaml_file(chosen)
+    settings_data = {key: value for key, value in data.items() if key not in ROUTING_KEYS}
+    settings = validate_document(ServiceSettings, settings_data, lines)
+    # Keep the path as given (not resolved): a symlinked ConfigMap file is read through its link.
+    settings._source = Path(os.path.abspath(chosen))
+    routing = {key: data[key] for key in ROUTING_KEYS if data.get(key) is not None}
+    return ConfigFile(path=Path(os.path.abspath(chosen)), settings=settings, routing=routing, lines=lines)

@@ -3,6 +3,8 @@
 Tables:
 - ``pseudonyms``: the pseudonym cache of each project, keyed by (project, patient id, issuer of patient id).
 - ``kheops_shares``: which series were shared into which Kheops album, so each is shared once.
+- ``config_revisions``: the routing configuration's immutable revisions (DESIGN.md section 14), written
+  and read by `karnak_shared.revisions`.
 
 Every service that uses the database calls `open_database`, which brings the schema to the latest
 migration first (Alembic takes a lock on PostgreSQL, so concurrent start-ups are safe).
@@ -12,8 +14,9 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import DateTime, String, create_engine, event
+from sqlalchemy import JSON, CheckConstraint, DateTime, Integer, String, Text, create_engine, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
@@ -52,6 +55,32 @@ class KheopsShare(Base):
     series_instance_uid: Mapped[str] = mapped_column(String(64), primary_key=True)
     study_instance_uid: Mapped[str] = mapped_column(String(64))
     shared_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+# Who or what stored a revision. `file`: the configuration file changed (configuration.source: file).
+REVISION_ORIGINS = ("console", "api", "apply", "bootstrap", "rollback", "file")
+
+
+class ConfigRevisionRecord(Base):
+    """One revision of the routing configuration; never updated or deleted (triggers refuse both)."""
+
+    __tablename__ = "config_revisions"
+    __table_args__ = (
+        CheckConstraint(
+            "origin IN (" + ", ".join(f"'{origin}'" for origin in REVISION_ORIGINS) + ")",
+            name="config_revisions_origin",
+        ),
+    )
+
+    # Numbered 1, 2, ... by the writer; the primary key makes two writers of the same number collide.
+    number: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    author: Mapped[str] = mapped_column(String(256))
+    origin: Mapped[str] = mapped_column(String(16))
+    comment: Mapped[str] = mapped_column(Text, default="")
+    # The routing document, its secrets encrypted or as ${ENV}/${file:} references.
+    document: Mapped[dict[str, Any]] = mapped_column(JSON)
+    checksum: Mapped[str] = mapped_column(String(71))
 
 
 def _normalise_url(url: str) -> str:

@@ -8,6 +8,7 @@ never removes anything.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -114,22 +115,41 @@ class DeadLetterQueue:
         finally:
             channel.close()  # hands every message back, unacked
 
-    def replay(self, instance_ids: set[str], destination: str | None, everything: bool) -> int:
-        """Re-publish matching parked messages to their origin, acking each only after its confirm."""
+    def replay(
+        self,
+        instance_ids: set[str],
+        destination: str | None,
+        everything: bool,
+        on_total: Callable[[int], None] | None = None,
+        on_replayed: Callable[[], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> int:
+        """Re-publish matching parked messages to their origin, acking each only after its confirm.
+
+        `on_total` is told how many messages match once the queue is drained, `on_replayed` after each one;
+        `should_stop` is asked between messages: a stop leaves the rest parked (handed back unacked) and never
+        splits a message's publish from its ack, so an interrupted replay followed by another one delivers each
+        parked message exactly once.
+        """
         channel = self._connection.channel()
         channel.confirm_delivery()
         replayed = 0
         try:
+            matching = []
             for method, properties, body in self._drain(channel, 1_000_000):
                 headers = dict(properties.headers or {})
                 parked = ParkedMessage.from_headers(headers)
-                wanted = (
+                if (
                     everything
                     or parked.instance_id in instance_ids
                     or (destination is not None and parked.destination == destination)
-                )
-                if not wanted:
-                    continue
+                ):
+                    matching.append((method, body, headers, parked))
+            if on_total is not None:
+                on_total(len(matching))
+            for method, body, headers, parked in matching:
+                if should_stop is not None and should_stop():
+                    break
                 if not parked.origin_routing_key:
                     raise BrokerUnavailable(f"parked message {parked.instance_id} records no origin; cannot replay it")
                 # Only a message that was authentic when parked is signed again (its attempt changes); a
@@ -161,6 +181,8 @@ class DeadLetterQueue:
                     ) from None
                 channel.basic_ack(method.delivery_tag)
                 replayed += 1
+                if on_replayed is not None:
+                    on_replayed()
         finally:
             if channel.is_open:
                 channel.close()

@@ -20,9 +20,6 @@ from karnak_shared.errors import EnvelopeError
 ENVELOPE_SCHEMA = "karnak.instance/1"
 EVENT_SCHEMA = "karnak.event/1"
 _PREFIX = header_names.PREFIX
-# Study-level values shown in notification emails. They are the values as sent (de-identified for a
-# de-identifying destination) and are never logged.
-DISPLAY_KEYWORDS = ("PatientID", "StudyDescription", "StudyDate", "SeriesDescription")
 
 
 class Envelope(BaseModel):

@@ -6,17 +6,22 @@ receiver, a parked message with its reason in the processor and the senders, an 
 
 from __future__ import annotations
 
+# The root and the DICOM-level errors live in the DICOM library, which cannot import this package.
+from karnak_dicom.errors import ConfigError, InvalidInstance, KarnakError
 
-class KarnakError(Exception):
-    """Base class of every error the gateway raises on purpose."""
-
-
-class ConfigError(KarnakError):
-    """The configuration is invalid; the message names the field (and the line when known)."""
-
-    def __init__(self, problems: list[str] | str) -> None:
-        self.problems = [problems] if isinstance(problems, str) else list(problems)
-        super().__init__("\n".join(self.problems))
+__all__ = [
+    "BlobMissing",
+    "BlobStoreError",
+    "BrokerUnavailable",
+    "ConfigError",
+    "DeliveryError",
+    "EnvelopeError",
+    "InvalidInstance",
+    "KarnakError",
+    "PermanentDeliveryError",
+    "PublishOutcomeUnknown",
+    "TransientDeliveryError",
+]
 
 
 class BrokerUnavailable(KarnakError):
@@ -45,10 +50,6 @@ class BlobDigestMismatch(BlobStoreError):
 
 class EnvelopeError(KarnakError):
     """A message's headers do not form a valid envelope."""
-
-
-class InvalidInstance(KarnakError):
-    """The bytes of an instance are not a DICOM dataset the gateway can route."""
 
 
 class DeliveryError(KarnakError):

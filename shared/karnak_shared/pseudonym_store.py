@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator
@@ -81,8 +82,16 @@ def lookup_pseudonym(session_factory: SessionFactory, project: str, patient_id: 
         return None if record is None else record.pseudonym
 
 
-def store_pseudonyms(session_factory: SessionFactory, project: str, entries: Iterable[PseudonymEntry]) -> int:
-    """Insert or replace the entries in the project's cache, in one transaction; returns how many."""
+def store_pseudonyms(
+    session_factory: SessionFactory,
+    project: str,
+    entries: Iterable[PseudonymEntry],
+    on_stored: Callable[[int], None] | None = None,
+) -> int:
+    """Insert or replace the entries in the project's cache, in one transaction; returns how many.
+
+    `on_stored` is told the size of each batch written (the transaction commits only at the end).
+    """
     count = 0
     with session_factory() as session, session.begin():
         batch: list[dict[str, Any]] = []
@@ -97,16 +106,27 @@ def store_pseudonyms(session_factory: SessionFactory, project: str, entries: Ite
             )
             if len(batch) >= _BATCH:
                 count += _upsert(session, batch)
+                if on_stored is not None:
+                    on_stored(len(batch))
                 batch = []
         if batch:
             count += _upsert(session, batch)
+            if on_stored is not None:
+                on_stored(len(batch))
     return count
 
 
-def import_csv(session_factory: SessionFactory, project: str, path: str | os.PathLike[str]) -> int:
+def import_csv(
+    session_factory: SessionFactory,
+    project: str,
+    path: str | os.PathLike[str],
+    on_total: Callable[[int], None] | None = None,
+    on_stored: Callable[[int], None] | None = None,
+) -> int:
     """Import a CSV file of pseudonyms into the project's cache; returns the number of patients imported.
 
-    Raises `PseudonymImportError` (and imports nothing) when the file has a problem.
+    Raises `PseudonymImportError` (and imports nothing) when the file has a problem. `on_total` is told the
+    number of rows once the file is parsed, `on_stored` each batch written.
     """
     source = str(path)
     try:
@@ -126,7 +146,21 @@ def import_csv(session_factory: SessionFactory, project: str, path: str | os.Pat
             )
         }
     _check_against_cache(entries, existing, source, project)
-    return store_pseudonyms(session_factory, project, (entry for _, entry in entries))
+    if on_total is not None:
+        on_total(len(entries))
+    return store_pseudonyms(session_factory, project, (entry for _, entry in entries), on_stored)
+
+
+def _cached_rows(session_factory: SessionFactory, project: str) -> Iterator[tuple[str, str, str]]:
+    """(patient id, issuer, pseudonym) of the project's cache, sorted by patient."""
+    with session_factory() as session:
+        rows = session.execute(
+            select(PseudonymRecord.patient_id, PseudonymRecord.issuer_of_patient_id, PseudonymRecord.pseudonym)
+            .where(PseudonymRecord.project == project)
+            .order_by(PseudonymRecord.patient_id, PseudonymRecord.issuer_of_patient_id)
+        )
+        for patient_id, issuer, pseudonym in rows:
+            yield str(patient_id), str(issuer), str(pseudonym)
 
 
 def export_csv(session_factory: SessionFactory, project: str, path_or_stream: str | os.PathLike[str] | TextIO) -> int:
@@ -135,16 +169,22 @@ def export_csv(session_factory: SessionFactory, project: str, path_or_stream: st
         writer = csv.writer(stream, lineterminator="\n")
         writer.writerow(EXPORT_HEADER)
         count = 0
-        with session_factory() as session:
-            rows = session.execute(
-                select(PseudonymRecord.patient_id, PseudonymRecord.issuer_of_patient_id, PseudonymRecord.pseudonym)
-                .where(PseudonymRecord.project == project)
-                .order_by(PseudonymRecord.patient_id, PseudonymRecord.issuer_of_patient_id)
-            )
-            for patient_id, issuer, pseudonym in rows:
-                writer.writerow((patient_id, issuer, pseudonym))
-                count += 1
+        for row in _cached_rows(session_factory, project):
+            writer.writerow(row)
+            count += 1
     return count
+
+
+def export_json(session_factory: SessionFactory, project: str, path_or_stream: str | os.PathLike[str] | TextIO) -> int:
+    """Write the project's cache as a JSON array of {patient_id, issuer_of_patient_id, pseudonym}, sorted."""
+    entries = [
+        {"patient_id": patient_id, "issuer_of_patient_id": issuer, "pseudonym": pseudonym}
+        for patient_id, issuer, pseudonym in _cached_rows(session_factory, project)
+    ]
+    with _text_output(path_or_stream) as stream:
+        json.dump(entries, stream, indent=2)
+        stream.write("\n")
+    return len(entries)
 
 
 # --- parsing ----------------------------------------------------------------------------------------------

@@ -68,6 +68,11 @@ class Topology:
         return f"{self.prefix}.events"
 
     @property
+    def config_exchange(self) -> str:
+        """Fanout of `{"revision": N, "checksum": ...}` notices: a configuration revision was stored."""
+        return f"{self.prefix}.config"
+
+    @property
     def dead_exchange(self) -> str:
         return f"{self.prefix}.dead"
 
@@ -129,6 +134,7 @@ class Topology:
         channel.exchange_declare(self.retry_exchange, exchange_type="headers", durable=True)
         channel.exchange_declare(self.events_exchange, exchange_type="topic", durable=True)
         channel.exchange_declare(self.dead_exchange, exchange_type="fanout", durable=True)
+        channel.exchange_declare(self.config_exchange, exchange_type="fanout", durable=True)
 
         channel.queue_declare(
             self.dead_queue,
@@ -189,5 +195,6 @@ class Topology:
             self.retry_exchange,
             self.events_exchange,
             self.dead_exchange,
+            self.config_exchange,
         ):
             channel.exchange_delete(exchange)

@@ -21,7 +21,7 @@ from karnak_shared.config import parse_config
 from karnak_shared.envelope import SHARE_ROUTING_KEY, ShareRequest
 from karnak_shared.topology import Topology
 from tests.conftest import gateway_config, register_topology
-from tests.integration.test_notifier import THREE_SERIES, EventBus, MailServer, study_events
+from tests.notifier.test_notifier import THREE_SERIES, EventBus, MailServer, study_events
 from tests.support.faults import queue_depths, serve_again
 from tests.support.kheops import FakeKheops, Token
 from tests.support.servers import Gateway, free_port, metric_value, wait_until

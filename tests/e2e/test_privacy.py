@@ -25,8 +25,8 @@ from pydicom import dcmread
 from pydicom.uid import JPEGBaseline8Bit
 from pynetdicom import AE
 
+from karnak_dicom.deid import parse_project_secret, uid_hash
 from karnak_shared.config import parse_config
-from karnak_shared.deid import parse_project_secret, uid_hash
 from tests.conftest import gateway_config, register_topology
 from tests.e2e.test_backbone import EventTap
 from tests.support.dicomdata import (

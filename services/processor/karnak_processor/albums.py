@@ -12,7 +12,7 @@ from functools import lru_cache
 
 from pydicom import Dataset
 
-from karnak_shared.conditions import Condition
+from karnak_dicom.conditions import Condition
 from karnak_shared.config import DicomDestination, StowDestination
 
 

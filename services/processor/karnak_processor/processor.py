@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from prometheus_client import Counter, Histogram
 
-from karnak_processor.instance import Instance, read_instance
+from karnak_dicom.instance import Instance, read_instance
 from karnak_processor.routing import Deliver, Fail, Later, Reject, Router, Skip
 from karnak_shared.config import GatewayConfig
 from karnak_shared.envelope import Envelope, TransferEvent
+from karnak_shared.errors import BlobMissing, BlobStoreError
 from karnak_shared.logs import EventLogger
 from karnak_shared.payload import store_payload
 from karnak_shared.service import Ack, InstanceMessage, Outcome, Park, Providers, Service, Work, consume
@@ -74,7 +76,7 @@ class ProcessorService(Service[Routes]):
         started = time.perf_counter()
         envelope = message.envelope
         # An instance that is not DICOM raises InvalidInstance, parked at once by the runner.
-        instance = read_instance(message.source())
+        instance = _read_received(message.source())
         router = work.state.router
         if not router.knows(envelope.forward_node):
             return Park(f"forward node {envelope.forward_node} is not configured", "unknown-forward-node")
@@ -210,3 +212,16 @@ class ProcessorService(Service[Routes]):
             delay=delay,
             **{**envelope.log_fields(), "destination": destination_id},
         )
+
+
+def _read_received(source: bytes | Path) -> Instance:
+    """`read_instance`, with an unreadable blob file said as the blob store says it (`BlobMissing` when gone)."""
+    try:
+        return read_instance(source)
+    except OSError as exc:
+        if not isinstance(source, Path):
+            raise
+        reference = f"{source.parent.name}/{source.name}"  # as the blob store names it
+        if isinstance(exc, FileNotFoundError):
+            raise BlobMissing(f"blob {reference} is missing from {source.parent.parent}") from None
+        raise BlobStoreError(f"cannot read blob {reference}: {exc.strerror}") from None

@@ -12,13 +12,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from karnak_dicom.conditions import Condition
+from karnak_dicom.deid import InstanceExcluded
+from karnak_dicom.instance import Instance, describe_error, hide_quoted
 from karnak_processor.albums import matching_albums
-from karnak_processor.instance import Instance, describe_error, hide_quoted
 from karnak_processor.pseudonyms import PseudonymMissing, SessionFactory
 from karnak_processor.transformation import Transformation, build_transformation
-from karnak_shared.conditions import Condition
 from karnak_shared.config import DicomDestination, ForwardNode, GatewayConfig, StowDestination
-from karnak_shared.deid import InstanceExcluded
 from karnak_shared.errors import BlobStoreError, ConfigError, KarnakError
 
 AnyDestination = DicomDestination | StowDestination

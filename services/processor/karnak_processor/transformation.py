@@ -16,12 +16,11 @@ from pathlib import Path
 
 from pydicom import Dataset, dcmread
 
-from karnak_processor.instance import Instance
+from karnak_dicom.deid import Deidentifier, ProfileError, load_profile, parse_project_secret, uid_hash
+from karnak_dicom.instance import DISPLAY_KEYWORDS, Instance
+from karnak_dicom.transcoding import encode_part10, plan_syntax, transcode
 from karnak_processor.pseudonyms import PseudonymSource, SessionFactory, pseudonym_source
-from karnak_processor.transcoding import encode_part10, plan_syntax, transcode
 from karnak_shared.config import DicomDestination, GatewayConfig, StowDestination
-from karnak_shared.deid import Deidentifier, ProfileError, load_profile, parse_project_secret, uid_hash
-from karnak_shared.envelope import DISPLAY_KEYWORDS
 from karnak_shared.errors import BlobStoreError, ConfigError, KarnakError
 
 AnyDestination = DicomDestination | StowDestination
@@ -127,7 +126,7 @@ def build_transformation(
     session_factory: SessionFactory | None,
 ) -> Transformation:
     """The transformation of a destination; raises `ConfigError` naming the field (`where`) when it cannot work."""
-    from karnak_processor.transcoding import check_requested_syntax
+    from karnak_dicom.transcoding import check_requested_syntax
 
     try:
         check_requested_syntax(destination.transfer_syntax)
@@ -141,15 +140,15 @@ def build_transformation(
     field = "deidentification" if destination.deidentification is not None else "tag_morphing"
     project = next(p for p in config.projects if p.name == settings.project)
     project_index = config.projects.index(project)
-    profile_path = Path(project.profile)
-    if not profile_path.is_absolute():
-        profile_path = base_dir / profile_path
+    # A revision carries the profile's text; a file names a profile file.
+    profile_source = project.profile_source(base_dir)
+    shown = profile_source if isinstance(profile_source, Path) else "text of the revision"
     try:
-        profile = load_profile(profile_path)
+        profile = load_profile(profile_source)
     except ProfileError as exc:
-        raise ConfigError([f"projects[{project_index}].profile ({profile_path}): {p}" for p in exc.problems]) from None
+        raise ConfigError([f"projects[{project_index}].profile ({shown}): {p}" for p in exc.problems]) from None
     except OSError as exc:
-        raise ConfigError(f"projects[{project_index}].profile: cannot read {profile_path}: {exc.strerror}") from None
+        raise ConfigError(f"projects[{project_index}].profile: cannot read {shown}: {exc.strerror}") from None
     try:
         secret = parse_project_secret(project.secret.get_secret_value())
         deidentifier = Deidentifier.for_project(
