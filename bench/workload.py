@@ -7,8 +7,10 @@ real work to do.
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 
+import numpy as np
 from pydicom import Dataset, dcmwrite
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
@@ -136,12 +138,29 @@ def build_ct(study_uid: str, series_uid: str, number: int, frame_of_reference: s
         block = ds.private_block(group, creator, create=True)
         for offset in range(count):
             block.add_new(offset, "LO", f"vendor value {offset}")
-    ds.PixelData = bytes(range(256)) * (512 * 512 * 2 // 256)
+    ds.PixelData = ct_slice_pixels()
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
     ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     return ds
+
+
+@cache
+def ct_slice_pixels() -> bytes:
+    """512 x 512 values of 12 bits that compress as a CT slice does: air, a body with organs, bone, noise.
+
+    (The codecs' speed and ratio depend on the content: a byte ramp or random bytes would mislead.)
+    """
+    y, x = np.mgrid[-256:256, -256:256] / 256.0
+    radius = np.hypot(x / 0.85, y / 0.65)
+    hounsfield = np.where(radius < 1, 40.0, -1000.0)  # soft tissue in air
+    hounsfield = np.where(np.hypot(x + 0.35, y) < 0.25, -850.0, hounsfield)  # lungs
+    hounsfield = np.where(np.hypot(x - 0.35, y) < 0.25, -850.0, hounsfield)
+    hounsfield = np.where(np.hypot(x, y - 0.45) < 0.1, 900.0, hounsfield)  # spine
+    hounsfield += 25 * np.sin(7 * x) * np.cos(5 * y) * (radius < 1)
+    hounsfield += np.random.default_rng(4711).normal(0, 12, hounsfield.shape)
+    return bytes(np.clip(hounsfield + 1024, 0, 4095).astype("<u2").tobytes())
 
 
 def build_multiframe(study_uid: str, size_bytes: int) -> Dataset:

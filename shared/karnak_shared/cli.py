@@ -1,4 +1,4 @@
-"""The `karnak` command: run a service, check a configuration, run every service locally, tend the dead queue.
+"""The `karnak` command: run a service, run every service locally, tend the dead queue; command groups in `commands/`.
 
 Services are found through the ``karnak.services`` entry points that each service package declares, so
 this module knows no service by name.
@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any
 
+from karnak_shared.commands import config as config_commands
 from karnak_shared.config import GatewayConfig, load_config
 from karnak_shared.errors import ConfigError, KarnakError
 from karnak_shared.progress import Progress, StopRequest
@@ -51,7 +52,7 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
-# --- karnak run / config check --------------------------------------------------------------------
+# --- karnak run --------------------------------------------------------------------
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -65,19 +66,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _fail(f"invalid configuration:\n{exc}", EXIT_CONFIG)
     except KarnakError as exc:
         return _fail(str(exc), EXIT_RUNTIME)
-    return 0
-
-
-def cmd_config_check(args: argparse.Namespace) -> int:
-    try:
-        config = load_config(args.file)
-    except ConfigError as exc:
-        return _fail(f"invalid configuration:\n{exc}", EXIT_CONFIG)
-    destinations = sum(len(node.destinations) for node in config.forward_nodes)
-    print(f"{args.file}: valid ({len(config.forward_nodes)} forward node(s), {destinations} destination(s))")
-    for node, dest in config.destinations():
-        state = "enabled" if dest.enabled else "disabled"
-        print(f"  {node.ae_title} -> {dest.id} ({dest.type}, {state})")
     return 0
 
 
@@ -408,11 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(func=cmd_run)
 
-    config = sub.add_parser("config", help="configuration tools")
-    config_sub = config.add_subparsers(dest="config_command", required=True)
-    check = config_sub.add_parser("check", help="validate a configuration file")
-    check.add_argument("file")
-    check.set_defaults(func=cmd_config_check)
+    config_commands.register(sub)
 
     up = sub.add_parser("up", help="run every service as a local process (for machines without Docker)")
     up.add_argument("--config", help="configuration file (default: $KARNAK_CONFIG)")

@@ -6,7 +6,7 @@ pydantic models below and raises `ConfigError` whose lines name the field and th
 
 The configuration has two layers (DESIGN.md section 14): the *service settings* (`ServiceSettings`:
 listener, broker, database, ...) are read from the file at start-up; the *routing configuration*
-(`RoutingConfig`: forward nodes, projects) is a versioned document, a revision in the database
+(`RoutingConfig`: forward nodes, projects, auth configs) is a versioned document, a revision in the database
 (`karnak_shared.revisions`) or the file itself in file mode. `GatewayConfig` is both together: what a
 service runs. `read_config_file` reads a file as the two layers, the routing part left as written.
 """
@@ -251,6 +251,25 @@ class Pseudonym(StrictModel):
     client_id: str | None = None
     client_secret: SecretStr | None = None
     scope: str | None = None
+    # Or the code of one of `auth_configs` (Karnak's "Authentication Config Code"), shared by destinations.
+    auth_config: str | None = None
+
+    @model_validator(mode="after")
+    def _one_credentials_source(self) -> Pseudonym:
+        if self.auth_config is not None and (self.token_url or self.client_id or self.client_secret):
+            raise ValueError("auth_config and token_url/client_id/client_secret are mutually exclusive")
+        return self
+
+
+class AuthConfig(StrictModel):
+    """OAuth2 client credentials for the `api` pseudonym source, named by a code (Karnak's auth configs)."""
+
+    code: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+    type: Literal["oauth2"] = "oauth2"
+    access_token_url: HttpUrl
+    client_id: SecretStr
+    client_secret: SecretStr
+    scope: str | None = None
 
 
 class Deidentification(StrictModel):
@@ -283,9 +302,15 @@ class _DestinationBase(StrictModel):
 
     @field_validator("transfer_syntax")
     @classmethod
-    def _keep_or_uid(cls, value: str) -> str:
-        if value != "keep":
+    def _keep_or_encodable(cls, value: str) -> str:
+        # The processor's list: a configuration that validates is one the processor runs.
+        from karnak_dicom.syntaxes import KEEP, requested_syntax_problem
+
+        if value != KEEP:
             _check_uid(value)
+        problem = requested_syntax_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
     @model_validator(mode="after")
@@ -527,8 +552,17 @@ class SecretsSettings(StrictModel):
         return None if self.key is None else _decode_key(self.key.get_secret_value())
 
 
+class MonitoringSettings(StrictModel):
+    """Transfer monitoring (DESIGN.md section 16)."""
+
+    # Keep the original PatientID and AccessionNumber in the monitoring tables (shown to operators and
+    # admins only; viewers see the values as sent). False: only the values as sent are ever stored.
+    original_identifiers: bool = True
+    retention_days: int = Field(30, ge=1, le=3650)
+
+
 # The keys of the file that form the routing configuration; every other key is a service setting.
-ROUTING_KEYS = ("forward_nodes", "projects")
+ROUTING_KEYS = ("forward_nodes", "projects", "auth_configs")
 
 
 class ServiceSettings(StrictModel):
@@ -544,6 +578,7 @@ class ServiceSettings(StrictModel):
     logging: LoggingConfig = LoggingConfig()
     configuration: ConfigurationSettings = ConfigurationSettings()
     secrets: SecretsSettings = SecretsSettings()
+    monitoring: MonitoringSettings = MonitoringSettings()
     # Where the file was read from: relative paths in it (profiles) are relative to its folder.
     _source: Path | None = PrivateAttr(default=None)
 
@@ -563,10 +598,18 @@ class RoutingConfig(StrictModel):
 
     forward_nodes: Annotated[list[ForwardNode], Field(min_length=1)]
     projects: list[Project] = []
+    auth_configs: list[AuthConfig] = []
 
     @model_validator(mode="after")
     def _cross_references(self) -> RoutingConfig:
         problems: list[str] = []
+        codes: dict[str, int] = {}
+        for a, auth in enumerate(self.auth_configs):
+            if auth.code in codes:
+                problems.append(
+                    f"auth_configs[{a}].code: '{auth.code}' is already the code of auth_configs[{codes[auth.code]}]"
+                )
+            codes.setdefault(auth.code, a)
         seen_nodes: dict[str, int] = {}
         seen_destinations: dict[str, str] = {}
         seen_projects: dict[str, int] = {}
@@ -593,10 +636,29 @@ class RoutingConfig(StrictModel):
                 for field, ref in (("deidentification", dest.deidentification), ("tag_morphing", dest.tag_morphing)):
                     if ref is not None and ref.project not in seen_projects:
                         problems.append(f"{here}.{field}.project: no project named '{ref.project}' in projects")
+                code = dest.deidentification.pseudonym.auth_config if dest.deidentification else None
+                if code is not None and code not in codes:
+                    problems.append(
+                        f"{here}.deidentification.pseudonym.auth_config: no auth config '{code}' in auth_configs"
+                    )
         if problems:
             # Raised as a ValueError so pydantic reports it beside the field errors.
             raise ValueError("\n".join(problems))
         return self
+
+    def pseudonym_with_credentials(self, pseudonym: Pseudonym) -> Pseudonym:
+        """The pseudonym source with the OAuth2 client credentials of its `auth_config` filled in."""
+        auth = next((a for a in self.auth_configs if a.code == pseudonym.auth_config), None)
+        if auth is None:
+            return pseudonym
+        credentials = {
+            "token_url": auth.access_token_url,
+            "client_id": auth.client_id.get_secret_value(),
+            "client_secret": auth.client_secret,
+            "scope": auth.scope,
+            "auth_config": None,
+        }
+        return pseudonym.model_copy(update=credentials)
 
     def forward_node(self, ae_title: str) -> ForwardNode | None:
         """The forward node whose AE title is the given called AE title, if any."""

@@ -5,6 +5,8 @@ Tables:
 - ``kheops_shares``: which series were shared into which Kheops album, so each is shared once.
 - ``config_revisions``: the routing configuration's immutable revisions (DESIGN.md section 14), written
   and read by `karnak_shared.revisions`.
+- ``transfer_series``, ``transfer_instances``, ``transfer_reasons``, ``monitor_events``: what happened to
+  every series per destination (DESIGN.md section 16), written by the monitor, read by the console.
 
 Every service that uses the database calls `open_database`, which brings the schema to the latest
 migration first (Alembic takes a lock on PostgreSQL, so concurrent start-ups are safe).
@@ -16,7 +18,21 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import JSON, CheckConstraint, DateTime, Integer, String, Text, create_engine, event
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+)
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
@@ -81,6 +97,85 @@ class ConfigRevisionRecord(Base):
     # The routing document, its secrets encrypted or as ${ENV}/${file:} references.
     document: Mapped[dict[str, Any]] = mapped_column(JSON)
     checksum: Mapped[str] = mapped_column(String(71))
+
+
+class TransferSeriesRecord(Base):
+    """One series of one forward node sent (or not) to one destination: what the monitoring page lists."""
+
+    __tablename__ = "transfer_series"
+    __table_args__ = (
+        UniqueConstraint("forward_node", "destination", "series_uid", name="transfer_series_key"),
+        Index("transfer_series_last_seen", "last_seen"),
+        Index("transfer_series_study", "study_uid"),
+        Index("transfer_series_study_sent", "study_uid_sent"),
+        Index("transfer_series_series_sent", "series_uid_sent"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    forward_node: Mapped[str] = mapped_column(String(16))
+    destination: Mapped[str] = mapped_column(String(64))
+    # Original identifiers (as received) and as sent (after de-identification, when the destination does it).
+    study_uid: Mapped[str] = mapped_column(String(64))
+    series_uid: Mapped[str] = mapped_column(String(64))
+    study_uid_sent: Mapped[str] = mapped_column(String(64), default="")
+    series_uid_sent: Mapped[str] = mapped_column(String(64), default="")
+    patient_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    accession_number: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    patient_id_sent: Mapped[str] = mapped_column(String(64), default="")
+    accession_number_sent: Mapped[str] = mapped_column(String(64), default="")
+    modality: Mapped[str] = mapped_column(String(16), default="")
+    study_description: Mapped[str] = mapped_column(String(64), default="")
+    series_description: Mapped[str] = mapped_column(String(64), default="")
+    study_date: Mapped[str] = mapped_column(String(8), default="")
+    sop_classes: Mapped[str] = mapped_column(Text, default="")
+    instances: Mapped[int] = mapped_column(Integer, default=0)
+    sent: Mapped[int] = mapped_column(Integer, default=0)
+    errors: Mapped[int] = mapped_column(Integer, default=0)
+    excluded: Mapped[int] = mapped_column(Integer, default=0)
+    retries: Mapped[int] = mapped_column(Integer, default=0)
+    duplicates: Mapped[int] = mapped_column(Integer, default=0)
+    # Instances still waiting for a retry: retried, with no final outcome yet.
+    retrying: Mapped[int] = mapped_column(Integer, default=0)
+    deidentified: Mapped[bool] = mapped_column(Boolean, default=False)
+    tag_morphed: Mapped[bool] = mapped_column(Boolean, default=False)
+    first_seen: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    last_seen: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
+class TransferInstanceRecord(Base):
+    """The last outcome of one SOP instance in a series row (so counts are of instances, not events)."""
+
+    __tablename__ = "transfer_instances"
+
+    series_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("transfer_series.id", ondelete="CASCADE"), primary_key=True
+    )
+    sop_instance_uid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    outcome: Mapped[str] = mapped_column(String(16))
+    at: Mapped[float] = mapped_column(Float)
+
+
+class TransferReasonRecord(Base):
+    """How many events of one outcome gave one reason, within a series row."""
+
+    __tablename__ = "transfer_reasons"
+
+    series_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("transfer_series.id", ondelete="CASCADE"), primary_key=True
+    )
+    outcome: Mapped[str] = mapped_column(String(16), primary_key=True)
+    reason: Mapped[str] = mapped_column(String(512), primary_key=True)
+    count: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class MonitorEventRecord(Base):
+    """An event the monitor has counted: a redelivered event finds its id here and changes nothing."""
+
+    __tablename__ = "monitor_events"
+    __table_args__ = (Index("monitor_events_seen_at", "seen_at"),)
+
+    event_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    seen_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
 
 
 def _normalise_url(url: str) -> str:

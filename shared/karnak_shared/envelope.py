@@ -22,6 +22,32 @@ EVENT_SCHEMA = "karnak.event/1"
 _PREFIX = header_names.PREFIX
 
 
+class TransferOrigin(BaseModel):
+    """What the monitor needs of the instance as it was received, before any de-identification.
+
+    The processor fills it once per instance; it travels in the send message's headers and in every event
+    about that instance, and lands only in the monitoring tables (DESIGN.md section 16): never in a log
+    line, a metric label, an email or a parked message's reason. `patient_id` and `accession_number` are
+    set only when `monitoring.original_identifiers` is true.
+    """
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    study_instance_uid: str = ""
+    series_instance_uid: str = ""
+    modality: str = ""
+    study_description: str = ""
+    series_description: str = ""
+    study_date: str = ""
+    patient_id: str | None = None
+    accession_number: str | None = None
+    # As sent: what a viewer may see instead of the original identifiers.
+    patient_id_sent: str = ""
+    accession_number_sent: str = ""
+    deidentified: bool = False
+    tag_morphed: bool = False
+
+
 class Envelope(BaseModel):
     """The versioned headers of an instance message."""
 
@@ -44,6 +70,9 @@ class Envelope(BaseModel):
     received_at: float = Field(default_factory=time.time)
     kheops_albums: list[int] = []
     display: dict[str, str] = {}
+    origin: TransferOrigin | None = None
+    # Send messages: why the instance is in Explicit VR Little Endian instead of the destination's syntax.
+    syntax_fallback: str | None = None
 
     def to_headers(self) -> dict[str, Any]:
         """AMQP headers: one `karnak-<field>` header per set field; lists and mappings as JSON."""
@@ -70,7 +99,7 @@ class Envelope(BaseModel):
             name = key[len(_PREFIX) :].replace("-", "_")
             if isinstance(value, bytes):
                 value = value.decode("utf-8", "replace")
-            if name in ("kheops_albums", "display") and isinstance(value, str):
+            if name in ("kheops_albums", "display", "origin") and isinstance(value, str):
                 try:
                     value = json.loads(value)
                 except ValueError as exc:
@@ -98,13 +127,18 @@ class Envelope(BaseModel):
         }
 
 
+EventKind = Literal["sent", "failed", "rejected", "retried", "duplicate"]
+
+
 class TransferEvent(BaseModel):
-    """A `transfer.sent|failed|rejected.<destination>` event."""
+    """A `transfer.<kind>.<destination>` event: sent, failed, rejected (excluded), retried or duplicate."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     schema_: str = Field(EVENT_SCHEMA, alias="schema")
-    kind: Literal["sent", "failed", "rejected"]
+    # One per event, so a consumer that sees the same event twice (redelivery) can count it once.
+    event_id: str = Field(default_factory=lambda: str(uuid.uuid4()))
+    kind: EventKind
     destination: str
     forward_node: str
     instance_id: str
@@ -117,6 +151,9 @@ class TransferEvent(BaseModel):
     received_at: float
     at: float = Field(default_factory=time.time)
     display: dict[str, str] = {}
+    origin: TransferOrigin = TransferOrigin()
+    # Set when the destination's syntax could not carry the pixel data: it went in Explicit VR Little Endian.
+    syntax_fallback: str | None = None
 
     @property
     def routing_key(self) -> str:
@@ -133,9 +170,7 @@ class TransferEvent(BaseModel):
             raise EnvelopeError(f"invalid transfer event: {exc.errors()[0]['msg']}") from None
 
     @classmethod
-    def for_envelope(
-        cls, envelope: Envelope, kind: Literal["sent", "failed", "rejected"], destination: str, reason: str | None
-    ) -> TransferEvent:
+    def for_envelope(cls, envelope: Envelope, kind: EventKind, destination: str, reason: str | None) -> TransferEvent:
         return cls(
             kind=kind,
             destination=destination,
@@ -149,6 +184,8 @@ class TransferEvent(BaseModel):
             attempt=envelope.attempt,
             received_at=envelope.received_at,
             display=envelope.display,
+            origin=envelope.origin or TransferOrigin(),
+            syntax_fallback=envelope.syntax_fallback,
         )
 
 

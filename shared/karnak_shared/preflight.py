@@ -112,9 +112,12 @@ def check_database(url: str, timeout: float = 3.0) -> list[Problem]:
             if not folder.is_dir():
                 return [Problem(f"database folder {folder} does not exist", f"create it: mkdir -p {folder}")]
         return []
-    connect_args = {"connect_timeout": int(timeout)} if parsed.get_backend_name() == "postgresql" else {}
+    from karnak_shared.database import create_database_engine
+
     try:
-        engine = create_engine(url, connect_args=connect_args)
+        # The services' own engine (psycopg 3 for a plain postgresql:// URL), with a short connect timeout.
+        normalised = create_database_engine(url).url
+        engine = create_engine(normalised, connect_args={"connect_timeout": int(timeout)})
         try:
             with engine.connect() as connection:
                 connection.execute(text("SELECT 1"))
@@ -125,6 +128,8 @@ def check_database(url: str, timeout: float = 3.0) -> list[Problem]:
         return [Problem(f"database not reachable at {redact_url(url)} ({first})", POSTGRES_HINT)]
     except ModuleNotFoundError as exc:
         return [Problem(f"no driver for database.url {redact_url(url)} ({exc.name} not installed)")]
+    except ConfigError as exc:
+        return [Problem(str(exc))]
     return []
 
 

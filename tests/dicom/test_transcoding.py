@@ -13,6 +13,7 @@ from pydicom.dataelem import DataElement
 from pydicom.dataset import FileMetaDataset
 from pydicom.encaps import encapsulate, generate_frames
 from pydicom.uid import (
+    JPEG2000,
     BasicTextSRStorage,
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
@@ -20,14 +21,20 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
     JPEG2000Lossless,
     JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLossless,
+    JPEGLosslessSV1,
     JPEGLSLossless,
+    JPEGLSNearLossless,
     RLELossless,
     SecondaryCaptureImageStorage,
     generate_uid,
 )
 
+from karnak_dicom.syntaxes import ENCODABLE
 from karnak_dicom.transcoding import (
     KEEP,
+    SyntaxNotCarried,
     TranscodingError,
     check_requested_syntax,
     encode_part10,
@@ -36,13 +43,22 @@ from karnak_dicom.transcoding import (
     transcode,
 )
 
-# How each frame's codestream begins: JPEG 2000 SOC+SIZ markers, JPEG-LS SOI, RLE header segment count.
+# How each frame's codestream begins: JPEG 2000 SOC+SIZ markers, JPEG and JPEG-LS SOI, RLE header segment count.
 CODESTREAM_START = {
     JPEG2000Lossless: b"\xff\x4f\xff\x51",
     JPEGLSLossless: b"\xff\xd8",
+    JPEGLossless: b"\xff\xd8",
+    JPEGLosslessSV1: b"\xff\xd8",
     RLELossless: b"",  # checked below: the header's segment count
 }
-LOSSLESS = {"RLE Lossless": RLELossless, "JPEG 2000 Lossless": JPEG2000Lossless, "JPEG-LS Lossless": JPEGLSLossless}
+LOSSLESS = {
+    "RLE Lossless": RLELossless,
+    "JPEG 2000 Lossless": JPEG2000Lossless,
+    "JPEG-LS Lossless": JPEGLSLossless,
+    "JPEG Lossless": JPEGLossless,
+    "JPEG Lossless SV1": JPEGLosslessSV1,
+}
+RETIRED = ("1.2.840.10008.1.2.4.53", "1.2.840.10008.1.2.4.55")
 
 # --- the plan ---------------------------------------------------------------------------------------------
 
@@ -74,13 +90,21 @@ def test_the_plan_follows_karnaks_rules(original: str, requested: str, only_unco
 
 
 def test_a_syntax_the_gateway_cannot_encode_is_refused_by_name() -> None:
-    with pytest.raises(TranscodingError, match=r"JPEG Baseline") as caught:
-        plan_syntax(ExplicitVRLittleEndian, JPEGBaseline8Bit, False)
-    assert caught.value.syntax == JPEGBaseline8Bit
-    with pytest.raises(TranscodingError, match=r"'1.2.3.4'.*encodes only keep"):
+    with pytest.raises(TranscodingError, match=r"JPEG Spectral Selection.*retired in DICOM") as caught:
+        plan_syntax(ExplicitVRLittleEndian, RETIRED[0], False)
+    assert caught.value.syntax == RETIRED[0]
+    with pytest.raises(TranscodingError, match=r"Full Progression.*retired in DICOM"):
+        check_requested_syntax(RETIRED[1])
+    with pytest.raises(TranscodingError, match=r"'1.2.3.4'.*encodes only keep, .*JPEG Baseline"):
         check_requested_syntax("1.2.3.4")
-    for accepted in (KEEP, ExplicitVRLittleEndian, RLELossless, JPEG2000Lossless, JPEGLSLossless):
-        check_requested_syntax(accepted)
+
+
+def test_every_syntax_of_the_one_list_is_accepted_and_planned_as_asked() -> None:
+    check_requested_syntax(KEEP)
+    assert len(ENCODABLE) == 11  # Karnak's eleven less the two retired, plus Implicit VR LE and RLE
+    for syntax in ENCODABLE:
+        check_requested_syntax(syntax.uid)
+        assert plan_syntax(ExplicitVRLittleEndian, syntax.uid, True) == syntax.uid
 
 
 def test_fallbacks_are_explicit_then_implicit_vr_little_endian() -> None:
@@ -295,7 +319,7 @@ def test_an_instance_without_pixel_data_goes_out_in_explicit_vr_little_endian() 
 def test_an_image_too_small_for_jpeg_2000_is_refused_naming_the_syntax() -> None:
     ds = synthetic_image(rows=16, columns=64)
 
-    with pytest.raises(TranscodingError, match=r"JPEG 2000 Image Compression \(Lossless Only\).*64x16.*too small"):
+    with pytest.raises(TranscodingError, match=r"JPEG 2000 \(Lossless Only\): an image of 64x16.*too small"):
         transcode(ds, JPEG2000Lossless)
 
     assert ds.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian  # still a consistent dataset
@@ -318,8 +342,8 @@ def test_undecodable_pixel_data_is_refused_naming_the_target_and_the_codec() -> 
 
 
 def test_transcoding_to_an_unsupported_syntax_or_without_file_meta_is_refused() -> None:
-    with pytest.raises(TranscodingError, match=r"JPEG Baseline"):
-        transcode(synthetic_image(), JPEGBaseline8Bit)
+    with pytest.raises(TranscodingError, match=r"retired in DICOM"):
+        transcode(synthetic_image(), RETIRED[1])
     bare = synthetic_image()
     del bare.file_meta
     with pytest.raises(TranscodingError, match=r"no transfer syntax"):
@@ -357,3 +381,64 @@ def test_part10_file_meta_follows_a_replaced_sop_instance_uid() -> None:
     sent = dcmread(BytesIO(data))
     assert sent.file_meta.MediaStorageSOPInstanceUID == "2.25.1234"
     assert sent.file_meta.MediaStorageSOPClassUID == SecondaryCaptureImageStorage
+
+
+# --- what a target cannot carry ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("target", [JPEGExtended12Bit, JPEGLossless, JPEGLSLossless, JPEG2000, RLELossless])
+def test_values_wider_than_bits_stored_are_refused_rather_than_wrapped_by_the_codec(target: str) -> None:
+    ds = synthetic_image(bits=16, stored=12)
+    ds.PixelData = (1 << 12).to_bytes(2, "little") + ds.PixelData[2:]  # one value with bit 12 set
+    before = bytes(ds.PixelData)
+
+    with pytest.raises(SyntaxNotCarried, match=r"pixel values do not fit the 12 bits stored"):
+        transcode(ds, target)
+
+    assert ds.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+    assert bytes(ds.PixelData) == before
+
+
+def test_a_target_that_cannot_carry_the_pixels_leaves_them_whole_in_explicit_vr_little_endian() -> None:
+    ds = synthetic_image(bits=16, stored=16, frames=2)
+    ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+    pixels = ds.pixel_array.copy()
+
+    with pytest.raises(SyntaxNotCarried, match=r"JPEG Extended \(Process 2 & 4\) carries 8 or 12-bit samples only"):
+        transcode(ds, JPEGExtended12Bit)
+
+    sent = read_back(ds)
+    assert sent.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+    assert np.array_equal(sent.pixel_array, pixels)
+    assert "LossyImageCompression" not in sent
+
+
+def test_signed_values_near_the_ends_of_their_range_are_refused_by_jpeg_ls_near_lossless() -> None:
+    ds = synthetic_image(bits=16, stored=12, signed=True)
+    ds.PixelData = (-2047).to_bytes(2, "little", signed=True) + ds.PixelData[2:]  # within NEAR (2) of -2048
+
+    with pytest.raises(SyntaxNotCarried, match=r"could change sign in JPEG-LS Lossy"):
+        transcode(ds, JPEGLSNearLossless)
+
+
+def test_a_lossy_encoding_of_several_frames_is_recorded_once_after_the_earlier_ones() -> None:
+    ds = synthetic_image(bits=8, frames=3, rows=64, columns=64)
+    ds.LossyImageCompression = "01"
+    ds.LossyImageCompressionRatio = "12.5"
+    ds.LossyImageCompressionMethod = "ISO_10918_1"
+
+    sent = read_back(transcode(ds, JPEG2000))
+
+    assert sent.LossyImageCompression == "01"
+    assert list(sent.LossyImageCompressionMethod) == ["ISO_10918_1", "ISO_15444_1"]
+    assert str(sent.LossyImageCompressionRatio[0]) == "12.5"
+    assert float(sent.LossyImageCompressionRatio[1]) > 1
+    assert len(list(generate_frames(sent.PixelData, number_of_frames=3))) == 3
+
+
+def test_a_lossless_target_sets_no_lossy_attribute() -> None:
+    sent = read_back(transcode(synthetic_image(bits=16, stored=12), JPEGLossless))
+
+    assert sent.file_meta.TransferSyntaxUID == JPEGLossless
+    for keyword in ("LossyImageCompression", "LossyImageCompressionRatio", "LossyImageCompressionMethod"):
+        assert keyword not in sent

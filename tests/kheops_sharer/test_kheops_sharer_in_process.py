@@ -23,12 +23,12 @@ from karnak_shared.deadletters import DeadLetterQueue, ParkedMessage
 from karnak_shared.envelope import SHARE_ROUTING_KEY, ShareRequest
 from karnak_shared.topology import Topology
 from tests.conftest import gateway_config, register_topology
+from tests.support.databases import postgres_database
 from tests.support.kheops import Call, FakeKheops, Token
 from tests.support.servers import wait_until
 
 pytestmark = pytest.mark.integration
 
-POSTGRES_URL = "postgresql://postgres@localhost:5432/test"
 STUDY = "2.25.100"
 SOURCE, DESTINATION = "source-token-5f2b", "destination-token-9c1d"
 
@@ -191,15 +191,22 @@ def test_an_introspection_answering_500_is_retried(
     assert len(kheops.calls_of("POST")) == 3
 
 
-def test_shares_are_recorded_in_postgresql_once_per_album_and_series(
-    start_sharer: Callable[..., RunningSharer], kheops: FakeKheops
-) -> None:
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A PostgreSQL database of this test's own, dropped afterwards."""
     try:
-        sessions = open_database(POSTGRES_URL)
-    except Exception as exc:  # noqa: BLE001 - report how to get the database, never skip
-        pytest.fail(f"PostgreSQL is needed at {POSTGRES_URL} (database `test`, user postgres): {exc}", pytrace=False)
+        with postgres_database() as url:
+            yield url
+    except RuntimeError as exc:  # report how to get the database, never skip
+        pytest.fail(str(exc), pytrace=False)
+
+
+def test_shares_are_recorded_in_postgresql_once_per_album_and_series(
+    start_sharer: Callable[..., RunningSharer], kheops: FakeKheops, postgres_url: str
+) -> None:
+    sessions = open_database(postgres_url)
     destination = f"kheops-{uuid.uuid4().hex[:8]}"
-    sharer = start_sharer(POSTGRES_URL, destination=destination)
+    sharer = start_sharer(postgres_url, destination=destination)
     try:
         sharer.share("2.25.31")
         sharer.share("2.25.32")

@@ -25,7 +25,7 @@ from karnak_processor.pseudonyms import (
     PseudonymUnavailable,
     pseudonym_source,
 )
-from karnak_shared.config import Pseudonym
+from karnak_shared.config import Pseudonym, parse_config
 from tests.support.servers import free_port
 
 pytestmark = pytest.mark.integration
@@ -357,3 +357,57 @@ def test_the_configuration_builds_an_oauth2_api_source(service: PseudonymService
     incomplete = PseudonymWithOAuth2(type="api", url=service.url + "/secured", token_url=service.url + "/token")
     with pytest.raises(Exception, match=r"pseudonym.client_id: is required with token_url"):
         pseudonym_source(incomplete, SECRET, None, None)
+
+
+def test_an_auth_config_of_the_routing_configuration_gives_the_api_source_its_credentials(
+    service: PseudonymService,
+) -> None:
+    config = parse_config(
+        json.dumps(
+            {
+                "auth_configs": [
+                    {
+                        "code": "pseudonym-service",
+                        "access_token_url": service.url + "/token",
+                        "client_id": CLIENT_ID,
+                        "client_secret": CLIENT_SECRET,
+                    }
+                ],
+                "forward_nodes": [
+                    {
+                        "ae_title": "KARNAK-GW",
+                        "destinations": [
+                            {
+                                "id": "research",
+                                "type": "dicom",
+                                "ae_title": "PACS",
+                                "hostname": "localhost",
+                                "port": 104,
+                                "deidentification": {
+                                    "project": "study-x",
+                                    "pseudonym": {
+                                        "type": "api",
+                                        "url": service.url + "/secured",
+                                        "method": "POST",
+                                        "body": BODY,
+                                        "response_path": PATH,
+                                        "auth_config": "pseudonym-service",
+                                    },
+                                },
+                            }
+                        ],
+                    }
+                ],
+                "projects": [{"name": "study-x", "secret": SECRET.hex(), "profile": "profile.yml"}],
+            }
+        )
+    )
+    destination = config.destination("research")
+    assert destination is not None and destination.deidentification is not None
+
+    source = pseudonym_source(
+        config.pseudonym_with_credentials(destination.deidentification.pseudonym), SECRET, None, None
+    )
+
+    assert source.pseudonym_for(patient("PAT-1")) == "PSN-5-PAT"
+    assert service.issued == ["token-1"]

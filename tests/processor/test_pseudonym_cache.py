@@ -1,13 +1,12 @@
 """The `cache` pseudonym source and the CSV import/export of the pseudonym store, on SQLite and PostgreSQL.
 
-PostgreSQL is the one on localhost (database `test`, user postgres) or `KARNAK_TEST_POSTGRES_URL`; every test
-uses a project name of its own and deletes its rows afterwards.
+PostgreSQL is the one on localhost (user postgres) or `KARNAK_TEST_POSTGRES_SERVER`; every test gets a database
+of its own (tests.support.databases), so another branch's migrations in a shared database cannot break it.
 """
 
 from __future__ import annotations
 
 import io
-import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,17 +14,16 @@ from pathlib import Path
 import pytest
 from pydicom import Dataset
 from sqlalchemy import delete, func, select
-from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from karnak_processor.pseudonyms import PseudonymMissing, PseudonymUnavailable, pseudonym_source
 from karnak_shared.config import Pseudonym
 from karnak_shared.database import PseudonymRecord, create_database_engine, open_database
 from karnak_shared.pseudonym_store import PseudonymImportError, export_csv, import_csv, lookup_pseudonym
+from tests.support.databases import database_url
 
 pytestmark = pytest.mark.integration
 
-POSTGRES_URL = os.environ.get("KARNAK_TEST_POSTGRES_URL", "postgresql://postgres@localhost:5432/test")
 SECRET = bytes.fromhex("0123456789abcdef0123456789abcdef")
 
 SessionFactory = Callable[[], Session]
@@ -33,20 +31,13 @@ SessionFactory = Callable[[], Session]
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def sessions(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SessionFactory]:
-    if request.param == "sqlite":
-        factory = open_database(f"sqlite:///{tmp_path / 'karnak.db'}")
-    else:
-        try:
-            factory = open_database(POSTGRES_URL)
-        except OperationalError as exc:
-            pytest.fail(
-                f"PostgreSQL is not reachable at {POSTGRES_URL} ({type(exc).__name__}): start it (apt-get install "
-                "postgresql; service postgresql start; trust auth for user postgres, database test) or set "
-                "KARNAK_TEST_POSTGRES_URL",
-                pytrace=False,
-            )
-    yield factory
-    factory.kw["bind"].dispose()
+    try:
+        with database_url(request.param, tmp_path) as url:
+            factory = open_database(url)
+            yield factory
+            factory.kw["bind"].dispose()
+    except RuntimeError as exc:  # PostgreSQL unreachable: say how to get it, never skip
+        pytest.fail(str(exc), pytrace=False)
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from karnak_dicom.instance import Instance, read_instance
+from karnak_dicom.syntaxes import ENCODABLE
 from karnak_processor.routing import Deliver, Reject, Router, Skip
 from karnak_shared.config import GatewayConfig, parse_config
 from karnak_shared.errors import ConfigError, InvalidInstance
@@ -175,15 +176,24 @@ def test_tag_morphing_with_a_loadable_profile_builds_its_route(tmp_path: Path) -
     assert route.transformation.deidentifier.tag_morphing
 
 
-def test_router_refuses_a_transfer_syntax_it_cannot_encode_naming_the_field() -> None:
-    config = parse_config(CONFIG.replace("enabled: false}", "enabled: false, transfer_syntax: 1.2.840.10008.1.2.4.50}"))
+@pytest.mark.parametrize("syntax", [s.uid for s in ENCODABLE])
+def test_every_syntax_the_configuration_accepts_is_one_the_router_runs(syntax: str) -> None:
+    config = parse_config(CONFIG.replace("enabled: false}", f"enabled: false, transfer_syntax: {syntax}}}"))
 
+    router = Router(config)
+
+    route = router.route("KARNAK-GW", "disabled")
+    assert route is not None and route.transformation.requested_syntax == syntax
+
+
+def test_a_retired_syntax_is_refused_by_the_configuration_before_any_router() -> None:
     with pytest.raises(ConfigError) as caught:
-        Router(config)
+        parse_config(CONFIG.replace("enabled: false}", "enabled: false, transfer_syntax: 1.2.840.10008.1.2.4.55}"))
 
     assert len(caught.value.problems) == 1
     assert caught.value.problems[0].startswith("forward_nodes[0].destinations[1].transfer_syntax: ")
-    assert "cannot transcode to JPEG Baseline" in caught.value.problems[0]
+    assert "JPEG Full Progression" in caught.value.problems[0]
+    assert "retired in DICOM" in caught.value.problems[0]
 
 
 # --- read_instance ---------------------------------------------------------------------------------

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from karnak_dicom.syntaxes import ENCODABLE
 from karnak_shared.config import CONFIG_ENV, DicomDestination, GatewayConfig, load_config, parse_config
 from karnak_shared.errors import ConfigError
 
@@ -98,6 +101,46 @@ def test_port_out_of_range_names_the_field_and_line() -> None:
     assert one_error(text) == (
         f"forward_nodes[0].destinations[1].port: must be between 1 and 65535 (line {line_of(text, 'port: 70000')})"
     )
+
+
+@pytest.mark.parametrize(
+    ("syntax", "words"),
+    [
+        ("1.2.840.10008.1.2.4.53", "(JPEG Spectral Selection, Non-Hierarchical (Process 6 & 8)) is retired in DICOM"),
+        ("1.2.840.10008.1.2.4.55", "(JPEG Full Progression, Non-Hierarchical (Process 10 & 12)) is retired in DICOM"),
+        ("1.2.840.10008.1.2.4.100", "the gateway encodes only keep, 1.2.840.10008.1.2.1 (Explicit VR Little Endian)"),
+    ],
+)
+def test_a_syntax_the_gateway_does_not_encode_names_the_field_the_line_and_why(syntax: str, words: str) -> None:
+    text = VALID.replace("port: 11113", f"port: 11113\n        transfer_syntax: {syntax}")
+
+    error = one_error(text)
+
+    assert error.startswith("forward_nodes[0].destinations[1].transfer_syntax: ")
+    assert words in error
+    assert error.endswith(f"(line {line_of(text, syntax)})")
+
+
+def test_every_syntax_of_the_gateways_list_validates() -> None:
+    for syntax in ["keep", *(s.uid for s in ENCODABLE)]:
+        config = parse_config(VALID.replace("port: 11113", f"port: 11113\n        transfer_syntax: '{syntax}'"))
+        assert dicom_destination(config, "archive").transfer_syntax == syntax
+
+
+def test_karnak_config_check_refuses_a_retired_syntax_and_accepts_jpeg_lossless(tmp_path: Path) -> None:
+    karnak = str(Path(sys.executable).with_name("karnak"))
+    path = tmp_path / "karnak.yml"
+    path.write_text(VALID.replace("port: 11113", "port: 11113\n        transfer_syntax: 1.2.840.10008.1.2.4.53"))
+
+    refused = subprocess.run([karnak, "config", "check", str(path)], capture_output=True, text=True, timeout=60)
+
+    assert refused.returncode != 0
+    assert "destinations[1].transfer_syntax: 1.2.840.10008.1.2.4.53" in refused.stderr
+    assert "is retired in DICOM" in refused.stderr
+    path.write_text(VALID.replace("port: 11113", "port: 11113\n        transfer_syntax: 1.2.840.10008.1.2.4.57"))
+    accepted = subprocess.run([karnak, "config", "check", str(path)], capture_output=True, text=True, timeout=60)
+    assert accepted.returncode == 0, accepted.stderr
+    assert "valid" in accepted.stdout
 
 
 def test_port_zero_is_out_of_range_too() -> None:

@@ -46,6 +46,18 @@ def test_headers_delivered_as_bytes_round_trip_too(envelope: Envelope) -> None:
     assert Envelope.from_headers(as_pika_bytes(envelope.to_headers())) == envelope
 
 
+def test_a_syntax_fallback_travels_as_a_header_and_into_the_events_of_the_message(envelope: Envelope) -> None:
+    note = "JPEG Baseline (Process 1) carries 8-bit samples only: sent in Explicit VR Little Endian instead"
+    fallen_back = envelope.model_copy(update={"syntax_fallback": note})
+
+    headers = as_pika_bytes(fallen_back.to_headers())
+
+    assert headers["karnak-syntax-fallback"] == note.encode()
+    event = TransferEvent.for_envelope(Envelope.from_headers(headers), "sent", "research-pacs", None)
+    assert TransferEvent.from_body(event.to_body()).syntax_fallback == note
+    assert TransferEvent.for_envelope(envelope, "sent", "research-pacs", None).syntax_fallback is None
+
+
 def test_received_at_keeps_its_fraction_of_a_second(envelope: Envelope) -> None:
     headers = envelope.to_headers()
 

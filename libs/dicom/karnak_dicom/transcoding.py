@@ -1,16 +1,20 @@
 """Transcoding per destination: which transfer syntax an instance goes out in, and re-encoding it.
 
-A destination asks for `keep` or one transfer syntax: Explicit VR Little Endian, RLE Lossless, JPEG 2000
-Lossless or JPEG-LS Lossless (Implicit VR Little Endian is accepted too, being the last fallback). With
-"transcode only uncompressed", a compressed original is kept. As in Karnak, Implicit VR Little Endian,
-Explicit VR Big Endian and RLE Lossless originals go out as Explicit VR Little Endian even under `keep`.
-When the destination does not accept the chosen syntax, the sender falls back to Explicit VR Little
-Endian, then Implicit VR Little Endian (`fallback_syntaxes`).
+A destination asks for `keep` or one of the syntaxes of `karnak_dicom.syntaxes.ENCODABLE` (the list the
+configuration check refuses everything else with). With "transcode only uncompressed", a compressed
+original is kept. As in Karnak, Implicit VR Little Endian, Explicit VR Big Endian and RLE Lossless
+originals go out as Explicit VR Little Endian even under `keep`. When the destination does not accept the
+chosen syntax, the sender falls back to Explicit VR Little Endian, then Implicit VR Little Endian
+(`fallback_syntaxes`).
 
-Encoding uses pydicom's encoders with the pylibjpeg (OpenJPEG, RLE) and pyjpegls (CharLS) plugins;
-decoding goes through `karnak_dicom.pixels.decode_pixel_data`, which keeps the colour space the
-codec stored so that a lossless round trip stays lossless. Only lossless encoders are offered: the SOP
-Instance UID stays the same.
+Decoding goes through `karnak_dicom.pixels.decode_pixel_data`, which keeps the colour space the codec
+stored so that a lossless round trip stays lossless; encoding through `karnak_dicom.encoders`. An
+instance whose pixel data the target cannot carry (16 bits to JPEG Baseline, a colour model the codec
+refuses) raises `SyntaxNotCarried` with the dataset left decoded in Explicit VR Little Endian: the
+processor sends it so and says why in its events, never narrowing the pixels to fit. The SOP Instance
+UID stays the same, lossy targets included, so that the UIDs a destination gets are those the routing
+and de-identification rules give (DCMTK's dcmcjpeg would make a new one for a lossy copy); a lossy
+encoding is recorded in Lossy Image Compression, its ratio and its method.
 """
 
 from __future__ import annotations
@@ -27,18 +31,19 @@ from pydicom.uid import (
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
-    JPEG2000Lossless,
-    JPEGLSLossless,
     RLELossless,
 )
 
+from karnak_dicom.encoders import EncodingRefused, encode_pixel_data
 from karnak_dicom.errors import KarnakError
 from karnak_dicom.part10 import write_part10
 from karnak_dicom.pixels import PixelDataNotCleanable, decode_pixel_data
+from karnak_dicom.syntaxes import ENCODABLE, KEEP, encodable, requested_syntax_problem
 
 __all__ = [
     "KEEP",
     "SUPPORTED_SYNTAXES",
+    "SyntaxNotCarried",
     "TranscodingError",
     "check_requested_syntax",
     "encode_part10",
@@ -47,19 +52,10 @@ __all__ = [
     "transcode",
 ]
 
-KEEP: Final = "keep"
-SUPPORTED_SYNTAXES: Final[tuple[str, ...]] = (
-    ExplicitVRLittleEndian,
-    ImplicitVRLittleEndian,
-    RLELossless,
-    JPEG2000Lossless,
-    JPEGLSLossless,
-)
+SUPPORTED_SYNTAXES: Final[tuple[str, ...]] = tuple(syntax.uid for syntax in ENCODABLE)
 # Originals that Karnak never sends as they are, even when the destination keeps the transfer syntax.
 _REWRITTEN_ORIGINALS: Final = frozenset({ImplicitVRLittleEndian, ExplicitVRBigEndian, RLELossless})
 _UNCOMPRESSED_TARGETS: Final = frozenset({ExplicitVRLittleEndian, ImplicitVRLittleEndian})
-# OpenJPEG encodes with 6 resolution levels, which needs 2^5 pixels in each direction.
-_J2K_MINIMUM_SIDE: Final = 32
 _SWAP_WIDTH: Final = {"OW": 2, "OF": 4, "OL": 4, "OD": 8, "OV": 8}
 
 
@@ -72,14 +68,18 @@ class TranscodingError(KarnakError):
         super().__init__(f"cannot transcode to {_name(syntax)}: {reason}")
 
 
+class SyntaxNotCarried(TranscodingError):
+    """The target cannot carry this instance's pixel data; the dataset is left in Explicit VR Little Endian."""
+
+
 def check_requested_syntax(requested: str) -> None:
     """Raise `TranscodingError` unless `requested` is `keep` or a transfer syntax the gateway encodes.
 
     Meant for start-up, so that a destination asking for an unsupported syntax is a configuration error.
     """
-    if requested != KEEP and requested not in SUPPORTED_SYNTAXES:
-        offered = ", ".join(f"{uid} ({_name(uid)})" for uid in SUPPORTED_SYNTAXES)
-        raise TranscodingError(requested, f"the gateway encodes only keep, {offered}")
+    problem = requested_syntax_problem(requested)
+    if problem is not None:
+        raise TranscodingError(requested, problem)
 
 
 def plan_syntax(original: str, requested: str, only_uncompressed: bool) -> str:
@@ -107,11 +107,11 @@ def fallback_syntaxes(planned: str) -> list[str]:
 def transcode(dataset: Dataset, target: str) -> Dataset:
     """Re-encode `dataset` in place in the transfer syntax `target` and return it.
 
-    Compressed pixel data is decoded first; native pixel data is encoded with a lossless codec when
-    `target` asks for one. An instance without pixel data has nothing to compress and goes out in
-    Explicit VR Little Endian when a compressed syntax is asked for. Raises `TranscodingError` naming
-    the syntax when the pixel data cannot be decoded or encoded (the dataset is then left consistent,
-    possibly decoded).
+    Compressed pixel data is decoded first; native pixel data is then encoded in `target`. An instance
+    without pixel data has nothing to compress and goes out in Explicit VR Little Endian when a
+    compressed syntax is asked for. Raises `SyntaxNotCarried` when `target` cannot carry the pixel data
+    (the dataset is then decoded, in Explicit VR Little Endian) and `TranscodingError` when the pixel
+    data cannot be decoded; both name the syntax.
     """
     current = _transfer_syntax(dataset)
     if current is None:
@@ -132,15 +132,11 @@ def transcode(dataset: Dataset, target: str) -> Dataset:
         return dataset
     # Native little endian pixel data from here on.
     dataset.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    _prepare_for_encoder(dataset)
     try:
-        _prepare_for_encoder(dataset, target)
-        dataset.compress(target, generate_instance_uid=False)
-    except TranscodingError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - encoders raise ValueError, RuntimeError and their own errors
-        detail = " ".join(str(exc).split())
-        detail = detail.replace("Unable to encode as exceptions were raised by all available plugins: ", "")
-        raise TranscodingError(target, detail[:400]) from None
+        encode_pixel_data(dataset, target)
+    except EncodingRefused as exc:
+        raise SyntaxNotCarried(target, exc.reason) from None
     return dataset
 
 
@@ -174,6 +170,9 @@ def encode_part10(dataset: Dataset, source: BinaryIO | None = None) -> bytes:
 
 
 def _name(syntax: str) -> str:
+    listed = encodable(syntax)  # the names the configuration check and the console show
+    if listed is not None:
+        return listed.name
     uid = UID(syntax)
     return str(uid.name) if uid.is_transfer_syntax else f"'{syntax}'"
 
@@ -212,7 +211,7 @@ def _to_little_endian(dataset: Dataset) -> None:
         element.value = swapped.tobytes() + data[usable:]
 
 
-def _prepare_for_encoder(dataset: Dataset, target: str) -> None:
+def _prepare_for_encoder(dataset: Dataset) -> None:
     """Bring native pixel data into the shape the encoders handle: interleaved, without subsampling."""
     samples = int(dataset.get("SamplesPerPixel", 1) or 1)
     photometric = str(dataset.get("PhotometricInterpretation", "") or "").strip().upper()
@@ -228,14 +227,6 @@ def _prepare_for_encoder(dataset: Dataset, target: str) -> None:
     elif samples > 1 and int(dataset.get("PlanarConfiguration", 0) or 0) == 1 and bits in (8, 16, 32):
         dataset.PixelData = _interleave(dataset, samples, bits)
         dataset.PlanarConfiguration = 0
-    if target == JPEG2000Lossless:
-        rows, columns = int(dataset.get("Rows", 0) or 0), int(dataset.get("Columns", 0) or 0)
-        if min(rows, columns) < _J2K_MINIMUM_SIDE:
-            raise TranscodingError(
-                target,
-                f"an image of {columns}x{rows} pixels is too small for the JPEG 2000 encoder "
-                f"(at least {_J2K_MINIMUM_SIDE} pixels each way)",
-            )
 
 
 def _interleave(dataset: Dataset, samples: int, bits: int) -> bytes:

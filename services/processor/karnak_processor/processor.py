@@ -125,10 +125,14 @@ class ProcessorService(Service[Routes]):
                 "transfer_syntax": decision.transfer_syntax,
                 "display": decision.display,
                 "kheops_albums": decision.kheops_albums,
+                "origin": decision.origin,
+                "syntax_fallback": decision.syntax_fallback,
             }
         )
         queue = work.topology.send_queue(destination.queue_kind, destination.id)
         work.publish(work.topology.send_exchange, queue, body, outgoing.to_headers(), blob=blob)
+        if decision.syntax_fallback:
+            log.info("instance.syntax-fallback", reason=decision.syntax_fallback, **outgoing.log_fields())
         log.debug("instance.queued", **outgoing.log_fields())
 
     def _reported(self, work: Work[Routes], envelope: Envelope, instance: Instance, destination_id: str) -> Envelope:
@@ -136,14 +140,17 @@ class ProcessorService(Service[Routes]):
         route = work.state.router.route(envelope.forward_node, destination_id)
         display: dict[str, str] = {}
         sop = study = series = ""
+        origin = None
         if route is not None:
             sop, study, series, display = route.transformation.identifiers_for_events(instance)
+            origin = route.origin(instance, display)
         return envelope.model_copy(
             update={
                 "sop_instance_uid": sop or envelope.sop_instance_uid,
                 "study_instance_uid": study,
                 "series_instance_uid": series,
                 "display": display,
+                "origin": origin,
             }
         )
 

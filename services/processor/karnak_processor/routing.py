@@ -19,6 +19,7 @@ from karnak_processor.albums import matching_albums
 from karnak_processor.pseudonyms import PseudonymMissing, SessionFactory
 from karnak_processor.transformation import Transformation, build_transformation
 from karnak_shared.config import DicomDestination, ForwardNode, GatewayConfig, StowDestination
+from karnak_shared.envelope import TransferOrigin
 from karnak_shared.errors import BlobStoreError, ConfigError, KarnakError
 
 AnyDestination = DicomDestination | StowDestination
@@ -42,6 +43,9 @@ class Deliver:
     transfer_syntax: str
     display: dict[str, str]
     kheops_albums: list[int] = field(default_factory=list)
+    origin: TransferOrigin = field(default_factory=TransferOrigin)
+    # Why the copy is in Explicit VR Little Endian rather than the destination's syntax (its events say it).
+    syntax_fallback: str | None = None
 
 
 @dataclass(frozen=True)
@@ -113,6 +117,12 @@ class Route:
     destination: AnyDestination
     gates: tuple[Gate, ...]
     transformation: Transformation
+    # monitoring.original_identifiers: whether the original PatientID/AccessionNumber travel to the monitor.
+    original_identifiers: bool = True
+
+    def origin(self, instance: Instance, display_sent: dict[str, str]) -> TransferOrigin:
+        """What the monitor keeps of `instance` for this destination."""
+        return self.transformation.origin(instance, display_sent, self.original_identifiers)
 
     def decide(self, instance: Instance) -> Decision:
         if not self.destination.enabled:
@@ -140,6 +150,7 @@ class Route:
                 transfer_syntax=instance.transfer_syntax,
                 display=instance.display_values(),
                 kheops_albums=albums,
+                origin=self.origin(instance, instance.display_values()),
             )
         try:
             copy = self.transformation.apply(instance)
@@ -171,6 +182,8 @@ class Route:
             transfer_syntax=copy.transfer_syntax,
             display=copy.display,
             kheops_albums=albums,
+            origin=self.origin(instance, copy.display),
+            syntax_fallback=copy.syntax_fallback,
         )
 
 
@@ -197,7 +210,14 @@ class Router:
                     problems.extend(exc.problems)
                     continue
                 gates = (condition_gate(dest), sop_class_gate(dest))
-                node_routes.append(Route(dest, tuple(g for g in gates if g is not None), transformation))
+                node_routes.append(
+                    Route(
+                        dest,
+                        tuple(g for g in gates if g is not None),
+                        transformation,
+                        config.monitoring.original_identifiers,
+                    )
+                )
             routes[node.ae_title] = tuple(node_routes)
         if problems:
             raise ConfigError(problems)

@@ -2,7 +2,8 @@
 
 A `Transformation` is built once per destination at start-up (profile loaded, engine compiled, pseudonym
 source opened) and applied to each instance. Its outcomes are the processor's to translate:
-- `Transformed`: the bytes to send, with the UIDs and display values as sent;
+- `Transformed`: the bytes to send, with the UIDs and display values as sent, and `syntax_fallback` saying
+  why it is in Explicit VR Little Endian when the destination's syntax cannot carry its pixel data;
 - `PseudonymMissing`, `InstanceExcluded` (and `NoPixelMask`): the instance is rejected for this destination;
 - `PseudonymUnavailable`: transient, the instance is retried later;
 - any other `KarnakError` (a profile action or a codec that fails on this instance): the destination's copy
@@ -18,9 +19,10 @@ from pydicom import Dataset, dcmread
 
 from karnak_dicom.deid import Deidentifier, ProfileError, load_profile, parse_project_secret, uid_hash
 from karnak_dicom.instance import DISPLAY_KEYWORDS, Instance
-from karnak_dicom.transcoding import encode_part10, plan_syntax, transcode
+from karnak_dicom.transcoding import SyntaxNotCarried, encode_part10, plan_syntax, transcode
 from karnak_processor.pseudonyms import PseudonymSource, SessionFactory, pseudonym_source
 from karnak_shared.config import DicomDestination, GatewayConfig, StowDestination
+from karnak_shared.envelope import TransferOrigin
 from karnak_shared.errors import BlobStoreError, ConfigError, KarnakError
 
 AnyDestination = DicomDestination | StowDestination
@@ -39,6 +41,7 @@ class Transformed:
     series_instance_uid: str
     transfer_syntax: str
     display: dict[str, str]
+    syntax_fallback: str | None = None
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,38 @@ class Transformation:
     pseudonyms: PseudonymSource | None
     requested_syntax: str
     only_uncompressed: bool
+
+    def origin(self, instance: Instance, display_sent: dict[str, str], original_identifiers: bool) -> TransferOrigin:
+        """What the monitor keeps of `instance` for this destination (DESIGN.md section 16).
+
+        `display_sent` are the display values of the copy as sent (empty when none was made). The original
+        PatientID and AccessionNumber travel only when `original_identifiers` (the monitor's setting).
+        """
+        dataset = instance.dataset
+
+        def text(keyword: str) -> str:
+            try:
+                value = dataset.get(keyword)
+            except Exception:  # noqa: BLE001 - a malformed element: the monitor shows it empty
+                return ""
+            return "" if value is None else str(value)
+
+        morphing = self.deidentifier is not None and self.deidentifier.tag_morphing
+        deidentifying = self.deidentifier is not None and not morphing
+        return TransferOrigin(
+            study_instance_uid=instance.study_instance_uid,
+            series_instance_uid=instance.series_instance_uid,
+            modality=text("Modality"),
+            study_description=text("StudyDescription"),
+            series_description=text("SeriesDescription"),
+            study_date=text("StudyDate"),
+            patient_id=text("PatientID") if original_identifiers else None,
+            accession_number=text("AccessionNumber") if original_identifiers else None,
+            patient_id_sent=display_sent.get("PatientID", "") if deidentifying else text("PatientID"),
+            accession_number_sent="" if deidentifying else text("AccessionNumber"),
+            deidentified=deidentifying,
+            tag_morphed=morphing,
+        )
 
     def identifiers_for_events(self, instance: Instance) -> tuple[str, str, str, dict[str, str]]:
         """(SOP instance, study, series UIDs, display values) to report an instance that got no copy.
@@ -91,8 +126,13 @@ class Transformation:
                     self.deidentifier.apply(dataset, pseudonym)
                 syntax = str(dataset.file_meta.TransferSyntaxUID)
                 planned = plan_syntax(syntax, self.requested_syntax, self.only_uncompressed)
+                fallback = None
                 if planned != syntax:
-                    transcode(dataset, planned)
+                    try:
+                        transcode(dataset, planned)
+                    except SyntaxNotCarried as exc:
+                        # Sent whole in Explicit VR Little Endian (the dataset is left so), never narrowed to fit.
+                        fallback = f"{exc.reason}: sent in Explicit VR Little Endian instead"
                 part10 = encode_part10(dataset, source=stream)
         except OSError as exc:
             if exc.errno is None:
@@ -106,6 +146,7 @@ class Transformation:
             series_instance_uid=str(dataset.get("SeriesInstanceUID", "")),
             transfer_syntax=str(dataset.file_meta.TransferSyntaxUID),
             display=_display_values(dataset),
+            syntax_fallback=fallback,
         )
 
 
@@ -161,7 +202,7 @@ def build_transformation(
         issuer = destination.deidentification.issuer_of_patient_id or profile.default_issuer_of_patient_id
         try:
             pseudonyms = pseudonym_source(
-                destination.deidentification.pseudonym,
+                config.pseudonym_with_credentials(destination.deidentification.pseudonym),
                 secret,
                 session_factory,
                 issuer,

@@ -152,7 +152,12 @@ def _compare(before: Any, after: Any, path: str, changes: list[Change]) -> None:
     if isinstance(before, dict) and isinstance(after, dict):
         for key in [*after, *(k for k in before if k not in after)]:
             here = f"{path}.{key}" if path else str(key)
-            if key not in before:
+            # A list that appears or goes is compared with an empty one: one change per element.
+            if key not in before and isinstance(after[key], list):
+                _compare([], after[key], here, changes)
+            elif key not in after and isinstance(before[key], list):
+                _compare(before[key], [], here, changes)
+            elif key not in before:
                 changes.append(Change(here, "added", after=after[key]))
             elif key not in after:
                 changes.append(Change(here, "removed", before=before[key]))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import copy
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -127,8 +128,6 @@ def encode_secrets(
     `previous` revision keeps that revision's ciphertext, so applying the same file twice changes nothing.
     Raises `ConfigError` naming each literal secret when there is no key to encrypt it with.
     """
-    import copy
-
     encoded = copy.deepcopy(document)
     reusable: dict[str, str] = {}
     if previous is not None and cipher is not None:

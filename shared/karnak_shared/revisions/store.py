@@ -28,7 +28,7 @@ from typing import Any, Literal, get_args
 from pydantic import BaseModel
 from sqlalchemy import Table, func, insert, select
 from sqlalchemy.engine import Connection, Engine, RowMapping
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 
 from karnak_shared.broker import ConfirmingPublisher
 from karnak_shared.config import (
@@ -125,6 +125,10 @@ class RevisionNotFound(KarnakError):
         super().__init__(f"no revision {number}: {where}")
 
 
+class RevisionStoreUnavailable(KarnakError):
+    """The database of the revisions cannot be reached (or is locked): the latest revision stays in use."""
+
+
 class RoutingReadOnly(KarnakError):
     """configuration.source is file: the routing configuration changes only by editing the file."""
 
@@ -138,9 +142,13 @@ class RevisionNotice(BaseModel):
 
 def default_author() -> str:
     """`user@host` of this process, for revisions stored by a command."""
+    import getpass
     import socket
 
-    user = os.environ.get("USER") or os.environ.get("LOGNAME") or str(os.getuid())
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (a container's arbitrary user)
+        user = str(os.getuid())
     return f"{user}@{socket.gethostname()}"
 
 
@@ -159,8 +167,13 @@ class RevisionStore:
         """The store of a configuration file (default: $KARNAK_CONFIG), its database brought to the latest schema."""
         if not isinstance(config_file, ConfigFile):
             config_file = read_config_file(config_file)
-        engine = create_database_engine(config_file.settings.database.url.get_secret_value())
-        upgrade_schema(engine)
+        url = config_file.settings.database.url.get_secret_value()
+        engine = create_database_engine(url)
+        try:
+            upgrade_schema(engine)
+        except (OperationalError, InterfaceError) as exc:
+            engine.dispose()
+            raise _unavailable(url, exc) from None
         return cls(engine, config_file)
 
     def close(self) -> None:
@@ -182,13 +195,20 @@ class RevisionStore:
 
     def latest(self) -> Revision | None:
         """The current revision, or None when the database holds none."""
-        with self._engine.connect() as connection:
+        with self._connect() as connection:
             row = connection.execute(select(_TABLE).order_by(_TABLE.c.number.desc()).limit(1)).mappings().first()
         return None if row is None else _revision(row)
 
+    def head(self) -> RevisionNotice | None:
+        """The latest revision's number and checksum only (a cheap query for a periodic check)."""
+        query = select(_TABLE.c.number, _TABLE.c.checksum).order_by(_TABLE.c.number.desc()).limit(1)
+        with self._connect() as connection:
+            row = connection.execute(query).first()
+        return None if row is None else RevisionNotice(revision=int(row[0]), checksum=str(row[1]))
+
     def get(self, number: int) -> Revision:
         """Revision `number`; `RevisionNotFound` naming the known range when there is none."""
-        with self._engine.connect() as connection:
+        with self._connect() as connection:
             row = connection.execute(select(_TABLE).where(_TABLE.c.number == number)).mappings().first()
             if row is None:
                 raise RevisionNotFound(number, self._known_range(connection))
@@ -199,7 +219,7 @@ class RevisionStore:
         query = select(_TABLE).order_by(_TABLE.c.number.desc())
         if limit is not None:
             query = query.limit(limit)
-        with self._engine.connect() as connection:
+        with self._connect() as connection:
             return [_revision(row) for row in connection.execute(query).mappings()]
 
     def diff(self, a: int, b: int) -> list[Change]:
@@ -269,6 +289,7 @@ class RevisionStore:
         base = self._base(based_on)
         base_number = base.number if base is not None else 0
         routing = self.validate(document)
+        _require_profile_texts(routing)
         stored = encode_secrets(document, routing, self._cipher, base.document if base is not None else None)
         canonical_json(stored)
         digest = checksum(stored)
@@ -286,7 +307,9 @@ class RevisionStore:
             changes=len(changes),
             checksum=digest,
         )
-        return ApplyResult(revision.number, base_number, changes, True, False, revision, digest)
+        return ApplyResult(
+            revision.number, base_number, changes, stored=True, dry_run=False, revision=revision, checksum=digest
+        )
 
     def rollback(
         self,
@@ -386,8 +409,9 @@ class RevisionStore:
             if based_on == 0:
                 return None
             raise RevisionNotFound(based_on, None)
-        if based_on > latest.number:
-            raise RevisionNotFound(based_on, (self.history()[-1].number, latest.number))
+        if based_on > latest.number or based_on < 0:
+            with self._connect() as connection:
+                raise RevisionNotFound(based_on, self._known_range(connection))
         # Based on an older revision: another came after it.
         raise RevisionConflict(based_on, self.get(based_on + 1))
 
@@ -416,13 +440,22 @@ class RevisionStore:
         return _revision(values)
 
     @contextmanager
+    def _connect(self) -> Iterator[Connection]:
+        """A connection; a database that cannot be reached is `RevisionStoreUnavailable` (no password in it)."""
+        try:
+            with self._engine.connect() as connection:
+                yield connection
+        except (OperationalError, InterfaceError) as exc:
+            raise _unavailable(self.settings.database.url.get_secret_value(), exc) from None
+
+    @contextmanager
     def _write_transaction(self) -> Iterator[Connection]:
         """One transaction for the check of the latest number and the insert.
 
         SQLite takes its write lock at BEGIN IMMEDIATE, so a second writer waits and then sees the first
         one's revision; PostgreSQL lets both read, and the primary key refuses the second insert.
         """
-        with self._engine.connect() as connection:
+        with self._connect() as connection:
             if self._engine.dialect.name != "sqlite":
                 with connection.begin():
                     yield connection
@@ -469,6 +502,29 @@ class RevisionStore:
             own.publish(topology.config_exchange, "", body, {}, mandatory=False)
         finally:
             own.stop()
+
+
+def _require_profile_texts(routing: RoutingConfig) -> None:
+    """A revision is self-contained: every service runs the same profiles, whatever its file system holds."""
+    from karnak_shared.config import is_profile_text
+
+    problems = [
+        f"projects[{index}].profile: a revision carries the profile's YAML text, not a file's path "
+        "(`karnak config apply FILE` reads the profile files it names)"
+        for index, project in enumerate(routing.projects)
+        if not is_profile_text(project.profile)
+    ]
+    if problems:
+        raise ConfigError(problems)
+
+
+def _unavailable(url: str, exc: Exception) -> RevisionStoreUnavailable:
+    from karnak_shared.logs import redact_url
+
+    reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+    return RevisionStoreUnavailable(
+        f"the configuration revisions' database at {redact_url(url)} is unavailable: {redact_url(reason)}"
+    )
 
 
 class _Raced(Exception):
