@@ -56,7 +56,7 @@ from karnak_shared.service.testing.servers import (
 )
 from karnak_shared.topology import Topology
 
-STARTED = re.compile(r"karnak up: started (\S+) \(pid (\d+)\)")
+STARTED = re.compile(r"karnak up: start(?:ed|ing) (\S+) \(pid (\d+)\)")
 
 
 @dataclass

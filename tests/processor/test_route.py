@@ -348,3 +348,38 @@ def test_broker_unavailable_keeps_the_links_of_messages_already_confirmed(
     confirmed_blob = Envelope.from_headers(confirmed.headers).blob
     assert confirmed_blob is not None
     assert blobs.get(confirmed_blob) == data
+
+
+# --- transfer syntaxes ---------------------------------------------------------------------------------
+
+TRANSCODING = """\
+forward_nodes:
+  - ae_title: KARNAK-GW
+    destinations:
+      - {id: baseline, type: dicom, ae_title: PACS, hostname: pacs.example, port: 104,
+         transfer_syntax: 1.2.840.10008.1.2.4.50}
+      - {id: lossless, type: dicom, ae_title: PACSB, hostname: pacsb.example, port: 104,
+         transfer_syntax: 1.2.840.10008.1.2.4.57}
+"""
+
+
+def test_a_destination_whose_syntax_cannot_carry_the_pixels_gets_them_uncompressed_and_told_why(
+    tmp_path: Path, part10: Callable[..., bytes]
+) -> None:
+    config = parse_config(TRANSCODING + f"blob_store: {{path: '{tmp_path / 'blobs'}', max_inline_bytes: 1048576}}\n")
+    harness = Harness(ProcessorService(), config)
+
+    handled = harness.deliver(received(harness, part10(pixel_bytes=4096)))  # 16 bits stored
+
+    assert handled.settlement is Settlement.ACK
+    sent = {Envelope.from_headers(c.headers).destination: c for c in harness.publisher.to("karnak.send")}
+    baseline, lossless = (Envelope.from_headers(sent[d].headers) for d in ("baseline", "lossless"))
+    assert baseline.transfer_syntax == "1.2.840.10008.1.2.1"
+    assert baseline.syntax_fallback is not None
+    assert "JPEG Baseline (Process 1) carries 8-bit samples only, not 16 of 16 bits" in baseline.syntax_fallback
+    assert baseline.syntax_fallback.endswith("sent in Explicit VR Little Endian instead")
+    assert b"\x00\x01\x02\x03" in sent["baseline"].body  # the 16-bit pixels, whole
+    assert lossless.transfer_syntax == "1.2.840.10008.1.2.4.57"
+    assert lossless.syntax_fallback is None
+    event = TransferEvent.for_envelope(baseline, "sent", "baseline", None)
+    assert event.syntax_fallback == baseline.syntax_fallback  # what the dicom-sender's sent event carries

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, TypeVar
 
-from karnak_shared import header_names
 from karnak_shared.blobstore import BlobStore
 from karnak_shared.envelope import Envelope, ShareRequest, TransferEvent, attempt_of
 from karnak_shared.errors import (
@@ -164,9 +163,3 @@ class EventMessage:
             return cls(TransferEvent.from_body(received.body), received.routing_key)
         except EnvelopeError as exc:
             raise Unreadable("invalid-event", str(exc)) from None
-
-
-def destination_of(received: Received) -> str:
-    """The destination a delivered message is for, from its headers (for logs of unreadable messages)."""
-    value = received.headers.get(header_names.DESTINATION, "")
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)

@@ -84,6 +84,9 @@ class Service(Generic[S]):
     """
 
     name: ClassVar[str]
+    # How long stopping waits for deliveries in flight to be settled (a service that holds deliveries
+    # for minutes, the notifier, waits less: they come back to the queue).
+    drain_seconds: ClassVar[float] = 30.0
 
     def configure(self, config: GatewayConfig, providers: Providers) -> S:
         raise NotImplementedError
@@ -323,6 +326,7 @@ class ServiceRunner(Generic[S]):
         self._prepared = False
         # Why the last configuration was refused (for the status reports), None once one is applied.
         self.refusal: str | None = None
+        self._stopped = False
         self._crash_limit = min(config.broker.crash_limit, max(1, config.broker.delivery_limit - 1))
 
     # --- life cycle -----------------------------------------------------------------------------
@@ -433,14 +437,17 @@ class ServiceRunner(Generic[S]):
             pass
 
     def stop(self) -> None:
-        """Stop entrypoints first (in-flight work finishes and is settled), then the providers."""
+        """Stop entrypoints first (in-flight work finishes and is settled), then the providers (once)."""
+        if self._stopped:
+            return
+        self._stopped = True
         log.info("service.stopping", service=self.service.name)
         self.stopping.set()
         self.service.stop()
         for thread in self._timers:
             thread.join(timeout=10)
         if self.consumer is not None:
-            self.consumer.stop()
+            self.consumer.stop(drain_timeout=self.service.drain_seconds)
         for consumption in self._consumptions:
             consumption.stop()
         if self._prepared and self._snapshot.retire():

@@ -417,6 +417,51 @@ def test_a_new_configuration_starts_consuming_new_queues_and_stops_consuming_rem
     assert running.depth(one) == 1  # kept, with its message
 
 
+def test_work_in_progress_finishes_on_the_state_it_started_with_and_the_old_state_is_released_after(
+    running: Running, amqp_url: str, prefix: str, tmp_path: Path
+) -> None:
+    class Versioned(ContractService):
+        def __init__(self) -> None:
+            super().__init__(running.behaviour)
+            self.released: list[int] = []
+            self.used: list[int] = []
+
+        def configure(self, config: GatewayConfig, providers: Providers) -> Behaviour:
+            return Behaviour()  # a new state per configuration
+
+        @consume(lambda config, topology: list(topology.send_queues), message=InstanceMessage)
+        def handle(self, message: InstanceMessage, work: Work[Behaviour]) -> Outcome:
+            time.sleep(1.0)
+            self.used.append(id(work.state))
+            return Ack()
+
+        def release(self, state: Behaviour) -> None:
+            self.released.append(id(state))
+
+    service = Versioned()
+    config = running.runner.config
+    runner = ServiceRunner(service, config, metrics_port=0)
+    running.runner.stop()
+    runner.start()
+    running.runner = runner
+    try:
+        wait_for(lambda: runner.connected, 15)
+        first = id(runner.state)
+        running.send("slow")
+        time.sleep(0.4)  # the handler is running on the first state
+
+        assert runner.apply_config(config, 2)
+        second = id(runner.state)
+        assert second != first and service.released == []  # still in use
+
+        wait_for(lambda: service.used == [first])
+        wait_for(lambda: service.released == [first])
+        running.send("slow", "1.2.3.2")
+        wait_for(lambda: service.used == [first, second])
+    finally:
+        runner.stop()  # the fixture stops it again: a second stop does nothing
+
+
 def test_a_configuration_the_service_refuses_leaves_it_on_its_state(running: Running, tmp_path: Path) -> None:
     class Refusing(ContractService):
         def configure(self, config: GatewayConfig, providers: Providers) -> Behaviour:

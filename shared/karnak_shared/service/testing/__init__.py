@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -24,7 +24,6 @@ from karnak_shared.config import GatewayConfig
 from karnak_shared.envelope import Envelope
 from karnak_shared.errors import BrokerUnavailable
 from karnak_shared.service.authentication import Signer, digest_of
-from karnak_shared.service.entrypoints import declared_consumers
 from karnak_shared.service.runner import Service, ServiceRunner
 
 S = TypeVar("S")
@@ -176,27 +175,16 @@ class Harness(Generic[S]):
         else:
             self.runner._handle_one(consumption, delivery)
         self.runner._cleanup.shutdown(wait=True)  # the blob deletions that follow acks, done now
-        self.runner._cleanup = _fresh_cleanup()
+        self.runner._cleanup = ThreadPoolExecutor(max_workers=1)
         gone = sorted(blob_before - set(_blob_files(self.blobs)))
         settlement = self.settlements[settled][1] if len(self.settlements) > settled else None
         return Handled(settlement, self.publisher.calls[before:], gone[0] if gone else None)
-
-
-def _fresh_cleanup() -> Any:
-    from concurrent.futures import ThreadPoolExecutor
-
-    return ThreadPoolExecutor(max_workers=1)
 
 
 def _blob_files(blobs: BlobStore) -> list[str]:
     if not blobs.root.exists():
         return []
     return [str(p.relative_to(blobs.root)) for p in blobs.root.rglob("*.dcm")]
-
-
-def entrypoint_names(service: object) -> list[str]:
-    """The names of a service's consume entrypoints."""
-    return [name for name, _ in declared_consumers(service)]
 
 
 # --- message builders --------------------------------------------------------------------------------
