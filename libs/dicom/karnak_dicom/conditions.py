@@ -27,7 +27,6 @@ is how Karnak's expression language spells it, so Karnak conditions can be copie
 
 from __future__ import annotations
 
-import difflib
 import enum
 import re
 from abc import ABC, abstractmethod
@@ -39,6 +38,7 @@ from pydicom.datadict import keyword_dict
 from pydicom.multival import MultiValue
 
 from karnak_dicom.errors import ConfigError
+from karnak_dicom.spelling import did_you_mean
 
 __all__ = ["Condition", "ConditionError", "parse_condition"]
 
@@ -98,11 +98,6 @@ _SYMBOLS: Final = {"(": _Kind.LPAREN, ")": _Kind.RPAREN, ",": _Kind.COMMA, "!": 
 _DOUBLE_SYMBOLS: Final = {"&&": _Kind.AND, "||": _Kind.OR}
 _WORD_OPERATORS: Final = {"and": _Kind.AND, "or": _Kind.OR, "not": _Kind.NOT}
 _BOOLEANS: Final = {"true": True, "false": False}
-
-
-def _suggest(word: str, candidates: Any) -> str | None:
-    matches = difflib.get_close_matches(word, candidates, n=1, cutoff=0.8)
-    return f"did you mean {matches[0]!r}?" if matches else None
 
 
 class _Lexer:
@@ -169,7 +164,7 @@ class _Lexer:
             raise ConditionError("expected a DICOM keyword after '#Tag.'", start + len("#Tag."))
         tag = keyword_dict.get(keyword)
         if tag is None:
-            raise ConditionError(f"unknown DICOM keyword {keyword!r}", start, _suggest(keyword, keyword_dict.keys()))
+            raise ConditionError(f"unknown DICOM keyword {keyword!r}", start, did_you_mean(keyword, keyword_dict))
         return _Token(_Kind.TAG, match.group(), start, tag=tag)
 
     @staticmethod
@@ -393,7 +388,9 @@ class _Parser:
         parameters = _PARAMETERS.get(name.text)
         if parameters is None:
             if self._token.kind is _Kind.LPAREN:
-                raise ConditionError(f"unknown function {name.text!r}", name.position, _suggest(name.text, _PARAMETERS))
+                raise ConditionError(
+                    f"unknown function {name.text!r}", name.position, did_you_mean(name.text, _PARAMETERS)
+                )
             raise ConditionError(
                 f"unexpected word {name.text!r}", name.position, "expected a function call, 'not' or '('"
             )

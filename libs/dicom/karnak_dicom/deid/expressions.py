@@ -33,7 +33,6 @@ boolean count as false in a test. Words, functions and keywords are case-sensiti
 
 from __future__ import annotations
 
-import difflib
 import enum
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -44,6 +43,7 @@ from pydicom.datadict import keyword_dict
 from pydicom.valuerep import VR
 
 from karnak_dicom.deid.tags import parse_tag_reference
+from karnak_dicom.spelling import suggestion
 
 __all__ = [
     "ExprAction",
@@ -157,11 +157,6 @@ _WORD_SYMBOLS: Final = {
 _VRS: Final = frozenset(vr.value for vr in VR)
 
 
-def _suggest(word: str, candidates: Any) -> str:
-    matches = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.75)
-    return f" (did you mean {matches[0]!r}?)" if matches else ""
-
-
 def _tokenize(text: str) -> list[_Token]:
     tokens: list[_Token] = []
     pos = 0
@@ -234,7 +229,9 @@ def _read_constant(text: str, start: int, tokens: list[_Token]) -> int:
             if kind is _Kind.TAG:
                 tag = keyword_dict.get(name)
                 if tag is None:
-                    raise ExpressionError(f"unknown DICOM keyword {name!r}{_suggest(name, keyword_dict)}", start)
+                    raise ExpressionError(
+                        f"unknown DICOM keyword {name!r}{suggestion(name, keyword_dict, cutoff=0.75)}", start
+                    )
                 tokens.append(_Token(kind, text[start:end], start, int(tag)))
             else:
                 if name not in _VRS:
@@ -685,7 +682,9 @@ class _Parser:
             self._advance()
             method = _METHODS.get(str(name.value))
             if method is None:
-                raise ExpressionError(f"unknown method {name.text!r}{_suggest(name.text, _METHODS)}", name.position)
+                raise ExpressionError(
+                    f"unknown method {name.text!r}{suggestion(name.text, _METHODS, cutoff=0.75)}", name.position
+                )
             arguments = self._arguments(name)
             if len(arguments) not in method[0]:
                 expected = " or ".join(str(n) for n in method[0])
@@ -726,7 +725,7 @@ class _Parser:
             if word not in _FUNCTIONS:
                 candidates = [*_FUNCTIONS, *_VARIABLES]
                 raise ExpressionError(
-                    f"unknown function or variable {word!r}{_suggest(word, candidates)}", token.position
+                    f"unknown function or variable {word!r}{suggestion(word, candidates, cutoff=0.75)}", token.position
                 )
             arguments = self._arguments(token)
             expected = _FUNCTIONS[word][0]
