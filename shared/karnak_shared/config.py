@@ -38,6 +38,7 @@ from pydantic import (
 )
 
 from karnak_dicom.located_yaml import FieldPath, LocatedYaml, as_mapping, load_located_yaml
+from karnak_dicom.located_yaml import format_path as format_path  # the revisions name fields with it
 from karnak_shared.errors import ConfigError
 
 CONFIG_ENV = "KARNAK_CONFIG"
@@ -581,9 +582,9 @@ class ServiceSettings(StrictModel):
     # The YAML it was read from, with lines: problems found later (a profile file) name their line too.
     _document: LocatedYaml | None = PrivateAttr(default=None)
 
-    def locate(self, path: FieldPath, message: str) -> str:
+    def locate(self, path: FieldPath, message: str, *, name: str | None = None) -> str:
         """``path: message (line N)``, the line being the field's in the file read (when there is one)."""
-        return (self._document or LocatedYaml(None)).locate(path, message)
+        return (self._document or LocatedYaml(None)).locate(path, message, name=name)
 
     @property
     def base_dir(self) -> Path:
