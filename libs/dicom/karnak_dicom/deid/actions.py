@@ -13,7 +13,7 @@ elements without decoding and re-encoding them, which is most of the cost of a c
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Iterable, MutableMapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -22,6 +22,8 @@ from pydicom.dataelem import DataElement, RawDataElement, empty_value_for_VR
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
+
+from karnak_dicom._internals import Elements
 
 __all__ = [
     "DUMMY",
@@ -41,9 +43,6 @@ __all__ = [
     "set_uid_hashes",
     "text_values",
 ]
-
-Elements = MutableMapping[BaseTag, "DataElement | RawDataElement"]
-"""A dataset's element dictionary (``Dataset._dict``), written directly for speed."""
 
 
 @dataclass(frozen=True, slots=True)
