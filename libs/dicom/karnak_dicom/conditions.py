@@ -31,12 +31,12 @@ import enum
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Final, Protocol
+from typing import Final, Protocol
 
 from pydicom import Dataset
 from pydicom.datadict import keyword_dict
-from pydicom.multival import MultiValue
 
+from karnak_dicom.attributes import attribute_text
 from karnak_dicom.errors import ConfigError
 from karnak_dicom.spelling import did_you_mean
 
@@ -225,37 +225,13 @@ class _TagIsPresent:
         return self.tag in dataset
 
 
-def _string_value(dataset: Dataset, tag: int) -> str | None:
-    """The attribute as Karnak compares it, or None when it has no string value to compare."""
-    if tag not in dataset:
-        return None
-    element: Any = dataset[tag]
-    if element.VR == "SQ":
-        # dcm4che has no string for a sequence either, so Karnak's value functions are false on one.
-        return None
-    value: Any = element.value
-    if value is None:
-        return ""
-    if isinstance(value, bytes | bytearray):
-        return _decode(value)
-    if isinstance(value, MultiValue | list | tuple):  # a raw list can be set with validation turned off
-        return "\\".join(_decode(item) if isinstance(item, bytes) else str(item) for item in value)
-    return str(value)
-
-
-def _decode(value: bytes | bytearray) -> str:
-    # Private tags read without their dictionary arrive as UN bytes; decoding them lets a condition match
-    # their text. Latin-1 never fails, and the padding DICOM adds to even lengths is not part of the value.
-    return bytes(value).decode("latin-1").rstrip("\x00 ")
-
-
 @dataclass(frozen=True)
 class _ValueTest(ABC):
     tag: int
     needle: str
 
     def evaluate(self, dataset: Dataset) -> bool:
-        value = _string_value(dataset, self.tag)
+        value = attribute_text(dataset, self.tag)
         return value is not None and self.matches(value)
 
     @abstractmethod

@@ -37,10 +37,10 @@ from typing import Any, Final, Literal
 
 from pydicom import Dataset
 from pydicom.datadict import keyword_dict
-from pydicom.multival import MultiValue
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from karnak_dicom.attributes import attribute_text
 from karnak_shared.config import Pseudonym
 from karnak_shared.errors import ConfigError, KarnakError
 from karnak_shared.pseudonym_store import PSEUDONYM_MAX_LENGTH, lookup_pseudonym
@@ -175,7 +175,7 @@ class HashPseudonyms(PseudonymSource):
 
 
 def _patient_id(dataset: Dataset) -> str:
-    patient_id = _string_value(dataset, 0x00100020)
+    patient_id = attribute_text(dataset, 0x00100020)
     if not patient_id:
         # A shared pseudonym for every patient without an id would merge them into one research subject.
         raise PseudonymMissing("the instance has no PatientID to derive a pseudonym from")
@@ -213,7 +213,7 @@ class TagPseudonyms(PseudonymSource):
         self._name = f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
 
     def pseudonym_for(self, dataset: Dataset) -> str:
-        value = _string_value(dataset, self._tag)
+        value = attribute_text(dataset, self._tag)
         if value is None:
             raise PseudonymMissing(f"the instance has no {self._name} to read the pseudonym from")
         if self._delimiter is not None:
@@ -240,7 +240,7 @@ class CachedPseudonyms(PseudonymSource):
 
     def pseudonym_for(self, dataset: Dataset) -> str:
         patient_id = _patient_id(dataset)
-        issuer = _string_value(dataset, 0x00100021) or self._default_issuer
+        issuer = attribute_text(dataset, 0x00100021) or self._default_issuer
         try:
             pseudonym = lookup_pseudonym(self._sessions, self._project, patient_id, issuer)
         except SQLAlchemyError as exc:
@@ -511,7 +511,7 @@ def compile_get_string(expression: str) -> Placeholder:
         argument = match.group(1)
         reference = argument if argument.startswith("#") else argument[1:-1]
         tag = parse_tag(reference, "getString")
-        return lambda dataset: _string_value(dataset, tag)
+        return lambda dataset: attribute_text(dataset, tag)
     literal = _LITERAL.fullmatch(expression)
     if literal:
         text = literal.group(1) if literal.group(1) is not None else literal.group(2)
@@ -561,23 +561,6 @@ class JsonPath:
 
 
 # --- values ----------------------------------------------------------------------------------------------
-
-
-def _string_value(dataset: Dataset, tag: int) -> str | None:
-    """The attribute's value as text (multiple values joined with a backslash), trimmed; None if absent."""
-    if tag not in dataset:
-        return None
-    element = dataset[tag]
-    if element.VR == "SQ":
-        return None
-    value = element.value
-    if value is None:
-        return ""
-    if isinstance(value, bytes | bytearray):
-        return bytes(value).decode("latin-1").strip("\x00 ")
-    if isinstance(value, MultiValue | list | tuple):
-        return "\\".join(str(item) for item in value).strip()
-    return str(value).strip()
 
 
 def _checked(pseudonym: str, source: str) -> str:

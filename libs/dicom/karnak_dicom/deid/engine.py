@@ -31,6 +31,7 @@ from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
 
 from karnak_dicom._internals import copy_element_dictionary, element_dictionary, forget_private_blocks
+from karnak_dicom.attributes import attribute_text
 from karnak_dicom.deid import dates
 from karnak_dicom.deid.actions import (
     ASCII_VRS,
@@ -303,12 +304,9 @@ class _Run:
 
     def original_text(self, tag: int) -> str | None:
         """The original top-level value as text (values joined with ``\\``), None when absent or empty."""
-        if tag not in element_dictionary(self.original):
+        if tag not in element_dictionary(self.original):  # the fast answer for most tags
             return None
-        element = self.original[tag]
-        if element.VR == "SQ":
-            return None
-        return "\\".join(text_values(element.value)) or None
+        return attribute_text(self.original, tag) or None
 
     def deep_tags(self) -> frozenset[int]:
         if self._deep_tags is None:
