@@ -29,6 +29,7 @@ import pika
 import requests
 from pydicom import dcmread
 
+from karnak_dicom.testing import make_study
 from karnak_shared.blobstore import BlobStore
 from karnak_shared.broker import Publisher
 from karnak_shared.config import parse_config
@@ -40,7 +41,6 @@ from karnak_stow_sender.main import StowSenderService
 from karnak_stow_sender.multipart import encode_related
 from karnak_stow_sender.sender import SENT
 from karnak_stow_sender.settings import StowSenderSettings
-from tests.support.dicomdata import make_study
 from tests.support.orthanc import Orthanc
 
 AMQP_URL = "amqp://guest:guest@localhost:5672/"

@@ -16,10 +16,10 @@ from pydicom import Dataset
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import FileMetaDataset
 from pydicom.sequence import Sequence
-from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom.association import Association
 
 from karnak_dicom import _internals
+from karnak_dicom.testing import to_part10
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCES = [ROOT / "libs", ROOT / "shared", ROOT / "services"]
@@ -27,15 +27,10 @@ SOURCES = [ROOT / "libs", ROOT / "shared", ROOT / "services"]
 
 def _part10(**attributes: str) -> bytes:
     ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
-    ds.file_meta.MediaStorageSOPInstanceUID = "1.2.3.4"
+    ds.SOPClassUID, ds.SOPInstanceUID = "1.2.840.10008.5.1.4.1.1.7", "1.2.3.4"
     for keyword, value in attributes.items():
         setattr(ds, keyword, value)
-    buffer = BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
+    return to_part10(ds)
 
 
 def test_the_installed_pydicom_and_pynetdicom_are_the_versions_checked() -> None:
@@ -97,7 +92,8 @@ def test_the_element_header_walk_gives_raw_elements_with_their_value_offsets() -
     meta = pydicom.dcmread(BytesIO(data)).file_meta
     stream.seek(132 + 12 + int(meta.FileMetaInformationGroupLength))
 
-    (element,) = list(_internals.data_element_generator(stream, False, True, defer_size=1))
+    elements = list(_internals.data_element_generator(stream, False, True, defer_size=1))
+    (element,) = [element for element in elements if element.tag == 0x00100010]
     assert isinstance(element, RawDataElement)
     assert data[element.value_tell : element.value_tell + element.length] == b"Doe^John"
 
