@@ -20,11 +20,13 @@ def test_the_padding_dicom_adds_is_not_part_of_the_value() -> None:
     assert attribute_text(ds, 0x00081030) == "RESEARCH"
 
 
-def test_leading_spaces_and_case_are_part_of_the_value() -> None:
+def test_case_is_part_of_the_value_and_leading_spaces_only_in_text_vrs() -> None:
     ds = Dataset()
-    ds.PatientID = " Ab12"
+    ds.PatientID = "  Ab12"
+    ds.add(DataElement(0x00324000, "LT", "  indented comment"))
 
-    assert attribute_text(ds, PATIENT_ID) == " Ab12"
+    assert attribute_text(ds, PATIENT_ID) == "Ab12"
+    assert attribute_text(ds, 0x00324000) == "  indented comment"
 
 
 def test_values_are_joined_with_a_backslash() -> None:

@@ -1,12 +1,13 @@
 """An attribute's value as Karnak compares it: one definition for conditions, expressions and pseudonyms.
 
-Karnak reads values with dcm4che's ``getString``: the text of every value, joined with ``\\``, without the
-padding DICOM adds to reach an even length (trailing spaces and NULs). Leading spaces are part of the value,
-letters keep their case, and a sequence has no text. Conditions (``tagValueContains``...), the expression
-language's ``getString`` and ``stringValue``, API templates and the ``hash``/``tag`` pseudonyms all read
-values with `attribute_text`, so the same attribute compares, hashes and renders the same way everywhere
-(before, the pseudonyms trimmed leading spaces too, and gave a PatientID ``' 123'`` another hash than the
-date shift keyed by the same PatientID).
+Karnak reads values with dcm4che's ``getString``, which follows PS3.5 6.2: the text of every value, joined
+with ``\\``, without the padding DICOM adds to reach an even length (trailing spaces and NULs), and without
+leading spaces where the standard says they are not significant (every string VR but ST, LT, UT and UR;
+unknown-VR bytes are kept as they are but for their padding). Letters keep their case; a sequence has no
+text. Conditions (``tagValueContains``...), the expression language's ``getString``, API templates, the
+pseudonym sources and the engine's date shift all read values with `attribute_text`, so the same attribute
+compares, hashes and renders the same way everywhere (before, conditions and the engine kept a PatientID's
+leading space that the pseudonym sources trimmed: one patient, two keys).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from pydicom.multival import MultiValue
 __all__ = ["attribute_text", "text_values"]
 
 _PADDING = "\x00 "
+# PS3.5 6.2: leading spaces are significant in these (and in bytes of an unknown VR), in no other text VR.
+_LEADING_SPACES_KEPT = frozenset({"ST", "LT", "UT", "UR", "UN", "OB", "OW", "OD", "OF", "OL", "OV"})
 
 
 def _decoded(value: bytes | bytearray) -> str:
@@ -50,4 +53,7 @@ def attribute_text(dataset: Dataset, tag: int) -> str | None:
     if element.VR == "SQ":
         # dcm4che has no string for a sequence either, so Karnak's value functions are false on one.
         return None
-    return "\\".join(text_values(element.value))
+    values = text_values(element.value)
+    if element.VR not in _LEADING_SPACES_KEPT:
+        values = [value.lstrip(" ") for value in values]
+    return "\\".join(values)

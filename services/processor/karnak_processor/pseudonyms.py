@@ -41,6 +41,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from karnak_dicom.attributes import attribute_text
+from karnak_dicom.deid.expressions import Expression, ExpressionError, split_template
+from karnak_dicom.language import DatasetValues
 from karnak_shared.config import Pseudonym
 from karnak_shared.errors import ConfigError, KarnakError
 from karnak_shared.pseudonym_store import PSEUDONYM_MAX_LENGTH, lookup_pseudonym
@@ -467,18 +469,19 @@ class _Template:
     ) -> None:
         self._parts: list[str | Placeholder] = []
         self._escape = escape
-        position = 0
-        while (start := text.find("{{", position)) >= 0:
-            end = text.find("}}", start + 2)
-            if end < 0:
-                raise ConfigError(f"{field_name}: '{{{{' at position {start} has no closing '}}}}'")
-            self._parts.append(text[position:start])
+        try:
+            pieces = split_template(text)
+        except ExpressionError as exc:
+            raise ConfigError(f"{field_name}: '{{{{' at position {exc.position} has no closing '}}}}'") from None
+        for piece in pieces:
+            if isinstance(piece, str):
+                self._parts.append(piece)
+                continue
+            start, inner = piece
             try:
-                self._parts.append(compile_placeholder(text[start + 2 : end].strip()))
+                self._parts.append(compile_placeholder(inner.strip()))
             except ConfigError as exc:
                 raise ConfigError(f"{field_name}: placeholder at position {start}: {exc}") from None
-            position = end + 2
-        self._parts.append(text[position:])
 
     def render(self, dataset: Dataset) -> str:
         pieces: list[str] = []
@@ -500,23 +503,16 @@ def _json_string(value: str) -> str:
     return json.dumps(value, ensure_ascii=False)[1:-1]
 
 
-_GET_STRING: Final = re.compile(r"getString\(\s*(#Tag\.[A-Za-z0-9]+|'[^']*'|\"[^\"]*\")\s*\)")
-_LITERAL: Final = re.compile(r"'([^']*)'|\"([^\"]*)\"")
-
-
 def compile_get_string(expression: str) -> Placeholder:
-    """The placeholders Karnak's API templates use: ``getString(#Tag.X)``, ``getString('gggg,eeee')``, 'text'."""
-    match = _GET_STRING.fullmatch(expression)
-    if match:
-        argument = match.group(1)
-        reference = argument if argument.startswith("#") else argument[1:-1]
-        tag = parse_tag(reference, "getString")
-        return lambda dataset: attribute_text(dataset, tag)
-    literal = _LITERAL.fullmatch(expression)
-    if literal:
-        text = literal.group(1) if literal.group(1) is not None else literal.group(2)
-        return lambda dataset: text
-    raise ConfigError(f"'{expression}' is not getString(#Tag.Keyword), getString('gggg,eeee') or a quoted text")
+    """A placeholder of an API template: an expression of the template dialect, e.g. ``getString(#Tag.X)``,
+    ``getString('gggg,eeee')`` or ``'text'`` (what Karnak's templates use), evaluated on the instance."""
+    try:
+        compiled = Expression.for_value(expression)
+    except ExpressionError as exc:
+        raise ConfigError(
+            f"{exc}; an attribute is read with getString(#Tag.Keyword) or getString('gggg,eeee')"
+        ) from None
+    return lambda dataset: compiled.evaluate(DatasetValues(dataset))
 
 
 _PATH_STEP: Final = re.compile(

@@ -20,10 +20,10 @@ from pydicom.valuerep import VR as VR_
 from karnak_dicom.conditions import Condition, ConditionError
 from karnak_dicom.deid.errors import ProfileError
 from karnak_dicom.deid.expressions import Expression, ExpressionError, Template
-from karnak_dicom.deid.tags import TagPattern, TagSelector, format_tag, parse_tag_pattern, parse_tag_reference
 from karnak_dicom.errors import ConfigError
 from karnak_dicom.located_yaml import LocatedYaml, as_mapping, load_located_yaml
 from karnak_dicom.spelling import suggestion
+from karnak_dicom.tags import TagPattern, TagSelector, format_tag, parse_tag_pattern, parse_tag_reference
 
 __all__ = [
     "AddPrivateTagElement",
