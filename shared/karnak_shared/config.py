@@ -37,6 +37,7 @@ from pydantic import (
     model_validator,
 )
 
+from karnak_dicom.conditions import Condition
 from karnak_dicom.located_yaml import FieldPath, LocatedYaml, as_mapping, load_located_yaml
 from karnak_dicom.located_yaml import format_path as format_path  # the revisions name fields with it
 from karnak_shared.errors import ConfigError
@@ -89,17 +90,6 @@ def _check_email(value: str) -> str:
     return value.strip()
 
 
-def _check_condition(value: str) -> str:
-    from karnak_dicom.conditions import ConditionError, parse_condition
-
-    try:
-        parse_condition(value)
-    except ConditionError as exc:
-        # pydantic reports ValueErrors beside the field's path; ConditionError is a ConfigError.
-        raise ValueError(f"invalid condition: {exc}") from None
-    return value
-
-
 def _check_http_url(value: str) -> str:
     if not re.match(r"^https?://[^/\s]+", value):
         raise ValueError(f"'{value}' is not an http:// or https:// URL")
@@ -112,7 +102,6 @@ Uid = Annotated[str, AfterValidator(_check_uid)]
 DestinationId = Annotated[str, AfterValidator(_check_destination_id)]
 Email = Annotated[str, AfterValidator(_check_email)]
 HttpUrl = Annotated[str, AfterValidator(_check_http_url)]
-ConditionText = Annotated[str, AfterValidator(_check_condition)]
 PositiveInt = Annotated[int, Field(gt=0)]
 
 
@@ -287,12 +276,14 @@ class KheopsAlbum(StrictModel):
     url_api: HttpUrl
     token_destination: SecretStr
     token_source: SecretStr
-    condition: ConditionText = ""
+    # Compiled once, with the configuration; written back as its text.
+    condition: Condition = Condition("")
 
 
 class _DestinationBase(StrictModel):
     id: DestinationId
-    condition: ConditionText = ""
+    # Compiled once, with the configuration; written back as its text.
+    condition: Condition = Condition("")
     enabled: bool = True
     authorized_sop_classes: list[Uid] = []
     transfer_syntax: str = "keep"

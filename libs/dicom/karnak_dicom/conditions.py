@@ -26,7 +26,6 @@ is how Karnak's expression language spells it, so Karnak conditions can be copie
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any, Final
 
 from pydantic_core import core_schema
@@ -52,54 +51,59 @@ class ConditionError(ConfigError):
         super().__init__(message)
 
 
-@dataclass(frozen=True)
-class Condition:
-    """A parsed condition: immutable, compared and hashed by its source text, safe to share across threads.
+class Condition(str):
+    """A parsed condition: its text (it is a ``str``: compared, hashed and printed as the text), compiled.
 
-    Constructing one parses ``source`` (so an invalid condition can never exist), raising ConditionError.
-    In a pydantic model a ``Condition`` field takes the text and holds the compiled condition; it is
-    written back (and shown in JSON schemas) as the text.
+    Constructing one parses ``source`` (so an invalid condition can never exist), raising ConditionError;
+    it is immutable and safe to share across threads. In a pydantic model a ``Condition`` field takes the
+    text and holds the compiled condition; it is written back (and shown in JSON schemas) as the text.
     """
 
-    source: str
-    _program: language.Program = field(init=False, repr=False, compare=False)
+    _program: language.Program
 
-    def __post_init__(self) -> None:
+    def __new__(cls, source: str) -> Condition:
         try:
-            program = language.compile_text(self.source, language.CONDITION)
+            program = language.compile_text(source, language.CONDITION)
         except language.LanguageError as error:
             raise ConditionError(error.detail, error.position, error.hint) from None
-        object.__setattr__(self, "_program", program)
+        condition = super().__new__(cls, source)
+        condition._program = program
+        return condition
+
+    @property
+    def source(self) -> str:
+        """The condition's text."""
+        return str.__str__(self)
 
     @classmethod
     def parse(cls, text: str) -> Condition:
         """Parse ``text``; empty or blank text is the condition that is always true."""
         return cls(text)
 
+    @property
+    def always_true(self) -> bool:
+        """Whether it is the empty condition (no text), which every instance satisfies."""
+        return not self.strip()
+
     def evaluate(self, dataset: Dataset) -> bool:
         """Whether the instance's top-level attributes satisfy the condition."""
         return self._program.evaluate(language.DatasetValues(dataset)) is True
 
-    def __str__(self) -> str:
-        return self.source
-
     @classmethod
     def __get_pydantic_core_schema__(cls, source_type: Any, handler: Any) -> core_schema.CoreSchema:
-        def validate(value: Any) -> Condition:
+        def validate(value: str) -> Condition:
             if isinstance(value, Condition):
                 return value
-            if not isinstance(value, str):
-                raise ValueError("must be text")
             try:
                 return cls(value)
             except ConditionError as exc:
                 # pydantic reports ValueErrors beside the field's path; ConditionError is a ConfigError.
                 raise ValueError(f"invalid condition: {exc}") from None
 
-        return core_schema.no_info_plain_validator_function(
+        return core_schema.no_info_after_validator_function(
             validate,
-            json_schema_input_schema=core_schema.str_schema(),
-            serialization=core_schema.plain_serializer_function_ser_schema(str),
+            core_schema.str_schema(),
+            serialization=core_schema.plain_serializer_function_ser_schema(str.__str__),
         )
 
 
