@@ -38,8 +38,9 @@ from pydantic import (
 )
 
 from karnak_dicom.conditions import Condition
-from karnak_dicom.located_yaml import FieldPath, LocatedYaml, as_mapping, load_located_yaml
-from karnak_dicom.located_yaml import format_path as format_path  # the revisions name fields with it
+from karnak_dicom.located_yaml import FieldPath as FieldPath  # the revisions name fields as errors do
+from karnak_dicom.located_yaml import LocatedYaml, as_mapping, load_located_yaml
+from karnak_dicom.located_yaml import format_path as format_path
 from karnak_shared.errors import ConfigError
 
 CONFIG_ENV = "KARNAK_CONFIG"
