@@ -734,6 +734,7 @@ class _Elvis(_Node):
 # --- Parser ------------------------------------------------------------------------------------------------
 
 _COMPARISONS: Final = frozenset({"==", "!=", "<", ">", "<=", ">="})
+_LOGICAL: Final = ("||", "&&")  # from the loosest
 
 
 class _Parser:
@@ -804,7 +805,7 @@ class _Parser:
     def _expression(self) -> _Node:
         start = self._token.position
         self._nest(start)
-        node = self._or()
+        node = self._logical()
         if self._is("?"):
             self._advance()
             when_true = self._expression()
@@ -816,21 +817,15 @@ class _Parser:
         self._depth -= 1
         return node
 
-    # _or and _and loop rather than share a helper: one frame less per level keeps 100 levels of nesting
-    # well inside Python's recursion limit.
-    def _or(self) -> _Node:
-        start, operands = self._token.position, [self._and()]
-        while self._is("||"):
+    def _logical(self, level: int = 0) -> _Node:
+        """``||`` (level 0) of ``&&`` (level 1) of comparisons; one frame per level, no helper in between,
+        so 100 levels of nesting stay well inside Python's recursion limit."""
+        operator, start, operands = _LOGICAL[level], self._token.position, []
+        while True:
+            operands.append(self._logical(level + 1) if level + 1 < len(_LOGICAL) else self._compare())
+            if not self._is(operator):
+                return operands[0] if len(operands) == 1 else _Logical(operator, tuple(operands), start)
             self._advance()
-            operands.append(self._and())
-        return operands[0] if len(operands) == 1 else _Logical("||", tuple(operands), start)
-
-    def _and(self) -> _Node:
-        start, operands = self._token.position, [self._compare()]
-        while self._is("&&"):
-            self._advance()
-            operands.append(self._compare())
-        return operands[0] if len(operands) == 1 else _Logical("&&", tuple(operands), start)
 
     def _compare(self) -> _Node:
         left = self._additive()
