@@ -41,6 +41,7 @@ one table, with the dialects it belongs to; values are read as `karnak_dicom.att
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import re
 from abc import ABC, abstractmethod
@@ -366,7 +367,7 @@ ACTION: Final = Dialect(
     arity=lambda name, parameters, got: (f"{name} takes {len(parameters)} argument(s), got {got}", None),
 )
 # The `{{ }}` placeholders of API templates: the same language, giving a value rather than an action.
-VALUE: Final = Dialect(**{**ACTION.__dict__, "name": "value"})
+VALUE: Final = dataclasses.replace(ACTION, name="value")
 
 
 # --- Tokens ------------------------------------------------------------------------------------------------
