@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from karnak_dicom.deid import Deidentifier, Profile, ProfileError, load_profile, parse_project_secret
+from karnak_dicom.deid.expressions import ExpressionError, Template
 from karnak_dicom.transcoding import check_requested_syntax
-from karnak_shared.config import DicomDestination, GatewayConfig, Project, StowDestination
+from karnak_shared.config import DicomDestination, GatewayConfig, Project, Pseudonym, StowDestination
 from karnak_shared.errors import ConfigError, KarnakError
 
 AnyDestination = DicomDestination | StowDestination
@@ -68,7 +69,24 @@ def compile_destination(
         )
     except ConfigError as exc:
         raise ConfigError([f"{where}.{field}: {p}" for p in exc.problems]) from None
+    if destination.deidentification is not None:
+        _compile_pseudonym_templates(destination.deidentification.pseudonym, f"{where}.deidentification.pseudonym")
     return CompiledDestination(project, profile, secret, deidentifier)
+
+
+def _compile_pseudonym_templates(pseudonym: Pseudonym, where: str) -> None:
+    """An ``api`` pseudonym's URL and body placeholders, compiled in the language's template dialect."""
+    if pseudonym.type != "api":
+        return
+    problems = []
+    for field, text in (("url", pseudonym.url), ("body", pseudonym.body)):
+        if text is not None:
+            try:
+                Template(str(text))
+            except ExpressionError as exc:
+                problems.append(f"{where}.{field}: {exc}")
+    if problems:
+        raise ConfigError(problems)
 
 
 def compile_every_destination(config: GatewayConfig, base_dir: Path) -> list[str]:

@@ -23,11 +23,17 @@ projects:
 PROFILE_HEAD = "name: p\nversion: '1.0'\nminimumKarnakVersion: '0.9.2'\nprofileElements:\n"
 
 
-def check(tmp_path: Path, profile: str, profile_text: str | None = None) -> subprocess.CompletedProcess[str]:
+def check(
+    tmp_path: Path, profile: str, profile_text: str | None = None, deidentification: str = "{project: study-x}"
+) -> subprocess.CompletedProcess[str]:
     if profile_text is not None:
         (tmp_path / profile).write_text(profile_text)
     config = tmp_path / "karnak.yml"
-    config.write_text(CONFIG.replace("PROFILE", profile))
+    config.write_text(
+        CONFIG.replace("PROFILE", profile).replace(
+            "deidentification: {project: study-x}", f"deidentification: {deidentification}"
+        )
+    )
     return subprocess.run(
         [sys.executable, "-m", "karnak_shared.cli", "config", "check", str(config)],
         capture_output=True,
@@ -77,3 +83,19 @@ def test_an_invalid_expression_in_a_profile_is_an_error_naming_the_element_and_i
     (problem,) = [line for line in result.stderr.splitlines() if line.startswith("projects[0].profile")]
     assert expected in problem
     assert problem.endswith("(line 5)")
+
+
+def test_an_invalid_placeholder_of_an_api_pseudonym_is_an_error_naming_the_field(tmp_path: Path) -> None:
+    pseudonym = "{type: api, url: 'http://x.example/{{Kep()}}', response_path: $.id}"
+    result = check(
+        tmp_path,
+        "p.yml",
+        (SAMPLES / "profileByDefault.yml").read_text(),
+        deidentification=f"{{project: study-x, pseudonym: {pseudonym}}}",
+    )
+
+    assert result.returncode != 0
+    assert (
+        "forward_nodes[0].destinations[0].deidentification.pseudonym.url: unknown function or variable 'Kep' "
+        "(did you mean 'Keep'?) at position 19"
+    ) in result.stderr
