@@ -22,7 +22,7 @@ from io import BytesIO
 from pathlib import Path
 
 from pydicom import dcmread, dcmwrite
-from workload import BASIC_PROFILE, SECRET, write_study
+from workload import BASIC_PROFILE, SECRET, write_ct_series
 
 from karnak_dicom.deid import Deidentifier, hash_pseudonym, load_profile
 from karnak_dicom.syntaxes import ENCODABLE
@@ -41,7 +41,7 @@ def main() -> int:
     profile = load_profile(args.profile if args.profile else BASIC_PROFILE)
     engine = Deidentifier.for_project(profile, "bench", SECRET)
     with tempfile.TemporaryDirectory() as folder:
-        paths = write_study(Path(folder), args.instances)
+        paths = write_ct_series(Path(folder), args.instances)
         size = paths[0].stat().st_size
         attributes = len(dcmread(paths[0], stop_before_pixels=True))
 

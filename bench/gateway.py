@@ -39,9 +39,10 @@ from typing import Any
 import pika
 from pydicom import dcmread, dcmwrite
 from pynetdicom import AE, evt
-from workload import BASIC_PROFILE, SECRET, SECRET_TEXT, build_multiframe, write_study
+from workload import BASIC_PROFILE, SECRET, SECRET_TEXT, build_multiframe
 
 from karnak_dicom.deid import uid_hash
+from karnak_dicom.testing import write_ct_series
 from karnak_shared.config import parse_config
 from karnak_shared.service.testing.servers import (
     Gateway,
@@ -309,7 +310,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="karnak-bench-") as tmp:
         work = Path(tmp)
         bench = Bench(work, url, deidentify=not args.plain, unsigned=args.unsigned)
-        paths = write_study(work / "study", args.count)
+        paths = write_ct_series(work / "study", args.count)
         each_mb = statistics.mean(p.stat().st_size for p in paths) / 1e6
         expected = bench.expected_uids(paths)
 

@@ -26,13 +26,13 @@ import pika
 import requests
 from pydicom import dcmread
 
+from karnak_dicom.testing import make_study
 from karnak_shared.blobstore import BlobStore
 from karnak_shared.broker import Publisher
 from karnak_shared.config import parse_config
 from karnak_shared.envelope import Envelope
 from karnak_shared.headers import basic_authorization, karnak_form
 from karnak_shared.payload import store_payload
-from karnak_shared.service.testing.dicomdata import make_study
 from karnak_shared.service.testing.orthanc import Orthanc
 from karnak_shared.topology import Topology
 from karnak_stow_sender.main import StowSenderService

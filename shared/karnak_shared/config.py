@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
-import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -38,6 +37,10 @@ from pydantic import (
     model_validator,
 )
 
+from karnak_dicom.conditions import Condition
+from karnak_dicom.located_yaml import FieldPath as FieldPath  # the revisions name fields as errors do
+from karnak_dicom.located_yaml import LocatedYaml, as_mapping, load_located_yaml
+from karnak_dicom.located_yaml import format_path as format_path
 from karnak_shared.errors import ConfigError
 
 CONFIG_ENV = "KARNAK_CONFIG"
@@ -88,17 +91,6 @@ def _check_email(value: str) -> str:
     return value.strip()
 
 
-def _check_condition(value: str) -> str:
-    from karnak_dicom.conditions import ConditionError, parse_condition
-
-    try:
-        parse_condition(value)
-    except ConditionError as exc:
-        # pydantic reports ValueErrors beside the field's path; ConditionError is a ConfigError.
-        raise ValueError(f"invalid condition: {exc}") from None
-    return value
-
-
 def _check_http_url(value: str) -> str:
     if not re.match(r"^https?://[^/\s]+", value):
         raise ValueError(f"'{value}' is not an http:// or https:// URL")
@@ -111,7 +103,6 @@ Uid = Annotated[str, AfterValidator(_check_uid)]
 DestinationId = Annotated[str, AfterValidator(_check_destination_id)]
 Email = Annotated[str, AfterValidator(_check_email)]
 HttpUrl = Annotated[str, AfterValidator(_check_http_url)]
-ConditionText = Annotated[str, AfterValidator(_check_condition)]
 PositiveInt = Annotated[int, Field(gt=0)]
 
 
@@ -286,12 +277,14 @@ class KheopsAlbum(StrictModel):
     url_api: HttpUrl
     token_destination: SecretStr
     token_source: SecretStr
-    condition: ConditionText = ""
+    # Compiled once, with the configuration; written back as its text.
+    condition: Condition = Condition("")
 
 
 class _DestinationBase(StrictModel):
     id: DestinationId
-    condition: ConditionText = ""
+    # Compiled once, with the configuration; written back as its text.
+    condition: Condition = Condition("")
     enabled: bool = True
     authorized_sop_classes: list[Uid] = []
     transfer_syntax: str = "keep"
@@ -581,6 +574,12 @@ class ServiceSettings(StrictModel):
     monitoring: MonitoringSettings = MonitoringSettings()
     # Where the file was read from: relative paths in it (profiles) are relative to its folder.
     _source: Path | None = PrivateAttr(default=None)
+    # The YAML it was read from, with lines: problems found later (a profile file) name their line too.
+    _document: LocatedYaml | None = PrivateAttr(default=None)
+
+    def locate(self, path: FieldPath, message: str, *, name: str | None = None) -> str:
+        """``path: message (line N)``, the line being the field's in the file read (when there is one)."""
+        return (self._document or LocatedYaml(None)).locate(path, message, name=name)
 
     @property
     def base_dir(self) -> Path:
@@ -694,27 +693,8 @@ class GatewayConfig(RoutingConfig, ServiceSettings):
 # `${ENV}`, `${file:/path}`, and `${encrypted:...}` (a secret a revision stores encrypted with secrets.key).
 _REFERENCE = re.compile(r"\$\{(file:|encrypted:)?([^}]*)\}")
 
-FieldPath = tuple[str | int, ...]
 # Turns the body of an `${encrypted:...}` reference into the secret; raises ValueError when it cannot.
 Decrypt = Callable[[str], str]
-
-
-def _line_map(node: yaml.Node, path: FieldPath, lines: dict[FieldPath, int]) -> None:
-    lines[path] = node.start_mark.line + 1
-    if isinstance(node, yaml.MappingNode):
-        for key_node, value_node in node.value:
-            _line_map(value_node, (*path, str(key_node.value)), lines)
-    elif isinstance(node, yaml.SequenceNode):
-        for index, item in enumerate(node.value):
-            _line_map(item, (*path, index), lines)
-
-
-def format_path(path: FieldPath) -> str:
-    """A field path as the errors write it: ``forward_nodes[0].destinations[1].port``."""
-    text = ""
-    for part in path:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text
 
 
 def has_reference(value: str) -> bool:
@@ -806,20 +786,9 @@ def _pydantic_message(error: Any) -> str:
 
 
 def _read_yaml(text: str, source: str) -> tuple[dict[str, Any], dict[FieldPath, int]]:
-    """The mapping of a YAML text and the line of each of its fields."""
-    try:
-        root = yaml.compose(text)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        raise ConfigError(f"{source}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}: the configuration must be a YAML mapping")
-    lines: dict[FieldPath, int] = {}
-    if root is not None:
-        _line_map(root, (), lines)
-    return data, lines
+    """The mapping of a YAML text and the line of each of its fields (karnak_dicom's located YAML)."""
+    document = load_located_yaml(text, source)
+    return as_mapping(document, source, "the configuration must be a YAML mapping"), dict(document.lines)
 
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -833,12 +802,8 @@ def validate_document(
 ) -> ModelT:
     """Resolve the references of `data` and validate it as `model`; raise `ConfigError` naming every wrong
     field by its path (and its line, when `lines` come from a file). Secrets are never quoted."""
-    lines = lines or {}
-
-    def located(path: FieldPath, message: str) -> str:
-        line = next((lines[path[:i]] for i in range(len(path), -1, -1) if path[:i] in lines), None)
-        name = format_path(path) or "(top level)"
-        return f"{name}: {message}" + (f" (line {line})" if line else "")
+    document = LocatedYaml(data, lines or {})
+    located = document.locate
 
     reference_problems: list[tuple[FieldPath, str]] = []
     secrets: set[str] = set()
@@ -846,7 +811,10 @@ def validate_document(
     if reference_problems:
         raise ConfigError([located(p, m) for p, m in reference_problems])
     try:
-        return model.model_validate(resolved)
+        result = model.model_validate(resolved)
+        if isinstance(result, GatewayConfig):
+            result._document = document
+        return result
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
@@ -858,7 +826,7 @@ def validate_document(
                 # Cross-reference problems carry their own path ("forward_nodes[0]...: message").
                 if re.match(r"^[a-z_]+(\[\d+\])?(\.|\[|:)", part) and ": " in part and not path:
                     field, _, rest = part.partition(": ")
-                    problems.append(f"{field}: {rest}" + _line_suffix(field, lines))
+                    problems.append(document.locate(_field_path(field), rest, name=field))
                 else:
                     problems.append(located(path, part))
         raise ConfigError([_redact(problem, secrets) for problem in problems]) from None
@@ -878,12 +846,9 @@ def _redact(text: str, secrets: set[str]) -> str:
     return text
 
 
-def _line_suffix(field: str, lines: dict[FieldPath, int]) -> str:
-    path: list[str | int] = []
-    for name, index in re.findall(r"([a-z_]+)|\[(\d+)\]", field):
-        path.append(int(index) if index else name)
-    line = next((lines[tuple(path[:i])] for i in range(len(path), 0, -1) if tuple(path[:i]) in lines), None)
-    return f" (line {line})" if line else ""
+def _field_path(field: str) -> FieldPath:
+    """The path of a field written ``a.b[0].c``."""
+    return tuple(int(index) if index else name for name, index in re.findall(r"([a-z_]+)|\[(\d+)\]", field))
 
 
 def _chosen_path(path: str | os.PathLike[str] | None) -> str:

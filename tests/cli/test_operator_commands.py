@@ -21,10 +21,10 @@ import pika
 import pytest
 import yaml
 
+from karnak_dicom.testing import make_study
 from karnak_shared import header_names
 from karnak_shared.config import GatewayConfig
 from tests.conftest import gateway_config, register_topology
-from tests.support.dicomdata import make_study
 from tests.support.servers import free_port
 
 KARNAK = str(Path(sys.executable).with_name("karnak"))

@@ -19,13 +19,13 @@ import pika
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from karnak_dicom.testing import StudyFiles, make_study
 from karnak_shared.cli import services
 from karnak_shared.config import parse_config
 from karnak_shared.headers import basic_authorization, karnak_form
 from tests.conftest import gateway_config, register_topology
 from tests.deploy.test_deploy_grafana import dashboard_expressions, metric_names
 from tests.deploy.test_deploy_prometheus import rule_expressions
-from tests.support.dicomdata import StudyFiles, make_study
 from tests.support.kheops import FakeKheops, Token
 from tests.support.orthanc import Orthanc
 from tests.support.servers import Gateway, StoreSCP, free_port, metric_value, storescu, wait_until

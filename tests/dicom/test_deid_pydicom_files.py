@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 from pydicom import Dataset, dcmread, dcmwrite
-from pydicom.data import get_testdata_files
 
 from karnak_dicom.deid import Deidentifier, hash_pseudonym, load_profile
+from karnak_dicom.testing import pydicom_test_files
 
 SECRET = bytes.fromhex("e4da3b7fbbce2345d7772b0674a318d5")
 PROFILE = load_profile(Path(__file__).resolve().parents[1] / "data" / "karnak-profiles" / "profileByDefault.yml")
@@ -21,7 +21,7 @@ def _readable_files() -> list[tuple[str, Dataset]]:
     files = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for path in get_testdata_files():
+        for path in map(str, pydicom_test_files()):
             try:
                 files.append((path, dcmread(path)))
             except Exception:  # noqa: BLE001 - pydicom ships deliberately broken files; only those that parse count

@@ -12,7 +12,6 @@ from typing import Any
 import numpy as np
 import pytest
 from pydicom import Dataset, dcmread
-from pydicom.data import get_testdata_file
 from pydicom.dataset import FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import (
@@ -27,6 +26,7 @@ from pydicom.uid import (
 )
 
 from karnak_dicom.pixels import PixelDataNotCleanable, clean_pixel_data
+from karnak_dicom.testing import pydicom_test_file
 from karnak_shared.errors import InvalidInstance
 
 ROWS, COLUMNS = 64, 80
@@ -191,7 +191,7 @@ def test_compressed_pixel_data_is_decoded_cleaned_and_left_in_explicit_vr_little
 
 
 def test_lossy_jpeg_is_cleaned_black_in_its_own_colour_space_and_marked_lossy() -> None:
-    ds = dcmread(get_testdata_file("SC_rgb_jpeg_dcmtk.dcm"))
+    ds = dcmread(pydicom_test_file("SC_rgb_jpeg_dcmtk.dcm"))
     assert ds.file_meta.TransferSyntaxUID == JPEGBaseline8Bit
     del ds.LossyImageCompression  # this writer said so itself; the gateway must say it when it is not said
     as_displayed = ds.pixel_array.astype(int)  # decoded to RGB by pydicom
@@ -210,7 +210,7 @@ def test_lossy_jpeg_is_cleaned_black_in_its_own_colour_space_and_marked_lossy() 
 
 
 def test_a_jpeg_labelled_subsampled_is_relabelled_full_resolution_after_decoding() -> None:
-    ds = dcmread(get_testdata_file("SC_rgb_dcmtk_+eb+cy+np.dcm"))
+    ds = dcmread(pydicom_test_file("SC_rgb_dcmtk_+eb+cy+np.dcm"))
     assert ds.PhotometricInterpretation == "YBR_FULL_422"
 
     clean_pixel_data(ds, [(0, 0, 10, 10)])
@@ -222,7 +222,7 @@ def test_a_jpeg_labelled_subsampled_is_relabelled_full_resolution_after_decoding
 
 
 def test_uncompressed_subsampled_colour_is_cleaned_in_whole_pixel_pairs() -> None:
-    ds = dcmread(get_testdata_file("SC_ybr_full_422_uncompressed.dcm"))
+    ds = dcmread(pydicom_test_file("SC_ybr_full_422_uncompressed.dcm"))
     assert ds.PhotometricInterpretation == "YBR_FULL_422"
     before = ds.pixel_array.copy()  # expanded to full resolution by pydicom, converted to RGB
 
@@ -235,8 +235,8 @@ def test_uncompressed_subsampled_colour_is_cleaned_in_whole_pixel_pairs() -> Non
 
 
 def test_big_endian_pixel_data_is_cleaned_in_its_own_byte_order() -> None:
-    big = dcmread(get_testdata_file("MR_small_bigendian.dcm"))
-    little = dcmread(get_testdata_file("MR_small.dcm"))
+    big = dcmread(pydicom_test_file("MR_small_bigendian.dcm"))
+    little = dcmread(pydicom_test_file("MR_small.dcm"))
     assert big.file_meta.TransferSyntaxUID == ExplicitVRBigEndian
     assert np.array_equal(big.pixel_array, little.pixel_array)
 
@@ -249,7 +249,7 @@ def test_big_endian_pixel_data_is_cleaned_in_its_own_byte_order() -> None:
 
 
 def test_big_endian_8_bit_samples_in_ow_words_are_cleaned_at_the_right_columns() -> None:
-    big = dcmread(get_testdata_file("SC_rgb_small_odd_big_endian.dcm"))
+    big = dcmread(pydicom_test_file("SC_rgb_small_odd_big_endian.dcm"))
     little_rgb = big.pixel_array.copy()
 
     clean_pixel_data(big, [(1, 0, 1, 1)])  # one pixel: its neighbours' bytes share its words

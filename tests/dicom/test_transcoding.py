@@ -8,7 +8,6 @@ from typing import Any
 import numpy as np
 import pytest
 from pydicom import Dataset, dcmread
-from pydicom.data import get_testdata_file
 from pydicom.dataelem import DataElement
 from pydicom.dataset import FileMetaDataset
 from pydicom.encaps import encapsulate, generate_frames
@@ -32,6 +31,7 @@ from pydicom.uid import (
 )
 
 from karnak_dicom.syntaxes import ENCODABLE
+from karnak_dicom.testing import pydicom_test_file
 from karnak_dicom.transcoding import (
     KEEP,
     SyntaxNotCarried,
@@ -213,8 +213,8 @@ def test_one_lossless_codec_to_another_keeps_the_pixels() -> None:
 
 
 def test_implicit_vr_becomes_explicit_vr_with_the_same_values() -> None:
-    implicit = dcmread(get_testdata_file("MR_small_implicit.dcm"))
-    explicit = dcmread(get_testdata_file("MR_small.dcm"))
+    implicit = dcmread(pydicom_test_file("MR_small_implicit.dcm"))
+    explicit = dcmread(pydicom_test_file("MR_small.dcm"))
     assert implicit.file_meta.TransferSyntaxUID == ImplicitVRLittleEndian
 
     sent = read_back(transcode(implicit, plan_syntax(ImplicitVRLittleEndian, KEEP, True)))
@@ -226,8 +226,8 @@ def test_implicit_vr_becomes_explicit_vr_with_the_same_values() -> None:
 
 
 def test_big_endian_becomes_little_endian_with_binary_values_swapped() -> None:
-    big = dcmread(get_testdata_file("MR_small_bigendian.dcm"))
-    little = dcmread(get_testdata_file("MR_small.dcm"))
+    big = dcmread(pydicom_test_file("MR_small_bigendian.dcm"))
+    little = dcmread(pydicom_test_file("MR_small.dcm"))
 
     sent = read_back(transcode(big, plan_syntax(ExplicitVRBigEndian, KEEP, True)))
 
@@ -238,8 +238,8 @@ def test_big_endian_becomes_little_endian_with_binary_values_swapped() -> None:
 
 
 def test_big_endian_goes_straight_to_a_lossless_codec() -> None:
-    big = dcmread(get_testdata_file("MR_small_bigendian.dcm"))
-    little = dcmread(get_testdata_file("MR_small.dcm"))
+    big = dcmread(pydicom_test_file("MR_small_bigendian.dcm"))
+    little = dcmread(pydicom_test_file("MR_small.dcm"))
 
     sent = read_back(transcode(big, JPEGLSLossless))
 
@@ -249,8 +249,8 @@ def test_big_endian_goes_straight_to_a_lossless_codec() -> None:
 
 @pytest.mark.filterwarnings("ignore:Invalid value for VR UI")  # a UID in pydicom's test file
 def test_big_endian_32_bit_pixels_are_swapped_whole() -> None:
-    big = dcmread(get_testdata_file("rtdose_expb.dcm"))
-    little = dcmread(get_testdata_file("rtdose.dcm"))
+    big = dcmread(pydicom_test_file("rtdose_expb.dcm"))
+    little = dcmread(pydicom_test_file("rtdose.dcm"))
     assert big.BitsAllocated == 32 and big["PixelData"].VR == "OW"
 
     sent = read_back(transcode(big, ExplicitVRLittleEndian))
@@ -259,7 +259,7 @@ def test_big_endian_32_bit_pixels_are_swapped_whole() -> None:
 
 
 def test_a_subsampled_jpeg_decodes_to_full_resolution_ybr_full() -> None:
-    jpeg = dcmread(get_testdata_file("SC_rgb_dcmtk_+eb+cy+np.dcm"))
+    jpeg = dcmread(pydicom_test_file("SC_rgb_dcmtk_+eb+cy+np.dcm"))
     assert jpeg.PhotometricInterpretation == "YBR_FULL_422"
     pixels = jpeg.pixel_array.copy()  # RGB
 
@@ -270,7 +270,7 @@ def test_a_subsampled_jpeg_decodes_to_full_resolution_ybr_full() -> None:
 
 
 def test_rle_originals_kept_go_out_decoded_in_explicit_vr_little_endian() -> None:
-    ds = dcmread(get_testdata_file("SC_rgb_rle_2frame.dcm"))
+    ds = dcmread(pydicom_test_file("SC_rgb_rle_2frame.dcm"))
     pixels = ds.pixel_array.copy()
 
     sent = read_back(transcode(ds, plan_syntax(RLELossless, KEEP, True)))
@@ -280,9 +280,9 @@ def test_rle_originals_kept_go_out_decoded_in_explicit_vr_little_endian() -> Non
 
 
 def test_a_lossy_original_is_recompressed_losslessly_from_its_decoded_pixels_and_stays_marked_lossy() -> None:
-    jpeg = dcmread(get_testdata_file("SC_rgb_jpeg_dcmtk.dcm"))
+    jpeg = dcmread(pydicom_test_file("SC_rgb_jpeg_dcmtk.dcm"))
     del jpeg.LossyImageCompression
-    decoded_once = read_back(transcode(dcmread(get_testdata_file("SC_rgb_jpeg_dcmtk.dcm")), ExplicitVRLittleEndian))
+    decoded_once = read_back(transcode(dcmread(pydicom_test_file("SC_rgb_jpeg_dcmtk.dcm")), ExplicitVRLittleEndian))
 
     sent = read_back(transcode(jpeg, JPEGLSLossless))
 
@@ -293,7 +293,7 @@ def test_a_lossy_original_is_recompressed_losslessly_from_its_decoded_pixels_and
 
 
 def test_subsampled_uncompressed_colour_is_expanded_before_encoding() -> None:
-    ds = dcmread(get_testdata_file("SC_ybr_full_422_uncompressed.dcm"))
+    ds = dcmread(pydicom_test_file("SC_ybr_full_422_uncompressed.dcm"))
     pixels = ds.pixel_array.copy()  # expanded and converted to RGB by pydicom
 
     sent = read_back(transcode(ds, RLELossless))

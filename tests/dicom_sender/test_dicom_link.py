@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from pydicom import dcmread
 
+from karnak_dicom.testing import StudyFiles, dataset_bytes, make_study
 from karnak_dicom_sender.link import DestinationLink, Peer
 from karnak_dicom_sender.status import Outcome
 from karnak_shared.errors import PermanentDeliveryError, TransientDeliveryError
-from tests.support.dicomdata import StudyFiles, dataset_bytes, make_study
 from tests.support.servers import ScriptedSCP, StoreSCP, free_port
 
 pytestmark = pytest.mark.integration

@@ -17,9 +17,9 @@ import pika
 import pytest
 from pydicom.uid import CTImageStorage
 
+from karnak_dicom.testing import StudyFiles, dataset_bytes, make_study
 from karnak_shared.config import parse_config
 from tests.conftest import gateway_config, register_topology
-from tests.support.dicomdata import StudyFiles, dataset_bytes, make_study
 from tests.support.servers import (
     Gateway,
     ScriptedSCP,

@@ -41,11 +41,11 @@ from pydicom.uid import (
 from pynetdicom import AE, AllStoragePresentationContexts, _config, evt
 
 from karnak_dicom.deid import parse_project_secret, uid_hash
+from karnak_dicom.testing import PATIENT_BIRTH_DATE, PATIENT_ID, PATIENT_NAME, make_instance, with_image
 from karnak_shared.config import GatewayConfig, parse_config
 from karnak_shared.deadletters import DeadLetterQueue, ParkedMessage
 from tests.conftest import gateway_config, register_topology
 from tests.e2e.test_backbone import EventTap
-from tests.support.dicomdata import PATIENT_BIRTH_DATE, PATIENT_ID, PATIENT_NAME, _base, _image
 from tests.support.servers import Gateway, free_port, wait_until
 
 pytestmark = pytest.mark.integration
@@ -280,8 +280,8 @@ def _good_instance(run: Run, name: str = "good") -> None:
 
 
 def _mr(syntax: str = ExplicitVRLittleEndian) -> Dataset:
-    ds = _base(str(MRImageStorage), generate_uid(), generate_uid(), 1, "MR T1")
-    _image(ds, 16, 16, seed=5)
+    ds = make_instance(str(MRImageStorage), generate_uid(), generate_uid(), 1, "MR T1")
+    with_image(ds, 16, 16, seed=5)
     ds.file_meta = Dataset()
     ds.file_meta.TransferSyntaxUID = syntax
     ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID

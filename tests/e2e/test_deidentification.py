@@ -16,10 +16,7 @@ from typing import Any
 import pytest
 from pydicom import dcmread
 
-from karnak_shared.config import parse_config
-from tests.conftest import gateway_config, register_topology
-from tests.e2e.test_backbone import EventTap
-from tests.support.dicomdata import (
+from karnak_dicom.testing import (
     ACCESSION_NUMBER,
     PATIENT_BIRTH_DATE,
     PATIENT_ID,
@@ -27,6 +24,9 @@ from tests.support.dicomdata import (
     StudyFiles,
     make_study,
 )
+from karnak_shared.config import parse_config
+from tests.conftest import gateway_config, register_topology
+from tests.e2e.test_backbone import EventTap
 from tests.support.servers import Gateway, StoreSCP, free_port, storescu, wait_until
 
 pytestmark = pytest.mark.e2e

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 
+from karnak_dicom.testing import StudyFiles, dataset_bytes, make_study
 from karnak_processor.processor import WORKERS as PROCESSOR_WORKERS
 from karnak_shared.config import parse_config
 from karnak_shared.topology import Topology
 from tests.conftest import gateway_config, register_topology
-from tests.support.dicomdata import StudyFiles, dataset_bytes, make_study
 from tests.support.faults import (
     CountingStoreSCP,
     Deliveries,

@@ -15,11 +15,11 @@ from typing import Any
 import pika
 import pytest
 
+from karnak_dicom.testing import ACCESSION_NUMBER, PATIENT_ID, PATIENT_NAME, StudyFiles, make_study
 from karnak_shared.config import parse_config
 from karnak_shared.topology import Topology
 from tests.conftest import gateway_config, register_topology
 from tests.notifier.test_notifier import MailServer, ReceivedMail
-from tests.support.dicomdata import ACCESSION_NUMBER, PATIENT_ID, PATIENT_NAME, StudyFiles, make_study
 from tests.support.servers import (
     Gateway,
     ScriptedSCP,

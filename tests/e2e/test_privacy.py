@@ -26,20 +26,20 @@ from pydicom.uid import JPEGBaseline8Bit
 from pynetdicom import AE
 
 from karnak_dicom.deid import parse_project_secret, uid_hash
-from karnak_shared.config import parse_config
-from tests.conftest import gateway_config, register_topology
-from tests.e2e.test_backbone import EventTap
-from tests.support.dicomdata import (
+from karnak_dicom.testing import (
     ACCESSION_NUMBER,
     PATIENT_BIRTH_DATE,
     PATIENT_ID,
     PATIENT_NAME,
     StudyFiles,
-    _base,
-    _jpeg_like_image,
-    _write,
+    make_instance,
     make_study,
+    with_jpeg_like_image,
+    write_file,
 )
+from karnak_shared.config import parse_config
+from tests.conftest import gateway_config, register_topology
+from tests.e2e.test_backbone import EventTap
 from tests.support.servers import Gateway, ScriptedSCP, StoreSCP, free_port, storescu, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -82,11 +82,11 @@ class Run:
 
 def _ultrasound(directory: Path, study_uid: str) -> Path:
     """An ultrasound of the same patient whose JPEG stream is not JPEG: its pixels cannot be decoded."""
-    ds = _base(ULTRASOUND, study_uid, "1.2.826.0.1.3680043.9.7433.3.1", 1, "US ECHO")
+    ds = make_instance(ULTRASOUND, study_uid, "1.2.826.0.1.3680043.9.7433.3.1", 1, "US ECHO")
     ds.Modality = "US"
     ds.StationName = "ECHO-1"
-    _jpeg_like_image(ds, bytes(range(256)) * 4)
-    return _write(ds, directory / "us000.dcm", JPEGBaseline8Bit)
+    with_jpeg_like_image(ds, bytes(range(256)) * 4)
+    return write_file(ds, directory / "us000.dcm", JPEGBaseline8Bit)
 
 
 def _send_ultrasound(port: int, path: Path) -> None:

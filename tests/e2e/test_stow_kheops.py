@@ -24,6 +24,7 @@ import pika
 import pytest
 from pydicom import dcmread
 
+from karnak_dicom.testing import PATIENT_ID, PATIENT_NAME, StudyFiles, dataset_bytes, make_study
 from karnak_shared.blobstore import BlobStore
 from karnak_shared.broker import Publisher
 from karnak_shared.config import GatewayConfig, parse_config
@@ -33,7 +34,6 @@ from karnak_shared.payload import store_payload
 from karnak_shared.topology import Topology
 from tests.conftest import gateway_config, register_topology
 from tests.e2e.test_backbone import EventTap
-from tests.support.dicomdata import PATIENT_ID, PATIENT_NAME, StudyFiles, dataset_bytes, make_study
 from tests.support.kheops import Call, FakeKheops, Token
 from tests.support.orthanc import Orthanc
 from tests.support.servers import Gateway, free_port, metric_value, storescu, wait_until

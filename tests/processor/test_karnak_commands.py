@@ -10,7 +10,7 @@ import pytest
 import yaml
 from pydicom import dcmread
 
-from tests.support.dicomdata import PATIENT_ID, PATIENT_NAME, make_study
+from karnak_dicom.testing import PATIENT_ID, PATIENT_NAME, make_study
 
 PROFILE = Path(__file__).resolve().parents[1] / "data" / "karnak-profiles" / "profileByDefault.yml"
 SECRET = "0123456789abcdef0123456789abcdef"

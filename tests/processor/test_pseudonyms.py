@@ -9,6 +9,8 @@ import hmac
 import pytest
 from pydicom import Dataset
 
+from karnak_dicom.conditions import Condition
+from karnak_dicom.deid import hash_pseudonym
 from karnak_processor.pseudonyms import (
     ApiPseudonyms,
     ApiSettings,
@@ -194,3 +196,13 @@ def test_placeholders_read_attributes_by_keyword_or_hex_and_accept_quoted_text()
 )
 def test_json_paths_find_members_and_indices(path: str, document: object, expected: object) -> None:
     assert JsonPath(path).find(document) == expected
+
+
+def test_hash_pseudonyms_and_conditions_read_the_patient_id_as_the_same_text() -> None:
+    ds = Dataset()
+    ds.PatientID = " 0042 "
+    condition = Condition("tagValueIsPresent(#Tag.PatientID, '0042')")
+    secret = bytes.fromhex("0123456789abcdef0123456789abcdef")
+
+    assert condition.evaluate(ds)
+    assert HashPseudonyms(secret).pseudonym_for(ds) == hash_pseudonym(secret, "0042")

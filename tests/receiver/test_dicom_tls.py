@@ -24,6 +24,7 @@ from pydicom import dcmread
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
+from karnak_dicom.testing import StudyFiles, dataset_bytes, make_study
 from karnak_dicom_sender.link import DestinationLink
 from karnak_dicom_sender.sender import peers
 from karnak_dicom_sender.status import Outcome
@@ -34,7 +35,6 @@ from karnak_shared.envelope import Envelope
 from karnak_shared.errors import ConfigError, PermanentDeliveryError, TransientDeliveryError
 from karnak_shared.service import ServiceRunner
 from tests.conftest import gateway_config, register_topology
-from tests.support.dicomdata import StudyFiles, dataset_bytes, make_study
 from tests.support.servers import Gateway, dcmtk_env, dcmtk_tool, free_port, storescu, wait_for_port, wait_until
 from tests.support.tls import Pki, make_pki
 

@@ -15,13 +15,13 @@ from pydicom.uid import JPEG2000Lossless
 from pynetdicom import AE
 from pynetdicom.sop_class import SecondaryCaptureImageStorage, Verification  # type: ignore[attr-defined]
 
+from karnak_dicom.testing import make_study
 from karnak_receiver.listener import Listener
 from karnak_receiver.main import ReceiverService
 from karnak_shared.config import GatewayConfig, parse_config
 from karnak_shared.envelope import Envelope
 from karnak_shared.service import ServiceRunner
 from tests.conftest import gateway_config, register_topology
-from tests.support.dicomdata import make_study
 from tests.support.servers import free_port, storescu
 
 pytestmark = pytest.mark.integration
@@ -142,16 +142,16 @@ def test_a_compressed_instance_is_accepted_in_its_own_transfer_syntax_and_kept_e
 ) -> None:
     from pydicom.encaps import encapsulate
 
-    from tests.support.dicomdata import _base, _write
+    from karnak_dicom.testing import make_instance, write_file
 
-    ds = _base(str(SecondaryCaptureImageStorage), "1.2.3.4", "1.2.3.4.1", 1, "J2K")
+    ds = make_instance(str(SecondaryCaptureImageStorage), "1.2.3.4", "1.2.3.4.1", 1, "J2K")
     ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.Rows, ds.Columns = 1, "MONOCHROME2", 8, 8
     ds.BitsAllocated = ds.BitsStored = 8
     ds.HighBit, ds.PixelRepresentation = 7, 0
     fragment = b"\xff\x4f\xff\x51" + bytes(range(200))  # opaque: the gateway never decodes it
     ds.PixelData = encapsulate([fragment])
     ds["PixelData"].VR = "OB"
-    path = _write(ds, tmp_path / "j2k.dcm", JPEG2000Lossless)
+    path = write_file(ds, tmp_path / "j2k.dcm", JPEG2000Lossless)
     assoc = _associate(receiver.port, contexts=[(SecondaryCaptureImageStorage, [JPEG2000Lossless])])
     assert assoc.is_established
     assert assoc.send_c_store(dcmread(path)).Status == 0x0000

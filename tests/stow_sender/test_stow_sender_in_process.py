@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from pydicom import dcmread
 
+from karnak_dicom.testing import StudyFiles, dataset_bytes, make_study
 from karnak_shared.blobstore import BlobStore
 from karnak_shared.broker import Publisher
 from karnak_shared.config import GatewayConfig, parse_config
@@ -33,7 +34,6 @@ from karnak_stow_sender.main import StowSenderService
 from karnak_stow_sender.settings import StowSenderSettings
 from tests.conftest import gateway_config, register_topology
 from tests.e2e.test_backbone import EventTap
-from tests.support.dicomdata import StudyFiles, dataset_bytes, make_study
 from tests.support.orthanc import Orthanc
 from tests.support.servers import free_port, metric_value, wait_until
 

@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 import pika
 import pika.exceptions
 
-from tests.support.dicomdata import dataset_bytes
+from karnak_dicom.testing import dataset_bytes
 from tests.support.kheops import FakeKheops
 from tests.support.servers import Gateway, StoreSCP, amqp_reachable, dcmtk_env, dcmtk_tool, wait_until
 

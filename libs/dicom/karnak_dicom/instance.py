@@ -12,8 +12,8 @@ from typing import BinaryIO
 from pydicom import Dataset, dcmread
 from pydicom.dataelem import RawDataElement
 from pydicom.errors import InvalidDicomError
-from pydicom.filereader import data_element_generator
 
+from karnak_dicom._internals import data_element_generator
 from karnak_dicom.errors import InvalidInstance
 
 # Study-level values shown in notification emails. They are the values as sent (de-identified for a

@@ -18,11 +18,19 @@ from typing import BinaryIO, Final
 
 from pydicom import Dataset, __version_info__
 from pydicom.datadict import dictionary_description
-from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element
-from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import dcmwrite, write_data_element
-from pydicom.tag import BaseTag, tag_in_exception
+from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.filewriter import dcmwrite
+from pydicom.tag import BaseTag
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID
+
+from karnak_dicom._internals import (
+    DicomBytesIO,
+    convert_raw_data_element,
+    decoded_character_set,
+    element_dictionary,
+    tag_in_exception,
+    write_data_element,
+)
 
 __all__ = ["write_part10"]
 
@@ -52,7 +60,7 @@ def write_part10(dataset: Dataset, syntax: UID, source: BinaryIO | None = None) 
         # dcmwrite, not save_as: save_as refuses a dataset read big endian and converted to little endian.
         dcmwrite(buffer, dataset, enforce_file_format=True)
         return buffer.getvalue()
-    if any(tag >> 16 in (0, 2) for tag in dataset._dict):
+    if any(tag >> 16 in (0, 2) for tag in element_dictionary(dataset)):
         raise ValueError("command (0000,eeee) or file meta (0002,eeee) elements in the dataset")
     fp = DicomBytesIO()
     fp.is_little_endian, fp.is_implicit_VR = True, False
@@ -62,9 +70,9 @@ def write_part10(dataset: Dataset, syntax: UID, source: BinaryIO | None = None) 
     fp.write(preamble)
     fp.write(b"DICM")
     fp.write(_encode_file_meta(dataset))
-    if _PIXEL_DATA in dataset._dict:
+    if _PIXEL_DATA in element_dictionary(dataset):
         # As dcmwrite (PS3.5 A.4): encapsulated pixel data has an undefined length, native pixel data not.
-        element = dataset._dict[_PIXEL_DATA]
+        element = element_dictionary(dataset)[_PIXEL_DATA]
         undefined = element.length == _UNDEFINED if isinstance(element, RawDataElement) else element.is_undefined_length
         if undefined != syntax.is_compressed:
             dataset["PixelData"].is_undefined_length = syntax.is_compressed
@@ -74,7 +82,7 @@ def write_part10(dataset: Dataset, syntax: UID, source: BinaryIO | None = None) 
 
 def _write_dataset(fp: DicomBytesIO, dataset: Dataset, source: BinaryIO | None) -> None:
     encodings = dataset.get("SpecificCharacterSet", "iso8859")
-    elements = dataset._dict
+    elements = element_dictionary(dataset)
     write = fp.write
     for tag in sorted(elements):
         if tag & 0xFFFF == 0 and tag >> 16 > 6:
@@ -131,7 +139,9 @@ def _plain_explicit_little_endian(syntax: UID) -> bool:
 def _encoding_unchanged(dataset: Dataset) -> bool:
     """Whether raw elements may be written as read: the same encoding and character set as the original."""
     original = dataset.original_encoding
-    return original in ((False, True), (None, None)) and dataset.original_character_set == dataset._character_set
+    return original in ((False, True), (None, None)) and dataset.original_character_set == decoded_character_set(
+        dataset
+    )
 
 
 def _encode_file_meta(dataset: Dataset) -> bytes:
@@ -143,7 +153,7 @@ def _encode_file_meta(dataset: Dataset) -> bytes:
     """
     meta = dataset.file_meta
     values: dict[int, tuple[str, bytes]] = {}
-    for found, element in meta._dict.items():
+    for found, element in element_dictionary(meta).items():
         if found >> 16 != 2:
             raise ValueError("Only File Meta Information group (0002,eeee) elements may be present in 'file_meta'.")
         if found != 0x00020000:
@@ -152,7 +162,7 @@ def _encode_file_meta(dataset: Dataset) -> bytes:
             values[int(found)] = _meta_value(element)
     for uid_tag, keyword in ((0x00020002, "SOPClassUID"), (0x00020003, "SOPInstanceUID")):
         value = dataset.get(keyword, None)
-        if value and _meta_text(meta._dict.get(BaseTag(uid_tag))) != str(value):
+        if value and _meta_text(element_dictionary(meta).get(BaseTag(uid_tag))) != str(value):
             values[uid_tag] = _meta_value(DataElement(uid_tag, "UI", value))
     defaults = (
         (0x00020001, "OB", b"\x00\x01", True),

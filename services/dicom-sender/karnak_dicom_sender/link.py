@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pynetdicom import AE, _config, evt
+from pynetdicom import AE, evt
 from pynetdicom.association import Association
 
+from karnak_dicom._internals import send_datasets_from_files
 from karnak_dicom_sender.status import Outcome, classify, describe
 from karnak_shared.errors import PermanentDeliveryError, TransientDeliveryError
 from karnak_shared.logs import EventLogger
@@ -26,7 +27,7 @@ from karnak_shared.logs import EventLogger
 log = EventLogger("karnak.dicom-sender")
 
 # Send files in chunks straight from disk: the bytes go out as received, nothing is decoded or re-encoded.
-_config.STORE_SEND_CHUNKED_DATASET = True
+send_datasets_from_files()
 # PS3.8: at most 128 presentation contexts per association (odd ids 1..255).
 MAX_CONTEXTS = 128
 

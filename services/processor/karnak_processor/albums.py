@@ -8,18 +8,9 @@ transfer succeeded.
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 from pydicom import Dataset
 
-from karnak_dicom.conditions import Condition
 from karnak_shared.config import DicomDestination, StowDestination
-
-
-@lru_cache(maxsize=256)
-def _condition(text: str) -> Condition:
-    # Conditions were validated with the configuration; parse each text once, not once per instance.
-    return Condition.parse(text)
 
 
 def matching_albums(destination: StowDestination | DicomDestination, dataset: Dataset) -> list[int]:
@@ -32,5 +23,6 @@ def matching_albums(destination: StowDestination | DicomDestination, dataset: Da
     return [
         index
         for index, album in enumerate(destination.kheops_albums)
-        if not album.condition.strip() or _condition(album.condition).evaluate(dataset)
+        # Compiled with the configuration: nothing is parsed per instance.
+        if album.condition.always_true or album.condition.evaluate(dataset)
     ]

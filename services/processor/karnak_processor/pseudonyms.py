@@ -37,10 +37,12 @@ from typing import Any, Final, Literal
 
 from pydicom import Dataset
 from pydicom.datadict import keyword_dict
-from pydicom.multival import MultiValue
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from karnak_dicom.attributes import attribute_text
+from karnak_dicom.deid.expressions import Expression, ExpressionError, split_template
+from karnak_dicom.language import DatasetValues
 from karnak_shared.config import Pseudonym
 from karnak_shared.errors import ConfigError, KarnakError
 from karnak_shared.pseudonym_store import PSEUDONYM_MAX_LENGTH, lookup_pseudonym
@@ -175,7 +177,7 @@ class HashPseudonyms(PseudonymSource):
 
 
 def _patient_id(dataset: Dataset) -> str:
-    patient_id = _string_value(dataset, 0x00100020)
+    patient_id = attribute_text(dataset, 0x00100020)
     if not patient_id:
         # A shared pseudonym for every patient without an id would merge them into one research subject.
         raise PseudonymMissing("the instance has no PatientID to derive a pseudonym from")
@@ -213,7 +215,7 @@ class TagPseudonyms(PseudonymSource):
         self._name = f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
 
     def pseudonym_for(self, dataset: Dataset) -> str:
-        value = _string_value(dataset, self._tag)
+        value = attribute_text(dataset, self._tag)
         if value is None:
             raise PseudonymMissing(f"the instance has no {self._name} to read the pseudonym from")
         if self._delimiter is not None:
@@ -240,7 +242,7 @@ class CachedPseudonyms(PseudonymSource):
 
     def pseudonym_for(self, dataset: Dataset) -> str:
         patient_id = _patient_id(dataset)
-        issuer = _string_value(dataset, 0x00100021) or self._default_issuer
+        issuer = attribute_text(dataset, 0x00100021) or self._default_issuer
         try:
             pseudonym = lookup_pseudonym(self._sessions, self._project, patient_id, issuer)
         except SQLAlchemyError as exc:
@@ -467,18 +469,19 @@ class _Template:
     ) -> None:
         self._parts: list[str | Placeholder] = []
         self._escape = escape
-        position = 0
-        while (start := text.find("{{", position)) >= 0:
-            end = text.find("}}", start + 2)
-            if end < 0:
-                raise ConfigError(f"{field_name}: '{{{{' at position {start} has no closing '}}}}'")
-            self._parts.append(text[position:start])
+        try:
+            pieces = split_template(text)
+        except ExpressionError as exc:
+            raise ConfigError(f"{field_name}: '{{{{' at position {exc.position} has no closing '}}}}'") from None
+        for piece in pieces:
+            if isinstance(piece, str):
+                self._parts.append(piece)
+                continue
+            start, inner = piece
             try:
-                self._parts.append(compile_placeholder(text[start + 2 : end].strip()))
+                self._parts.append(compile_placeholder(inner.strip()))
             except ConfigError as exc:
                 raise ConfigError(f"{field_name}: placeholder at position {start}: {exc}") from None
-            position = end + 2
-        self._parts.append(text[position:])
 
     def render(self, dataset: Dataset) -> str:
         pieces: list[str] = []
@@ -500,23 +503,16 @@ def _json_string(value: str) -> str:
     return json.dumps(value, ensure_ascii=False)[1:-1]
 
 
-_GET_STRING: Final = re.compile(r"getString\(\s*(#Tag\.[A-Za-z0-9]+|'[^']*'|\"[^\"]*\")\s*\)")
-_LITERAL: Final = re.compile(r"'([^']*)'|\"([^\"]*)\"")
-
-
 def compile_get_string(expression: str) -> Placeholder:
-    """The placeholders Karnak's API templates use: ``getString(#Tag.X)``, ``getString('gggg,eeee')``, 'text'."""
-    match = _GET_STRING.fullmatch(expression)
-    if match:
-        argument = match.group(1)
-        reference = argument if argument.startswith("#") else argument[1:-1]
-        tag = parse_tag(reference, "getString")
-        return lambda dataset: _string_value(dataset, tag)
-    literal = _LITERAL.fullmatch(expression)
-    if literal:
-        text = literal.group(1) if literal.group(1) is not None else literal.group(2)
-        return lambda dataset: text
-    raise ConfigError(f"'{expression}' is not getString(#Tag.Keyword), getString('gggg,eeee') or a quoted text")
+    """A placeholder of an API template: an expression of the template dialect, e.g. ``getString(#Tag.X)``,
+    ``getString('gggg,eeee')`` or ``'text'`` (what Karnak's templates use), evaluated on the instance."""
+    try:
+        compiled = Expression.for_value(expression)
+    except ExpressionError as exc:
+        raise ConfigError(
+            f"{exc}; an attribute is read with getString(#Tag.Keyword) or getString('gggg,eeee')"
+        ) from None
+    return lambda dataset: compiled.evaluate(DatasetValues(dataset))
 
 
 _PATH_STEP: Final = re.compile(
@@ -561,23 +557,6 @@ class JsonPath:
 
 
 # --- values ----------------------------------------------------------------------------------------------
-
-
-def _string_value(dataset: Dataset, tag: int) -> str | None:
-    """The attribute's value as text (multiple values joined with a backslash), trimmed; None if absent."""
-    if tag not in dataset:
-        return None
-    element = dataset[tag]
-    if element.VR == "SQ":
-        return None
-    value = element.value
-    if value is None:
-        return ""
-    if isinstance(value, bytes | bytearray):
-        return bytes(value).decode("latin-1").strip("\x00 ")
-    if isinstance(value, MultiValue | list | tuple):
-        return "\\".join(str(item) for item in value).strip()
-    return str(value).strip()
 
 
 def _checked(pseudonym: str, source: str) -> str:

@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from karnak_dicom.conditions import Condition
 from karnak_dicom.deid import InstanceExcluded
 from karnak_dicom.instance import Instance, describe_error, hide_quoted
 from karnak_processor.albums import matching_albums
@@ -84,9 +83,9 @@ Decision = Deliver | Reject | Fail | Later | Skip
 
 def condition_gate(destination: AnyDestination) -> Gate | None:
     """Reject instances for which the destination's condition is false."""
-    if not destination.condition.strip():
+    if destination.condition.always_true:
         return None
-    condition = Condition.parse(destination.condition)
+    condition = destination.condition  # compiled with the configuration
 
     def gate(instance: Instance) -> str | None:
         if condition.evaluate(instance.dataset):

@@ -17,13 +17,14 @@ from pathlib import Path
 
 from pydicom import Dataset, dcmread
 
-from karnak_dicom.deid import Deidentifier, ProfileError, load_profile, parse_project_secret, uid_hash
+from karnak_dicom.deid import Deidentifier, uid_hash
 from karnak_dicom.instance import DISPLAY_KEYWORDS, Instance
 from karnak_dicom.transcoding import SyntaxNotCarried, encode_part10, plan_syntax, transcode
 from karnak_processor.pseudonyms import PseudonymSource, SessionFactory, pseudonym_source
 from karnak_shared.config import DicomDestination, GatewayConfig, StowDestination
 from karnak_shared.envelope import TransferOrigin
-from karnak_shared.errors import BlobStoreError, ConfigError, KarnakError
+from karnak_shared.errors import BlobStoreError, ConfigError
+from karnak_shared.profiles import compile_destination
 
 AnyDestination = DicomDestination | StowDestination
 
@@ -167,36 +168,13 @@ def build_transformation(
     session_factory: SessionFactory | None,
 ) -> Transformation:
     """The transformation of a destination; raises `ConfigError` naming the field (`where`) when it cannot work."""
-    from karnak_dicom.transcoding import check_requested_syntax
-
-    try:
-        check_requested_syntax(destination.transfer_syntax)
-    except KarnakError as exc:
-        raise ConfigError(f"{where}.transfer_syntax: {exc}") from None
-    settings = destination.deidentification or destination.tag_morphing
-    if settings is None:
+    compiled = compile_destination(config, destination, where, base_dir)
+    deidentifier, profile, project = compiled.deidentifier, compiled.profile, compiled.project
+    if deidentifier is None or profile is None or project is None:
         return Transformation(
             destination.id, None, None, destination.transfer_syntax, destination.transcode_only_uncompressed
         )
-    field = "deidentification" if destination.deidentification is not None else "tag_morphing"
-    project = next(p for p in config.projects if p.name == settings.project)
-    project_index = config.projects.index(project)
-    # A revision carries the profile's text; a file names a profile file.
-    profile_source = project.profile_source(base_dir)
-    shown = profile_source if isinstance(profile_source, Path) else "text of the revision"
-    try:
-        profile = load_profile(profile_source)
-    except ProfileError as exc:
-        raise ConfigError([f"projects[{project_index}].profile ({shown}): {p}" for p in exc.problems]) from None
-    except OSError as exc:
-        raise ConfigError(f"projects[{project_index}].profile: cannot read {shown}: {exc.strerror}") from None
-    try:
-        secret = parse_project_secret(project.secret.get_secret_value())
-        deidentifier = Deidentifier.for_project(
-            profile, project.name, secret, tag_morphing=destination.tag_morphing is not None
-        )
-    except ConfigError as exc:
-        raise ConfigError([f"{where}.{field}: {p}" for p in exc.problems]) from None
+    secret = compiled.secret
     pseudonyms = None
     if destination.deidentification is not None:
         issuer = destination.deidentification.issuer_of_patient_id or profile.default_issuer_of_patient_id

@@ -48,6 +48,13 @@ def cmd_check(args: argparse.Namespace) -> int:
         config = load_config(args.file)
     except ConfigError as exc:
         return _fail(f"invalid configuration:\n{exc}", EXIT_CONFIG)
+    # Imported here: the DICOM engines are heavy and only this command needs them. Every profile is loaded
+    # and every expression compiled as the processor does at start-up.
+    from karnak_shared.profiles import compile_every_destination
+
+    problems = compile_every_destination(config, config.base_dir)
+    if problems:
+        return _fail("invalid configuration:\n" + "\n".join(problems), EXIT_CONFIG)
     destinations = sum(len(node.destinations) for node in config.forward_nodes)
     print(f"{args.file}: valid ({len(config.forward_nodes)} forward node(s), {destinations} destination(s))")
     for node, dest in config.destinations():

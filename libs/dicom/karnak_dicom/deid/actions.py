@@ -13,15 +13,17 @@ elements without decoding and re-encoding them, which is most of the cost of a c
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Iterable, MutableMapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
 from pydicom import config
 from pydicom.dataelem import DataElement, RawDataElement, empty_value_for_VR
-from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
+
+from karnak_dicom._internals import Elements
+from karnak_dicom.attributes import text_values
 
 __all__ = [
     "DUMMY",
@@ -41,9 +43,6 @@ __all__ = [
     "set_uid_hashes",
     "text_values",
 ]
-
-Elements = MutableMapping[BaseTag, "DataElement | RawDataElement"]
-"""A dataset's element dictionary (``Dataset._dict``), written directly for speed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,24 +95,6 @@ def set_empty(elements: Elements, tag: BaseTag, vr: str) -> None:
         elements[tag] = _raw(tag, vr, b"")
     else:
         elements[tag] = _element(tag, vr, empty_value_for_VR(vr))
-
-
-def _decoded(value: bytes | bytearray) -> str:
-    return bytes(value).decode("latin-1").rstrip("\x00 ")
-
-
-def text_values(value: Any) -> list[str]:
-    """The values of a decoded attribute as text, one per value (bytes as Latin-1, padding dropped)."""
-    if value is None:
-        return []
-    if isinstance(value, str):
-        return [value] if value else []
-    if isinstance(value, bytes | bytearray):
-        text = _decoded(value)
-        return [text] if text else []
-    if isinstance(value, MultiValue | list | tuple):
-        return [_decoded(item) if isinstance(item, bytes | bytearray) else str(item) for item in value]
-    return [str(value)]
 
 
 def raw_values(element: RawDataElement) -> list[str] | None:

@@ -15,7 +15,7 @@ from importlib import resources
 from typing import Any, Final
 
 from karnak_dicom.deid.actions import DUMMY, EMPTY, KEEP, REMOVE, UID, Action
-from karnak_dicom.deid.tags import parse_tag_pattern
+from karnak_dicom.tags import parse_tag_pattern
 
 __all__ = ["BasicProfileTable", "basic_profile_table", "load_table_rows", "resolve_code"]
 

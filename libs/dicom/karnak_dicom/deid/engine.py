@@ -30,6 +30,8 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
 
+from karnak_dicom._internals import copy_element_dictionary, element_dictionary, forget_private_blocks
+from karnak_dicom.attributes import attribute_text
 from karnak_dicom.deid import dates
 from karnak_dicom.deid.actions import (
     ASCII_VRS,
@@ -275,8 +277,7 @@ class _AttributeContext:
 def _snapshot(dataset: Dataset) -> Dataset:
     """A shallow copy whose element dict is its own: later replacements in ``dataset`` do not show in it."""
     original = copy.copy(dataset)
-    original._dict = dict(dataset._dict)
-    original._private_blocks = {}
+    copy_element_dictionary(dataset, original)
     return original
 
 
@@ -303,21 +304,18 @@ class _Run:
 
     def original_text(self, tag: int) -> str | None:
         """The original top-level value as text (values joined with ``\\``), None when absent or empty."""
-        if tag not in self.original._dict:
+        if tag not in element_dictionary(self.original):  # the fast answer for most tags
             return None
-        element = self.original[tag]
-        if element.VR == "SQ":
-            return None
-        return "\\".join(text_values(element.value)) or None
+        return attribute_text(self.original, tag) or None
 
     def deep_tags(self) -> frozenset[int]:
         if self._deep_tags is None:
             found: set[int] = set()
 
             def collect(dataset: Dataset) -> None:
-                for tag in list(dataset._dict):
+                for tag in list(element_dictionary(dataset)):
                     found.add(int(tag))
-                    raw = dataset._dict[tag]
+                    raw = element_dictionary(dataset)[tag]
                     if raw.VR == "SQ" or (raw.VR is None and _dictionary_vr(int(tag)) == "SQ"):
                         for item in dataset[tag].value or ():
                             collect(item)
@@ -407,7 +405,7 @@ def _new(tag: int, vr: str, value: Any) -> DataElement:
 
 def _values(dataset: Dataset, tag: BaseTag, vr: str) -> list[str]:
     """The attribute's values as text; ASCII attributes still raw are read without decoding the element."""
-    element = dataset._dict[tag]
+    element = element_dictionary(dataset)[tag]
     if isinstance(element, RawDataElement) and vr in ASCII_VRS:
         values = raw_values(element)
         if values is not None:
@@ -555,7 +553,7 @@ class Deidentifier:
         return limit_action, limit
 
     def _walk(self, run: _Run, dataset: Dataset, limit: int, limit_action: Action | None, *, root: bool) -> None:
-        elements = dataset._dict
+        elements = element_dictionary(dataset)
         plans = self._plans
         kept_private: set[int] = set()
         removed_creators: dict[int, DataElement | RawDataElement] = {}
@@ -588,7 +586,7 @@ class Deidentifier:
                 if number & 0x10000:
                     if 0x10 <= number & 0xFFFF <= 0xFF:
                         removed_creators[number] = element
-                    dataset._private_blocks.clear()
+                    forget_private_blocks(dataset)
                 del elements[tag]
             else:
                 if private_data:
@@ -602,7 +600,7 @@ class Deidentifier:
                 elements[stashed.tag] = stashed
 
     def _execute(self, run: _Run, dataset: Dataset, tag: BaseTag, vr: str, action: Action) -> None:
-        elements = dataset._dict
+        elements = element_dictionary(dataset)
         kind = action.kind
         if " or " in vr:  # an ambiguous dictionary VR (US or SS...): the decoded element knows
             vr = dataset[tag].VR
@@ -632,17 +630,17 @@ class Deidentifier:
             if not run.active[index] or not isinstance(element, AddTagElement | AddPrivateTagElement):
                 continue
             tag = BaseTag(element.tag)
-            if tag in run.claimed or (tag in dataset._dict and text_values(dataset[tag].value)):
+            if tag in run.claimed or (tag in element_dictionary(dataset) and text_values(dataset[tag].value)):
                 continue  # present with a value: the add does nothing and later elements decide
             if isinstance(element, AddPrivateTagElement):
                 creator_tag = BaseTag(element.creator_tag)
-                if creator_tag in dataset._dict:
+                if creator_tag in element_dictionary(dataset):
                     if [v.strip() for v in text_values(dataset[creator_tag].value)] != [element.private_creator]:
                         continue  # the block belongs to another creator: never add under it
                 else:
-                    dataset._dict[creator_tag] = raw_text(creator_tag, "LO", element.private_creator)
+                    element_dictionary(dataset)[creator_tag] = raw_text(creator_tag, "LO", element.private_creator)
                     run.claimed.add(int(creator_tag))
-            set_text(dataset._dict, tag, element.vr, element.value)
+            set_text(element_dictionary(dataset), tag, element.vr, element.value)
             run.claimed.add(int(tag))
 
     # --- clean pixel data ---
@@ -652,14 +650,14 @@ class Deidentifier:
             (e for i, e in enumerate(self.profile.elements) if isinstance(e, CleanPixelDataElement) and run.active[i]),
             None,
         )
-        if element is None or not any(tag in dataset._dict for tag in _PIXEL_TAGS):
+        if element is None or not any(tag in element_dictionary(dataset) for tag in _PIXEL_TAGS):
             return False, None
         sop_class = (run.original_text(_SOP_CLASS_UID) or "").strip("\x00 ")
         burned_in = {
             (run.original_text(_BURNED_IN_ANNOTATION) or "").strip().upper(),
             (
                 "\\".join(_values(dataset, BaseTag(_BURNED_IN_ANNOTATION), "CS")).strip().upper()
-                if _BURNED_IN_ANNOTATION in dataset._dict
+                if _BURNED_IN_ANNOTATION in element_dictionary(dataset)
                 else ""
             ),
         }
@@ -695,7 +693,7 @@ class Deidentifier:
         return list(codes.items())
 
     def _patient_module(self, dataset: Dataset, pseudonym: str, codes: list[tuple[str, str]]) -> None:
-        elements = dataset._dict
+        elements = element_dictionary(dataset)
         now = datetime.now()
         values = (
             (_PATIENT_ID, "LO", patient_id_from_pseudonym(self.secret, pseudonym)),
@@ -742,11 +740,11 @@ class Deidentifier:
             return
         for meta_tag, tag in ((0x00020003, _SOP_INSTANCE_UID), (0x00020002, _SOP_CLASS_UID)):
             meta_key, key = BaseTag(meta_tag), BaseTag(tag)
-            if meta_key not in file_meta._dict or key not in dataset._dict:
+            if meta_key not in element_dictionary(file_meta) or key not in element_dictionary(dataset):
                 continue
             value = "\\".join(_values(dataset, key, "UI"))
             if value and "\\".join(_values(file_meta, meta_key, "UI")) != value:
-                set_text(file_meta._dict, meta_key, "UI", value)
+                set_text(element_dictionary(file_meta), meta_key, "UI", value)
 
 
 def _select_mask(masks: tuple[Mask, ...], station: str, columns: str | None, rows: str | None) -> Mask | None:

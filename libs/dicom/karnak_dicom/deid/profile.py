@@ -9,20 +9,21 @@ element (its index in ``profileElements`` and its name), the field, and the line
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Final
 
-import yaml
 from pydicom.datadict import dictionary_VR
 from pydicom.valuerep import VR as VR_
 
 from karnak_dicom.conditions import Condition, ConditionError
 from karnak_dicom.deid.errors import ProfileError
 from karnak_dicom.deid.expressions import Expression, ExpressionError, Template
-from karnak_dicom.deid.tags import TagPattern, TagSelector, format_tag, parse_tag_pattern, parse_tag_reference
+from karnak_dicom.errors import ConfigError
+from karnak_dicom.located_yaml import LocatedYaml, as_mapping, load_located_yaml
+from karnak_dicom.spelling import suggestion
+from karnak_dicom.tags import TagPattern, TagSelector, format_tag, parse_tag_pattern, parse_tag_reference
 
 __all__ = [
     "AddPrivateTagElement",
@@ -241,32 +242,6 @@ class _Problems:
         self.items.append(f"{where}: {message}" + (f" (line {line})" if line else ""))
 
 
-def _suggest(word: str, candidates: Any) -> str:
-    matches = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.7)
-    return f" (did you mean {matches[0]!r}?)" if matches else ""
-
-
-def _lines(text: str) -> tuple[dict[str, int], list[int], list[int]]:
-    """Line numbers (1-based) of the top-level keys, of each element and of each mask."""
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError:
-        return {}, [], []
-    keys: dict[str, int] = {}
-    elements: list[int] = []
-    masks: list[int] = []
-    if isinstance(root, yaml.MappingNode):
-        for key_node, value_node in root.value:
-            keys[str(key_node.value)] = key_node.start_mark.line + 1
-            if isinstance(value_node, yaml.SequenceNode):
-                lines = [item.start_mark.line + 1 for item in value_node.value]
-                if key_node.value == "profileElements":
-                    elements = lines
-                elif key_node.value == "masks":
-                    masks = lines
-    return keys, elements, masks
-
-
 def _looks_like_yaml(text: str) -> bool:
     return "\n" in text or ": " in text or text.lstrip().startswith(("{", "["))
 
@@ -294,19 +269,17 @@ class _ProfileReader:
 
     def read(self) -> Profile:
         try:
-            data = yaml.safe_load(self._text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" (line {mark.line + 1})" if mark is not None else ""
-            problem = getattr(exc, "problem", None) or str(exc)
-            raise ProfileError(f"profile: not valid YAML: {problem}{where}") from None
-        if not isinstance(data, dict):
-            raise ProfileError("profile: expected a mapping with name, version and profileElements")
-        key_lines, element_lines, mask_lines = _lines(self._text)
+            document = load_located_yaml(self._text, "profile")
+            data = as_mapping(document, "profile", "expected a mapping with name, version and profileElements")
+        except ConfigError as exc:
+            raise ProfileError(exc.problems) from None
+        key_lines = {str(key): document.line((str(key),), key=True) for key in data}
         problems = self._problems
         for key in data:
             if key not in _TOP_KEYS:
-                problems.add(str(key), f"unknown key{_suggest(str(key), _TOP_KEYS)}", key_lines.get(str(key)))
+                problems.add(
+                    str(key), f"unknown key{suggestion(str(key), _TOP_KEYS, cutoff=0.7)}", key_lines.get(str(key))
+                )
         name = self._optional_text(data, "name", key_lines) or ""
         version = self._optional_text(data, "version", key_lines)
         minimum = self._optional_text(data, "minimumKarnakVersion", key_lines)
@@ -318,11 +291,10 @@ class _ProfileReader:
             problems.add("profileElements", "a non-empty list of elements is required", line)
         else:
             for index, raw in enumerate(raw_elements):
-                element_line = element_lines[index] if index < len(element_lines) else None
-                element = self._element(index, raw, element_line)
+                element = self._element(index, raw, document.line(("profileElements", index)))
                 if element is not None:
                     elements.append(element)
-        masks = self._masks(data.get("masks"), mask_lines, key_lines.get("masks"))
+        masks = self._masks(data.get("masks"), document, key_lines.get("masks"))
         if problems.items:
             raise ProfileError(problems.items)
         return Profile(
@@ -334,7 +306,7 @@ class _ProfileReader:
             default_issuer_of_patient_id=issuer,
         )
 
-    def _optional_text(self, data: dict[str, Any], key: str, lines: dict[str, int]) -> str | None:
+    def _optional_text(self, data: dict[str, Any], key: str, lines: dict[str, int | None]) -> str | None:
         value = data.get(key)
         if value is None:
             return None
@@ -359,7 +331,7 @@ class _ProfileReader:
 
         for key in raw:
             if key not in _ELEMENT_KEYS:
-                fail(f"{key}: unknown key{_suggest(str(key), _ELEMENT_KEYS)}")
+                fail(f"{key}: unknown key{suggestion(str(key), _ELEMENT_KEYS, cutoff=0.7)}")
         if not isinstance(name, str) or not name.strip():
             fail("name: required")
             name = ""
@@ -374,7 +346,7 @@ class _ProfileReader:
             if reason:
                 fail(f"codename: {codename!r} is not supported: {reason}")
             else:
-                fail(f"codename: unknown codename {codename!r}{_suggest(codename, _BUILDERS)}")
+                fail(f"codename: unknown codename {codename!r}{suggestion(codename, _BUILDERS, cutoff=0.7)}")
             return None
         element = builder(self, _ElementInput(index, name, condition, raw, fail))
         return element if len(problems.items) == before else None
@@ -394,7 +366,7 @@ class _ProfileReader:
 
     # --- masks ---
 
-    def _masks(self, raw: Any, lines: list[int], key_line: int | None) -> tuple[Mask, ...]:
+    def _masks(self, raw: Any, document: LocatedYaml, key_line: int | None) -> tuple[Mask, ...]:
         if raw is None:
             return ()
         if not isinstance(raw, list):
@@ -402,7 +374,7 @@ class _ProfileReader:
             return ()
         masks: list[Mask] = []
         for index, item in enumerate(raw):
-            line = lines[index] if index < len(lines) else None
+            line = document.line(("masks", index))
             where = f"masks[{index}]"
             if not isinstance(item, dict):
                 self._problems.add(where, "must be a mapping with stationName and rectangles", line)
@@ -410,7 +382,7 @@ class _ProfileReader:
             before = len(self._problems.items)
             for key in item:
                 if key not in _MASK_KEYS:
-                    self._problems.add(where, f"{key}: unknown key{_suggest(str(key), _MASK_KEYS)}", line)
+                    self._problems.add(where, f"{key}: unknown key{suggestion(str(key), _MASK_KEYS, cutoff=0.7)}", line)
             station = item.get("stationName")
             if not isinstance(station, str | int) or isinstance(station, bool) or str(station) == "":
                 self._problems.add(where, "stationName: required (a station name, or * for any)", line)
@@ -582,7 +554,11 @@ def _dates(reader: _ProfileReader, spec: _ElementInput) -> ProfileElement:
         if option is None:
             spec.fail(f"option: required for {codename} (one of {available})")
         else:
-            hint = " (did you mean 'date_format'?)" if option == "format_date" else _suggest(str(option), _DATE_OPTIONS)
+            hint = (
+                " (did you mean 'date_format'?)"
+                if option == "format_date"
+                else suggestion(str(option), _DATE_OPTIONS, cutoff=0.7)
+            )
             spec.fail(f"option: {option!r} is not one of {available}{hint}")
         return DatesElement(spec.index, spec.name, spec.condition, selector, "")
     required, optional = _DATE_OPTIONS[option]
