@@ -99,8 +99,10 @@ class BoundedAssociationSocket(AssociationSocket):
 
     @property
     def awaiting_request(self) -> bool:
-        """Connected, and its A-ASSOCIATE-RQ not read yet."""
-        return self.socket is not None and self._is_connected and not self._requested
+        """Open, and its A-ASSOCIATE-RQ not read yet."""
+        # pynetdicom closes the socket object on a peer's close or its ARTIM timer without forgetting it.
+        raw = self.socket
+        return raw is not None and self._is_connected and not self._requested and raw.fileno() != -1
 
     def recv(self, nr_bytes: int) -> bytearray:
         raw = self.socket
