@@ -139,3 +139,10 @@ def dataset_bytes(path: Path) -> bytes:
     # Group 0002 is explicit VR little endian; its length is in (0002,0000).
     group_length = int.from_bytes(data[140:144], "little")
     return data[144 + group_length :]
+
+
+def bundled_test_files() -> list[Path]:
+    """The DICOM files pydicom ships (its test files), without the ones it would try to download."""
+    from pydicom.data.data_manager import DATA_ROOT
+
+    return sorted(Path(DATA_ROOT, "test_files").glob("*.dcm"))
