@@ -37,11 +37,11 @@ def _compressed_test_files() -> list[Path]:
             try:
                 meta = dcmread(path, stop_before_pixels=True).file_meta
                 syntax = meta.TransferSyntaxUID
-            except Exception:  # noqa: BLE001, S112 - pydicom also bundles deliberately broken files
+            except Exception:  # noqa: BLE001 - pydicom also bundles deliberately broken files
                 continue
             if not syntax.is_compressed or syntax.is_deflated:
                 continue
-            # Some lack their Study/Series Instance UIDs: the receiver refuses those (tests/receiver/test_c_store_checks.py).
+            # Some lack their Study/Series Instance UIDs: the receiver refuses those (test_c_store_checks.py).
             sop_class, sop_instance = str(meta.MediaStorageSOPClassUID), str(meta.MediaStorageSOPInstanceUID)
             if check_dataset(dataset_bytes(path), str(syntax), sop_class, sop_instance) is None:
                 found.append(path)
@@ -56,8 +56,6 @@ def _syntax(path: Path) -> UID:
 
 
 def test_the_compressed_test_files_cover_every_family_of_syntaxes() -> None:
-    names = {_syntax(p).name.split(" ")[0] for p in COMPRESSED}
-    assert {"JPEG", "JPEG-LS", "JPEG", "RLE"} <= names
     syntaxes = {str(_syntax(p)) for p in COMPRESSED}
     # baseline, extended, lossless SV1, JPEG-LS lossless, JPEG 2000 lossless and lossy, RLE
     expected = {"1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.70"}
@@ -113,7 +111,7 @@ def _arrives_as_sent(run: Run, original: Path) -> None:
                         return True
                 elif dataset_bytes(received) == expected and _syntax(received) == syntax:
                     return True
-            except Exception:  # noqa: BLE001, S112 - storescp may be writing it right now
+            except Exception:  # noqa: BLE001 - storescp may be writing it right now
                 continue
         return False
 
