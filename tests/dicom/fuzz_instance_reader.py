@@ -10,9 +10,9 @@ import sys
 
 import atheris
 
-with atheris.instrument_imports(include=["karnak_processor", "pydicom"]):
-    from karnak_processor.instance import read_instance
-    from karnak_shared.errors import InvalidInstance
+with atheris.instrument_imports(include=["karnak_dicom", "pydicom"]):
+    from karnak_dicom.errors import InvalidInstance
+    from karnak_dicom.instance import read_instance
 
 
 def one_input(data: bytes) -> None:

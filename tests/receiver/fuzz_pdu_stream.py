@@ -14,15 +14,15 @@ import sys
 
 import atheris
 
-with atheris.instrument_imports(include=["pynetdicom", "karnak_receiver", "pydicom"]):
+with atheris.instrument_imports(include=["pynetdicom", "karnak_receiver", "karnak_dicom", "pydicom"]):
     from pydicom import dcmread
     from pydicom.uid import UID
     from pynetdicom.dimse_messages import C_STORE_RQ, DIMSEMessage
     from pynetdicom.dimse_primitives import C_STORE
     from pynetdicom.pdu import A_ASSOCIATE_RQ, P_DATA_TF, PDU
 
+    from karnak_dicom._internals import PduLimits
     from karnak_receiver.checks import check_dataset
-    from karnak_receiver.transport import PduLimits
 
 LIMITS = PduLimits(max_pdata_bytes=131072, max_request_bytes=1048576, request_timeout=10, pdu_timeout=60)
 _PDU_CLASSES: dict[int, type[PDU]] = {}

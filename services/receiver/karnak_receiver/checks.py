@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from io import BytesIO
 
-from pydicom.datadict import DicomDictionary
+from pydicom.datadict import dictionary_has_tag
 from pydicom.dataelem import RawDataElement
 from pydicom.filereader import data_element_generator
 from pydicom.tag import BaseTag, Tag
@@ -91,7 +91,7 @@ def check_dataset(dataset: bytes, transfer_syntax: str, sop_class_uid: str, sop_
     sane_stop = (
         stream.tell() == len(dataset)
         if not stopped_at
-        else stopped_at[0].is_private or int(stopped_at[0]) in DicomDictionary
+        else stopped_at[0].is_private or dictionary_has_tag(stopped_at[0])
     )
     if not sane_stop:
         return Refusal(STATUS_CANNOT_UNDERSTAND, "unreadable dataset header (an element's length is wrong)")

@@ -14,10 +14,10 @@ from pynetdicom.dsutils import encode_file_meta
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
+from karnak_dicom._internals import BoundedAssociationServer, PduLimits, start_bounded_server
 from karnak_receiver.admission import AssociationSlots, admit
 from karnak_receiver.checks import STATUS_CANNOT_UNDERSTAND, Refusal, check_dataset
 from karnak_receiver.intake import Intake, ReceivedInstance
-from karnak_receiver.transport import BoundedAssociationServer, PduLimits, start_bounded_server
 from karnak_shared.config import GatewayConfig, ListenerConfig
 from karnak_shared.logs import EventLogger
 

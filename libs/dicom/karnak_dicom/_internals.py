@@ -1,22 +1,8 @@
-"""The DICOM port's transport under pynetdicom: PDU reads bounded in size and in time, pending connections capped.
+"""Every use of pydicom's and pynetdicom's internals, in one place (see the DICOM library's notes).
 
-pynetdicom 3.0's DUL (`DULServiceProvider._read_pdu_data`) reads each PDU as `recv(6)` for its header, then
-`recv(length)` for its body, and buffers whatever length the header claims: 4 GB for an A-ASSOCIATE-RQ
-sent before any AE title is looked at, or a P-DATA-TF far beyond the maximum length we advertised. Its
-`AssociationSocket.recv` loops until that many bytes came, so a peer sending one byte a second holds the
-association thread forever (no timer runs while it reads). This module changes the socket under the DUL:
-
-- the header of every PDU is checked before its body is read: a P-DATA-TF longer than the maximum we
-  advertise is answered with an A-ABORT, any other PDU longer than `max_request_bytes` with an
-  A-ASSOCIATE-RJ (during the request) or an A-ABORT; then the connection is closed, the body never read;
-- every read has a deadline: the whole A-ASSOCIATE-RQ must arrive within `request_timeout` of the TCP
-  connection, and each later PDU within `pdu_timeout` of its first byte; a late peer is closed;
-- the server refuses TCP connections beyond `max_pending` that are still waiting for their request.
-
-To the DUL a refused or late PDU looks like a connection closed while its header was read, which its state
-machine handles in every state (an A-P-ABORT once the association is established). The upstream fix is to
-check the length in `_read_pdu_data` against `assoc.acceptor.maximum_length` (P-DATA-TF) and a request
-maximum, and to read with the ARTIM / network timeout as a deadline (see the README's deviation notes).
+This file is shared with the DICOM library's own internals (H3's sections: pydicom's element dictionary,
+pynetdicom's chunked sending); each library and purpose has its section. The section below is the DICOM
+port's transport (H4, receiver hardening).
 """
 
 from __future__ import annotations
@@ -33,6 +19,28 @@ from typing import Any
 from pynetdicom import AE
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 from pynetdicom.utils import make_target
+
+# === pynetdicom: the DICOM port's transport, PDU reads bounded in size and time (H4) ======================
+#
+# PDU reads bounded in size and in time under pynetdicom, and pending connections capped.
+#
+# pynetdicom 3.0's DUL (`DULServiceProvider._read_pdu_data`) reads each PDU as `recv(6)` for its header, then
+# `recv(length)` for its body, and buffers whatever length the header claims: 4 GB for an A-ASSOCIATE-RQ
+# sent before any AE title is looked at, or a P-DATA-TF far beyond the maximum length we advertised. Its
+# `AssociationSocket.recv` loops until that many bytes came, so a peer sending one byte a second holds the
+# association thread forever (no timer runs while it reads). This section changes the socket under the DUL:
+#
+# - the header of every PDU is checked before its body is read: a P-DATA-TF longer than the maximum we
+#   advertise is answered with an A-ABORT, any other PDU longer than `max_request_bytes` with an
+#   A-ASSOCIATE-RJ (during the request) or an A-ABORT; then the connection is closed, the body never read;
+# - every read has a deadline: the whole A-ASSOCIATE-RQ must arrive within `request_timeout` of the TCP
+#   connection, and each later PDU within `pdu_timeout` of its first byte; a late peer is closed;
+# - the server refuses TCP connections beyond `max_pending` that are still waiting for their request.
+#
+# To the DUL a refused or late PDU looks like a connection closed while its header was read, which its state
+# machine handles in every state (an A-P-ABORT once the association is established). The upstream fix is to
+# check the length in `_read_pdu_data` against `assoc.acceptor.maximum_length` (P-DATA-TF) and a request
+# maximum, and to read with the ARTIM / network timeout as a deadline (see the README's deviation notes).
 
 PDU_ASSOCIATE_RQ = 0x01
 PDU_P_DATA_TF = 0x04
