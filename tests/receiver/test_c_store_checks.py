@@ -65,7 +65,8 @@ def test_a_whole_instance_passes_the_checks_in_either_little_endian_syntax(tmp_p
     ds = dcmread(path)
     assert check_dataset(dataset_bytes(path), ExplicitVRLittleEndian, ds.SOPClassUID, ds.SOPInstanceUID) is None
     implicit = tmp_path / "implicit.dcm"
-    ds.save_as(implicit, implicit_vr=True, little_endian=True)
+    ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+    ds.save_as(implicit, enforce_file_format=True)
     assert check_dataset(dataset_bytes(implicit), ImplicitVRLittleEndian, ds.SOPClassUID, ds.SOPInstanceUID) is None
 
 
