@@ -1,11 +1,13 @@
-"""One RabbitMQ user per service, allowed what that service does and nothing more (DESIGN 18).
+"""One RabbitMQ user per service, allowed what that service does and nothing more.
 
 RabbitMQ checks three regular expressions per user and virtual host (https://www.rabbitmq.com/docs/access-control):
-*configure* to declare or delete a queue or an exchange, *write* to publish to an exchange and to bind a
-queue, *read* to consume from a queue and to bind to an exchange. Every service still declares the whole
-topology at start (its exchanges, queues and bindings, idempotently), so every one may configure every
-name of the prefix, write every queue (to bind it) and read every exchange (to bind to it). What differs
-is where each may publish and what it may consume:
+*configure* to declare or delete a queue or an exchange, *write* to publish to an exchange (and to bind a
+queue, or to declare one dead-lettering to an exchange), *read* to consume from a queue (and to bind to an
+exchange). Declaring the whole topology needs nearly everything (a delay queue dead-letters to the send
+exchange, so whoever declares it may publish there), so with these users the topology is declared once by
+the operator (`karnak broker setup`, or any operator command) and the services run with
+`broker.declare_topology: false`: they only check, passively (which needs no permission), that it exists.
+Each service user may then publish and consume exactly where its service does:
 
 | service       | publishes to (exchanges)       | consumes (queues)          |
 | ------------- | ------------------------------ | -------------------------- |
@@ -17,12 +19,9 @@ is where each may publish and what it may consume:
 | notifier      | dead                           | notifier                   |
 
 So only the processor, which applies the conditions and the de-identification, can put a message on a
-send queue; a receiver's credentials reach the processor's input at most. The dead queue and the dead
-exchange share a name, so writing the one (every service binds it) is writing the other. Queue names
-carry a dot after their kind (`send.dicom.x`, `retry.5`) where the exchanges have none (`send`,
-`retry`), which is what keeps "bind a send queue" apart from "publish to the send exchange". The
-operator's commands (`karnak dead replay`, `config apply`) run with an operator user allowed everything
-on the prefix. The default exchange (`amq.default`) is allowed to no service.
+send queue; a receiver's credentials reach the processor's input at most. No service may configure
+anything nor use the default exchange (`amq.default`). The operator's user may do everything on the
+prefix (replaying a parked message publishes to its origin exchange).
 """
 
 from __future__ import annotations
@@ -49,9 +48,6 @@ _CONSUMES: dict[str, tuple[str, ...]] = {
     "kheops-sharer": ("kheops",),
     "notifier": ("notifier",),
 }
-# Every queue (bound by every service's declaration) and every exchange (bound to).
-_QUEUES = ("received", r"send\..+", r"retry\..+", "dead", "notifier", "kheops")
-_EXCHANGES = ("ingest", "send", "retry", "events", "dead")
 
 
 @dataclass(frozen=True)
@@ -75,10 +71,11 @@ def permissions(user: str, prefix: str = "karnak") -> BrokerPermissions:
         return BrokerPermissions(everything, everything, everything)
     if user not in _PUBLISHES:
         raise ValueError(f"no broker user for {user!r}; known: {', '.join((*SERVICE_USERS, OPERATOR))}")
+    consumes = _CONSUMES[user]
     return BrokerPermissions(
-        configure=everything,
-        write=_names(prefix, (*_QUEUES, *_PUBLISHES[user])),
-        read=_names(prefix, (*_EXCHANGES, *_CONSUMES[user])),
+        configure="^$",
+        write=_names(prefix, _PUBLISHES[user]),
+        read=_names(prefix, consumes) if consumes else "^$",
     )
 
 

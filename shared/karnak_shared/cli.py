@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any
 
+from karnak_shared.commands import broker as broker_commands
 from karnak_shared.commands import config as config_commands
 from karnak_shared.config import GatewayConfig, load_config
 from karnak_shared.errors import ConfigError, KarnakError
@@ -446,6 +447,7 @@ def build_parser() -> argparse.ArgumentParser:
     dead.add_argument("--destination", help="replay the messages of this destination")
     dead.add_argument("--progress-every", type=int, default=100, help="messages per progress line off a terminal")
     dead.set_defaults(func=cmd_dead)
+    broker_commands.register(sub)
     return parser
 
 

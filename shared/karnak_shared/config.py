@@ -496,6 +496,9 @@ class BrokerConfig(StrictModel):
     retry_delays: Annotated[list[PositiveInt], Field(min_length=1)] = [5, 30, 120, 600, 3600]
     heartbeat: Annotated[int, Field(ge=0)] = 30
     confirm_timeout: Annotated[float, Field(gt=0)] = 30.0
+    # False with per-service broker users: `karnak broker setup` (the operator's user) declares the topology
+    # and the services only check that it is there (passive declares need no permission).
+    declare_topology: bool = True
 
     @field_validator("retry_delays")
     @classmethod

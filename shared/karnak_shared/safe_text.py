@@ -12,7 +12,7 @@ import sys
 import unicodedata
 from typing import TextIO
 
-_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\\": "\\\\"}
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
 def _is_control(char: str) -> bool:
@@ -22,13 +22,13 @@ def _is_control(char: str) -> bool:
 
 
 def has_controls(text: str) -> bool:
-    """Whether `text` holds a character `escape_controls` would escape (backslash aside)."""
+    """Whether `text` holds a character `escape_controls` would escape."""
     return any(_is_control(c) for c in text)
 
 
 def escape_controls(text: str) -> str:
-    """`text` with every control, format and separator character (and the backslash) escaped."""
-    if not has_controls(text) and "\\" not in text:
+    """`text` with every control, format and separator character escaped (a backslash stays as it is)."""
+    if not has_controls(text):
         return text
     out = []
     for char in text:

@@ -1,11 +1,13 @@
 """Each service's RabbitMQ user, created on the real local broker, may do its work and nothing more.
 
-The users are created with the permissions `karnak_shared.broker_users` gives (the ones compose and
-Kubernetes create) for this test's own prefix, with `rabbitmqctl`, and deleted at the end.
+The users are created with the permissions `karnak_shared.broker_users` gives (what `karnak broker users`
+prints) for this test's own prefix, with `rabbitmqctl`, and deleted at the end. The topology is declared
+first with the operator's rights (`karnak broker setup`); the services then only check it, passively.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 import subprocess
 from collections.abc import Iterator
@@ -43,7 +45,8 @@ EXCHANGES = ("ingest", "send", "retry", "events", "dead")
 
 @pytest.fixture
 def topology(prefix: str, amqp_url: str) -> Iterator[Topology]:
-    topology = Topology(
+    """The topology as a service with its own user sees it: declared by the operator, checked passively."""
+    declared = Topology(
         prefix=prefix,
         retry_delays=(5,),
         delivery_limit=5,
@@ -51,10 +54,11 @@ def topology(prefix: str, amqp_url: str) -> Iterator[Topology]:
         notifier=True,
         kheops=True,
     )
-    yield topology
     connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
     try:
-        topology.delete(connection.channel())
+        declared.declare(connection.channel())
+        yield dataclasses.replace(declared, declare_topology=False)
+        declared.delete(connection.channel())
     finally:
         connection.close()
 
@@ -139,12 +143,15 @@ def test_each_service_user_declares_the_topology_and_publishes_and_consumes_only
     url = users[service]
     connection = pika.BlockingConnection(pika.URLParameters(url))
     try:
-        topology.declare(connection.channel())  # what every service does at start
+        topology.declare(connection.channel())  # what every service does at start: a passive check
+        with pytest.raises(pika.exceptions.ChannelClosedByBroker) as refused:
+            connection.channel().queue_declare(f"{topology.prefix}.its-own", durable=True)
+        assert refused.value.reply_code == 403, "a service user may declare nothing"
     finally:
         connection.close()
     published = {e for e in EXCHANGES if _can_publish(url, f"{topology.prefix}.{e}", _routing_key(topology, e))}
     assert published == PUBLISHES[service]
-    queues = {"received", "send.dicom.pacs", "send.stow.web", "notifier", "kheops", "retry.5"}
+    queues = {"received", "send.dicom.pacs", "send.stow.web", "notifier", "kheops", "retry.5", "dead"}
     consumed = {q for q in queues if _can_consume(url, f"{topology.prefix}.{q}")}
     assert consumed == CONSUMES[service]
     # Nobody but the operator publishes by queue name through the default exchange.

@@ -34,7 +34,7 @@ CRAFTED = "1.2.3\r\n- instance forged destination=pacs\x1b[2K\u202etxt.exe\u2028
         ("\x1b[31mred", "\\x1b[31mred"),
         ("x\u202ey", "x\\u202ey"),
         ("x\u2028y\x85z", "x\\u2028y\\x85z"),
-        ("back\\slash", "back\\\\slash"),
+        ("^karnak\\.(ingest)$", "^karnak\\.(ingest)$"),
         ("é ü 東京", "é ü 東京"),
     ],
 )
