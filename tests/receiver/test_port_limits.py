@@ -192,7 +192,7 @@ def test_pending_connections_beyond_the_limit_are_refused_at_once(
     receiver = start_receiver(max_pending_connections=5, association_request_timeout=30)
     held = [socket.create_connection(("127.0.0.1", receiver.port)) for _ in range(5)]
     try:
-        time.sleep(0.5)
+        time.sleep(2)  # each accepted by the server's loop and handed to its thread
         with socket.create_connection(("127.0.0.1", receiver.port)) as extra:
             assert closed_by_peer(extra, 10)
         receiver.wait_for_log("5 connections are already waiting for their request")
