@@ -76,7 +76,7 @@ def users(amqp_url: str, prefix: str) -> Iterator[dict[str, str]]:
     vhost = parts.path.lstrip("/") or "/"
     try:
         for user in (*SERVICE_USERS, OPERATOR):
-            name, password = f"{prefix}-{user}", secrets.token_urlsafe(16)
+            name, password = f"{prefix}-{user}", secrets.token_hex(16)
             _ctl(amqp_url, "add_user", name, password)
             urls[user] = urlunsplit(
                 parts._replace(netloc=f"{quote(name)}:{password}@{parts.hostname}:{parts.port or 5672}")
