@@ -21,12 +21,14 @@ from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any
 
+from karnak_shared.commands import broker as broker_commands
 from karnak_shared.commands import config as config_commands
 from karnak_shared.commands import queues as queues_command
 from karnak_shared.commands import status as status_command
 from karnak_shared.config import GatewayConfig, load_config
 from karnak_shared.errors import ConfigError, KarnakError
 from karnak_shared.progress import Progress, StopRequest
+from karnak_shared.safe_text import emit
 
 EXIT_RUNTIME = 1
 EXIT_CONFIG = 2
@@ -50,7 +52,9 @@ def load_service(name: str) -> Callable[..., None] | None:
 
 
 def _fail(message: str, code: int) -> int:
-    print(f"karnak: {message}", file=sys.stderr)
+    # A configuration error lists one problem a line: each line is escaped on its own.
+    for line in f"karnak: {message}".splitlines():
+        emit(line, file=sys.stderr)
     return code
 
 
@@ -161,8 +165,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     config, children, problems = _preflight(args, names)
     if problems or config is None:
         for problem in problems:
-            print(f"karnak up: {problem}", file=sys.stderr)
-        print(f"karnak up: {len(problems)} problem(s); nothing was started", file=sys.stderr)
+            emit(f"karnak up: {problem}", file=sys.stderr)
+        emit(f"karnak up: {len(problems)} problem(s); nothing was started", file=sys.stderr)
         return EXIT_CONFIG
     config_path = os.path.abspath(args.config or os.environ.get("KARNAK_CONFIG", ""))
     stopping = False
@@ -185,7 +189,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     for child in children:
         spawn(child)
         where = f"http://{_display_host(config.metrics.host)}:{child.metrics_port}/metrics"
-        print(f"karnak up: starting {child.label} (pid {child.process.pid if child.process else '?'}), metrics {where}")
+        emit(f"karnak up: starting {child.label} (pid {child.process.pid if child.process else '?'}), metrics {where}")
     sys.stdout.flush()
     exit_code = 0
     started = time.monotonic()
@@ -203,26 +207,26 @@ def cmd_up(args: argparse.Namespace) -> int:
                 child.output.join(timeout=2)  # its last lines, error included, are read before we name it
             reason = f": {child.last_error}" if child.last_error else ""
             if code == EXIT_CONFIG or not announced_ready:
-                print(f"karnak up: {child.label} exited with {code}{reason}; stopping", file=sys.stderr, flush=True)
+                emit(f"karnak up: {child.label} exited with {code}{reason}; stopping", file=sys.stderr, flush=True)
                 stopping, exit_code = True, EXIT_CONFIG if code == EXIT_CONFIG else EXIT_RUNTIME
                 break
             now = time.monotonic()
             child.restarts = [t for t in child.restarts if now - t < 60] + [now]
             if len(child.restarts) > 5:
-                print(
+                emit(
                     f"karnak up: {child.label} keeps failing (exit {code}){reason}; stopping",
                     file=sys.stderr,
                     flush=True,
                 )
                 stopping, exit_code = True, EXIT_RUNTIME
                 break
-            print(f"karnak up: {child.label} exited with {code}{reason}; restarting", file=sys.stderr, flush=True)
+            emit(f"karnak up: {child.label} exited with {code}{reason}; restarting", file=sys.stderr, flush=True)
             spawn(child)
         if stopping:
             break
         if not announced_ready and all(c.ready for c in children):
             announced_ready = True
-            print(
+            emit(
                 f"karnak up: ready ({len(children)} service process(es)); DICOM listener on "
                 f"{config.listener.host}:{config.listener.port}; Ctrl-C stops everything",
                 flush=True,
@@ -230,9 +234,9 @@ def cmd_up(args: argparse.Namespace) -> int:
         elif not announced_ready and not waiting_said and time.monotonic() - started > READY_WAIT:
             waiting_said = True
             late = ", ".join(c.label for c in children if not c.ready)
-            print(f"karnak up: still waiting for {late} to be ready (see their /readyz)", file=sys.stderr, flush=True)
+            emit(f"karnak up: still waiting for {late} to be ready (see their /readyz)", file=sys.stderr, flush=True)
     _terminate(children)
-    print("karnak up: stopped", flush=True)
+    emit("karnak up: stopped", flush=True)
     return exit_code
 
 
@@ -271,13 +275,14 @@ def cmd_dead(args: argparse.Namespace) -> int:
                 if args.json:
                     print(json.dumps([e.as_dict() for e in entries], indent=2))
                 else:
-                    print(f"{len(entries)} parked message(s) in {dead.queue}")
+                    emit(f"{len(entries)} parked message(s) in {dead.queue}")
                     for e in entries:
-                        print(
+                        # Values come from messages: a crafted one could fake lines if printed raw.
+                        emit(
                             f"- instance {e.instance_id} destination={e.destination} sop_instance={e.sop_instance_uid} "
-                            f"parked_at={e.parked_at} origin={e.origin_routing_key}\n"
-                            f"  cause: {e.cause}  reason: {e.reason}"
+                            f"parked_at={e.parked_at} origin={e.origin_routing_key}"
                         )
+                        emit(f"  cause: {e.cause}  reason: {e.reason}")
                 return 0
             if not (args.all or args.instance_id or args.destination):
                 return _fail("replay needs --all, --instance-id ID or --destination ID", EXIT_CONFIG)
@@ -293,7 +298,7 @@ def cmd_dead(args: argparse.Namespace) -> int:
                     should_stop=lambda: bool(stop),
                 )
             progress.close(interrupted=bool(stop))
-            print(f"replayed {replayed} message(s)")
+            emit(f"replayed {replayed} message(s)")
             return EXIT_INTERRUPTED if stop else 0
         finally:
             dead.close()
@@ -316,7 +321,7 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
         return _fail(f"invalid configuration:\n{exc}", EXIT_CONFIG)
     except Exception as exc:  # noqa: BLE001 - driver errors: name the database, never its password
         return _fail(f"cannot migrate the database at {redact_url(url)}: {type(exc).__name__}: {exc}", EXIT_RUNTIME)
-    print(f"database at {redact_url(url)} is at the latest schema")
+    emit(f"database at {redact_url(url)} is at the latest schema")
     return 0
 
 
@@ -338,7 +343,8 @@ def cmd_headers(args: argparse.Namespace) -> int:
         return _fail(f"no {what} on standard input", EXIT_CONFIG)
     try:
         value = basic_authorization(args.user, secret) if args.kind == "basic" else bearer_authorization(secret)
-        print(karnak_form({AUTHORIZATION: value}))
+        for line in karnak_form({AUTHORIZATION: value}).splitlines():
+            emit(line)
     except HeaderError as exc:
         return _fail(str(exc), EXIT_CONFIG)
     return 0
@@ -367,11 +373,11 @@ def cmd_pseudonyms(args: argparse.Namespace) -> int:
                 progress.close()
                 return _fail("import interrupted; the cache is unchanged (an import is all or nothing)", 130)
             progress.close()
-            print(f"imported {count} pseudonym(s) into project {args.project}")
+            emit(f"imported {count} pseudonym(s) into project {args.project}")
         else:
             out = sys.stdout if args.file == "-" else args.file
             count = export_json(sessions, args.project, out) if args.json else export_csv(sessions, args.project, out)
-            print(f"exported {count} pseudonym(s) of project {args.project}", file=sys.stderr)
+            emit(f"exported {count} pseudonym(s) of project {args.project}", file=sys.stderr)
     except ConfigError as exc:
         return _fail(f"invalid configuration:\n{exc}", EXIT_CONFIG)
     except KarnakError as exc:
@@ -449,6 +455,7 @@ def build_parser(plugins: bool = True) -> argparse.ArgumentParser:
     dead.add_argument("--destination", help="replay the messages of this destination")
     dead.add_argument("--progress-every", type=int, default=100, help="messages per progress line off a terminal")
     dead.set_defaults(func=cmd_dead)
+    broker_commands.register(sub)
     return parser
 
 

@@ -196,11 +196,34 @@ class ListenerTls(StrictModel):
 
 
 class ListenerConfig(StrictModel):
+    """The DICOM port: where it listens, and the limits that keep one peer from taking it over."""
+
     host: str = "0.0.0.0"
     port: Port = 11112
+    # The longest P-DATA-TF PDU we accept, advertised in our A-ASSOCIATE-AC; a longer one is aborted unread.
     max_pdu_bytes: PositiveInt = 131072
+    # An A-ASSOCIATE-RQ (or any PDU other than P-DATA) longer than this is refused unread: real ones are a
+    # few KiB, even with every storage SOP class proposed in several transfer syntaxes.
+    max_associate_request_bytes: Annotated[int, Field(ge=4096)] = 1048576
+    # Associations at once (admitted ones: a TCP connection counts once its request is accepted).
     max_associations: PositiveInt = 32
+    # Admitted associations at once from one peer address, unless the caller is a source bound to a hostname.
+    max_associations_per_peer: PositiveInt = 8
+    # Of `max_associations`, kept for callers listed in a forward node's `sources`.
+    reserved_for_sources: Annotated[int, Field(ge=0)] = 4
+    # TCP connections whose A-ASSOCIATE-RQ has not arrived yet; each is closed by its request deadline.
+    max_pending_connections: PositiveInt = 256
+    # Seconds from the TCP connection to the whole A-ASSOCIATE-RQ (a slow or silent peer is closed).
+    association_request_timeout: Annotated[float, Field(gt=0)] = 10.0
+    # Seconds without a PDU, and the longest the reading of one PDU may take, before the association is aborted.
+    idle_timeout: Annotated[float, Field(gt=0)] = 60.0
     tls: ListenerTls | None = None
+
+    @model_validator(mode="after")
+    def _reserve_leaves_room(self) -> ListenerConfig:
+        if self.reserved_for_sources >= self.max_associations:
+            raise ValueError("reserved_for_sources must be smaller than max_associations")
+        return self
 
 
 class Source(StrictModel):
@@ -390,13 +413,16 @@ class ForwardNode(StrictModel):
 
     def accepts(self, calling_ae_title: str, peer_host: str | None) -> bool:
         """Whether a sender with this calling AE title (and address) may send to this node."""
-        if not self.sources:
-            return True
-        return any(
-            source.ae_title == calling_ae_title.strip()
-            and (source.hostname is None or _host_matches(source.hostname, peer_host))
-            for source in self.sources
-        )
+        return not self.sources or self.matching_source(calling_ae_title, peer_host) is not None
+
+    def matching_source(self, calling_ae_title: str, peer_host: str | None) -> Source | None:
+        """The entry of `sources` this caller matches (None when it matches none, or there are none)."""
+        for source in self.sources:
+            if source.ae_title == calling_ae_title.strip() and (
+                source.hostname is None or _host_matches(source.hostname, peer_host)
+            ):
+                return source
+        return None
 
 
 def _host_matches(expected: str, peer_host: str | None) -> bool:
@@ -466,6 +492,9 @@ class BrokerConfig(StrictModel):
     # A handler that crashed on the same message this many times parks it itself (with the exception's
     # type), before RabbitMQ's delivery limit would dead-letter it without a word.
     crash_limit: Annotated[int, Field(ge=1)] = 3
+    # False with per-service broker users: `karnak broker setup` (the operator's user) declares the topology
+    # and the services only check that it is there (passive declares need no permission).
+    declare_topology: bool = True
 
     @field_validator("retry_delays")
     @classmethod
@@ -489,7 +518,9 @@ class DicomSenderConfig(StrictModel):
 
 
 class MetricsConfig(StrictModel):
-    host: str = "0.0.0.0"
+    # Loopback unless said otherwise: /metrics and the health endpoints are for the local Prometheus and
+    # probes; a deployment that scrapes across hosts sets `host: 0.0.0.0` on purpose (compose, Kubernetes).
+    host: str = "127.0.0.1"
     ports: dict[str, Port] = {
         "receiver": 9101,
         "processor": 9102,

@@ -13,12 +13,16 @@ import sys
 import time
 from typing import Any
 
+from karnak_shared.safe_text import has_controls
+
 _SERVICE = "karnak"
 
 
 def _render_value(value: Any) -> str:
     text = str(value)
-    if text == "" or any(c in text for c in ' "=\n\t'):
+    # Quoted as JSON, whose escapes cover every control character (and, ASCII-only, C1 controls, bidi
+    # overrides and line separators): a value from a message cannot fake a line or hide what follows.
+    if text == "" or any(c in text for c in ' "=\\') or has_controls(text):
         return json.dumps(text)
     return text
 

@@ -31,6 +31,8 @@ class Topology:
     notifier: bool = False
     # Likewise for the Kheops sharer's queue: declared by the stow-sender (which feeds it) and the sharer.
     kheops: bool = False
+    # Whether `declare` declares (or only checks, passively, what a least-privileged user may not declare).
+    declare_topology: bool = True
 
     @classmethod
     def from_config(cls, config: GatewayConfig) -> Topology:
@@ -45,6 +47,7 @@ class Topology:
             notifier=any(
                 d.notifications is not None and d.notifications.emails != [] for _, d in config.destinations()
             ),
+            declare_topology=config.broker.declare_topology,
         )
 
     @property
@@ -132,8 +135,21 @@ class Topology:
             "x-overflow": "reject-publish",
         }
 
+    def exchanges(self) -> list[str]:
+        return [self.ingest_exchange, self.send_exchange, self.retry_exchange, self.events_exchange, self.dead_exchange]
+
     def declare(self, channel: Any) -> None:
-        """Declare every exchange, queue and binding on a pika channel (idempotent)."""
+        """Declare every exchange, queue and binding on a pika channel (idempotent).
+
+        Without `declare_topology`, only check that every exchange and queue exists (a missing one closes
+        the channel with 404): a service's own broker user may not declare them (`karnak broker setup` does).
+        """
+        if not self.declare_topology:
+            for exchange in self.exchanges():
+                channel.exchange_declare(exchange, passive=True)
+            for queue in self.all_queues():
+                channel.queue_declare(queue, passive=True)
+            return
         channel.exchange_declare(self.ingest_exchange, exchange_type="direct", durable=True)
         channel.exchange_declare(self.send_exchange, exchange_type="direct", durable=True)
         channel.exchange_declare(self.retry_exchange, exchange_type="headers", durable=True)

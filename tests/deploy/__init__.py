@@ -1,0 +1,1 @@
+"""Tests of what the deployments set up: compose, Kubernetes, the broker users."""

@@ -1,0 +1,1 @@
+"""Tests of DICOM reading and writing (karnak_dicom)."""

@@ -395,13 +395,34 @@ MALFORMED: list[tuple[str, str, Callable[[bytearray], bytes | bytearray], str]] 
 ]
 
 
-def test_malformed_datasets_are_accepted_then_parked_with_a_reason_naming_the_problem(run: Run) -> None:
+# The cases the receiver answers itself with an error status: it walks the dataset's header up to the Series
+# Instance UID (a missing or different identity is 0xA900; a header it cannot walk, 0xC000). The processor,
+# which reads the whole header, parks the others with the reason given in MALFORMED.
+REFUSED_ON_RECEIPT = {
+    "no-dataset-at-all": 0xA900,
+    "random-bytes": 0xA900,
+    "a-length-two-bytes-too-long": 0xC000,
+    "a-length-two-bytes-too-short": 0xA900,
+    "huge-length-on-a-short-date": 0xC000,
+    "undefined-length-on-a-text-element": 0xC000,
+    "no-sop-instance-uid-in-the-dataset": 0xA900,
+    "a-dataset-of-another-sop-class": 0xA900,
+    "a-dataset-of-another-sop-instance": 0xA900,
+}
+
+
+def test_malformed_datasets_are_refused_on_receipt_or_parked_with_a_reason_naming_the_problem(run: Run) -> None:
     cases = {name: (_case_from(_mr(syntax), name, mutate), reason) for name, syntax, mutate, reason in MALFORMED}
     found = send_and_settle(run, [case for case, _ in cases.values()])
     for name, (case, reason) in cases.items():
         outcome = found[case.uid]
-        # The receiver does not decode datasets: it stores durably and answers Success; the processor,
-        # which must read the instance to route it, parks it with the reason and sends nothing anywhere.
+        if name in REFUSED_ON_RECEIPT:
+            assert outcome.status == REFUSED_ON_RECEIPT[name], name
+            assert outcome.parked is None, name
+            assert case.uid not in run.plain.datasets, name
+            continue
+        # Success once stored durably; the processor, reading the whole instance to route it, parks it with
+        # the reason and sends nothing anywhere.
         assert outcome.status == 0x0000, name
         assert outcome.parked is not None and outcome.parked.startswith(reason), (name, outcome.parked)
         assert (outcome.plain, outcome.deid) == (None, None), name

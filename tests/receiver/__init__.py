@@ -1,0 +1,1 @@
+"""Tests of the receiver: the DICOM port, its limits and its answers."""

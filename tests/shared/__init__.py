@@ -1,0 +1,1 @@
+"""Tests of the shared library (karnak_shared)."""

@@ -148,6 +148,12 @@ def read_instance(source: bytes | Path) -> Instance:
             for keyword in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
         }
         transfer_syntax = str(dataset.file_meta.TransferSyntaxUID)
+        missing = [keyword for keyword, value in identifiers.items() if not value]
+        if missing:
+            raise InvalidInstance(f"instance lacks required attributes: {', '.join(missing)}")
+        # Inside the try: the file meta's values are read lazily too, and one may be malformed (found by
+        # fuzzing: an unknown VR in (0002,0002) raised NotImplementedError out of the reader).
+        _check_identity(dataset, identifiers)
     except InvalidInstance:
         raise
     except OSError as exc:
@@ -160,10 +166,6 @@ def read_instance(source: bytes | Path) -> Instance:
         raise InvalidInstance(f"malformed DICOM dataset: {describe_error(exc)}") from None
     finally:
         stream.close()
-    missing = [keyword for keyword, value in identifiers.items() if not value]
-    if missing:
-        raise InvalidInstance(f"instance lacks required attributes: {', '.join(missing)}")
-    _check_identity(dataset, identifiers)
     return Instance(
         source=source,
         size=size,

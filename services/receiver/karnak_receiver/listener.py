@@ -7,31 +7,41 @@ import ssl
 from collections.abc import Callable
 from typing import Any
 
+from prometheus_client import Counter
+from pydicom import Dataset
 from pydicom.uid import AllTransferSyntaxes, ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import AE, AllStoragePresentationContexts, evt
+from pynetdicom import AE, AllStoragePresentationContexts, build_context, evt
 from pynetdicom.dsutils import encode_file_meta
+from pynetdicom.presentation import PresentationContext
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
-from pynetdicom.transport import ThreadedAssociationServer
 
-from karnak_receiver.admission import admit
+from karnak_dicom._internals import BoundedAssociationServer, PduLimits, start_bounded_server
+from karnak_receiver.admission import AssociationSlots, admit
+from karnak_receiver.checks import STATUS_CANNOT_UNDERSTAND, Refusal, check_dataset
 from karnak_receiver.intake import Intake, ReceivedInstance
 from karnak_shared.config import GatewayConfig, ListenerConfig
 from karnak_shared.logs import EventLogger
 
 log = EventLogger("karnak.receiver")
 
-# Processing failure: the request could not be read at all.
-STATUS_CANNOT_UNDERSTAND = 0xC000
+ASSOCIATIONS = Counter(
+    "karnak_associations_total",
+    "Association requests and connections by outcome (accepted, rejected, refused, released, aborted)",
+    ["outcome"],
+)
 
-# pynetdicom accepts, per context, the first syntax of this list that the requestor proposed. Explicit
-# VR Little Endian first keeps the VRs (private attributes stay readable downstream) and spares the
-# modality a conversion; the compressed syntaxes come before implicit VR so a compressed image is not
-# decompressed by the modality for us; implicit VR last (but accepted: some modalities only speak it).
+# The syntaxes we accept. Per presentation context the one accepted is the first of these that the
+# modality listed (`_prefer_requestors_order`): it proposed its compressed syntax first because it has
+# the image so, and the gateway forwards the bytes as received. This order only serves when a
+# modality's several contexts for one SOP class list their syntaxes in different orders.
 PREFERRED_TRANSFER_SYNTAXES = [
     ExplicitVRLittleEndian,
     *(ts for ts in AllTransferSyntaxes if ts not in (ExplicitVRLittleEndian, ImplicitVRLittleEndian)),
     ImplicitVRLittleEndian,
 ]
+# pynetdicom counts every connection as an association, silent ones included, and refuses the next
+# "Local Limit Exceeded": its limit is set out of the way, ours (`AssociationSlots`) counts admitted ones.
+_NO_PYNETDICOM_LIMIT = 1_000_000
 
 
 class HandshakeInAssociationContext(ssl.SSLContext):
@@ -66,6 +76,24 @@ def _called_ae(assoc: Any) -> str:
     return str(assoc.requestor.primitive.called_ae_title).strip()
 
 
+def _prefer_requestors_order(assoc: Any) -> None:
+    """Make each supported context list its syntaxes in the order the requestor proposed them.
+
+    pynetdicom accepts, per context, the first of the acceptor's syntaxes that the requestor proposed;
+    with the acceptor's list put in the requestor's order, that is the requestor's first supported one.
+    """
+    proposed: dict[str, list[str]] = {}
+    for context in assoc.requestor.primitive.presentation_context_definition_list:
+        order = proposed.setdefault(str(context.abstract_syntax), [])
+        order.extend(str(ts) for ts in context.transfer_syntax if str(ts) not in order)
+    contexts: list[PresentationContext] = []
+    for context in assoc.acceptor.supported_contexts:
+        supported = [str(ts) for ts in context.transfer_syntax]
+        order = [ts for ts in proposed.get(str(context.abstract_syntax), []) if ts in supported]
+        contexts.append(build_context(context.abstract_syntax, order + [ts for ts in supported if ts not in order]))
+    assoc.acceptor.supported_contexts = contexts
+
+
 def _set_nodelay(assoc: Any) -> None:
     # pynetdicom leaves Nagle on; each small PDU then waits ~40 ms for the peer's delayed ACK.
     sock = getattr(getattr(assoc.dul, "socket", None), "socket", None)
@@ -91,7 +119,8 @@ class Listener:
         self._routing = routing or (lambda: config)
         self._intake = intake
         self._ssl_context = ssl_context
-        self._server: ThreadedAssociationServer | None = None
+        self._server: BoundedAssociationServer | None = None
+        self._slots = AssociationSlots(config.listener)
         self.ae = self._build_ae(config.listener)
 
     @staticmethod
@@ -100,9 +129,11 @@ class Listener:
         # The forward node is chosen from the called AE title in `_on_requested`, not by pynetdicom.
         ae.require_called_aet = False
         ae.maximum_pdu_size = listener.max_pdu_bytes
-        ae.maximum_associations = listener.max_associations
-        ae.network_timeout = 60
-        ae.acse_timeout = 30
+        ae.maximum_associations = _NO_PYNETDICOM_LIMIT
+        # The ARTIM timer (acse_timeout) closes a connection that sends nothing; one that sends slowly is
+        # closed by the transport's deadline for its request.
+        ae.acse_timeout = listener.association_request_timeout
+        ae.network_timeout = listener.idle_timeout
         ae.dimse_timeout = 60
         # pynetdicom's default storage contexts list only uncompressed syntaxes: accept every syntax,
         # the gateway forwards the bytes as they came and decodes no pixel data.
@@ -110,6 +141,11 @@ class Listener:
             ae.add_supported_context(str(context.abstract_syntax), PREFERRED_TRANSFER_SYNTAXES)
         ae.add_supported_context(Verification, PREFERRED_TRANSFER_SYNTAXES)
         return ae
+
+    @property
+    def associations(self) -> int:
+        """Admitted associations in progress."""
+        return self._slots.in_use
 
     @property
     def port(self) -> int:
@@ -124,12 +160,28 @@ class Listener:
         handlers: list[Any] = [
             (evt.EVT_CONN_OPEN, self._on_connection),
             (evt.EVT_REQUESTED, self._on_requested),
+            (evt.EVT_ACCEPTED, self._on_accepted),
+            (evt.EVT_REJECTED, self._on_rejected_by_pynetdicom),
+            (evt.EVT_RELEASED, self._on_released),
+            (evt.EVT_ABORTED, self._on_aborted),
             (evt.EVT_C_ECHO, self._on_echo),
             (evt.EVT_C_STORE, self._on_store),
         ]
         listener = self._config.listener
-        self._server = self.ae.start_server(
-            (listener.host, listener.port), block=False, evt_handlers=handlers, ssl_context=self._ssl_context
+        limits = PduLimits(
+            max_pdata_bytes=listener.max_pdu_bytes,
+            max_request_bytes=listener.max_associate_request_bytes,
+            request_timeout=listener.association_request_timeout,
+            pdu_timeout=listener.idle_timeout,
+        )
+        self._server = start_bounded_server(
+            self.ae,
+            (listener.host, listener.port),
+            limits,
+            self._on_refused,
+            listener.max_pending_connections,
+            handlers,
+            self._ssl_context,
         )
         log.info("listener.started", host=listener.host, port=self.port, tls=self._ssl_context is not None)
         return self
@@ -144,42 +196,107 @@ class Listener:
     def _on_connection(self, event: Any) -> None:
         _set_nodelay(event.assoc)
 
+    def _on_refused(self, peer: str, reason: str) -> None:
+        """A connection refused or closed by a limit of the transport (too long a PDU, a deadline, too many)."""
+        ASSOCIATIONS.labels("refused").inc()
+        log.warning("connection.refused", peer=peer, reason=reason)
+
     def _on_requested(self, event: Any) -> None:
         assoc = event.assoc
         called = _called_ae(assoc)
         calling = str(assoc.requestor.primitive.calling_ae_title).strip()
         peer = assoc.requestor.address
         admission = admit(self._routing(), called, calling, peer)
-        if not admission.accepted:
-            log.warning(
-                "association.rejected", called_ae=called, calling_ae=calling, peer=peer, reason=admission.reason
-            )
-            assoc.acse.send_reject(0x01, 0x01, admission.diagnostic)
-            # As pynetdicom's own rejection path does: wait for the DUL to send the A-ASSOCIATE-RJ and the
-            # peer to close, otherwise the socket is shut first and the peer sees an abort, not the reason.
-            assoc.kill()
-            return
-        # Answer with the AE title that was called, as a modality expects.
-        assoc.acceptor.ae_title = called
-        log.info("association.accepted", called_ae=called, calling_ae=calling, peer=peer)
+        reason = admission.reason
+        if admission.accepted:
+            refused = self._slots.claim(assoc, str(peer), admission.source, assoc.is_alive)
+            if refused is None:
+                # Answer with the AE title that was called, as a modality expects.
+                assoc.acceptor.ae_title = called
+                _prefer_requestors_order(assoc)
+                return
+            reason = refused
+            # Transient, presentation-related: local limit exceeded (the modality tries again later).
+            result, source, diagnostic = 0x02, 0x03, 0x02
+        else:
+            result, source, diagnostic = 0x01, 0x01, admission.diagnostic
+        ASSOCIATIONS.labels("rejected").inc()
+        log.warning("association.rejected", called_ae=called, calling_ae=calling, peer=peer, reason=reason)
+        assoc.acse.send_reject(result, source, diagnostic)
+        # As pynetdicom's own rejection path does: wait for the DUL to send the A-ASSOCIATE-RJ and the
+        # peer to close, otherwise the socket is shut first and the peer sees an abort, not the reason.
+        assoc.kill()
+
+    def _on_accepted(self, event: Any) -> None:
+        assoc = event.assoc
+        ASSOCIATIONS.labels("accepted").inc()
+        log.info(
+            "association.accepted",
+            called_ae=_called_ae(assoc),
+            calling_ae=str(assoc.requestor.ae_title).strip(),
+            peer=assoc.requestor.address,
+            contexts=len(assoc.accepted_contexts),
+        )
+
+    def _on_rejected_by_pynetdicom(self, event: Any) -> None:
+        # Our own rejections are logged where they are made; this is pynetdicom's (e.g. a user identity).
+        self._slots.release(event.assoc)
+        ASSOCIATIONS.labels("rejected").inc()
+        log.warning("association.rejected", peer=event.assoc.requestor.address, reason="refused by the DICOM stack")
+
+    def _on_released(self, event: Any) -> None:
+        self._slots.release(event.assoc)
+        ASSOCIATIONS.labels("released").inc()
+        log.info("association.released", peer=event.assoc.requestor.address)
+
+    def _on_aborted(self, event: Any) -> None:
+        assoc = event.assoc
+        self._slots.release(assoc)
+        ASSOCIATIONS.labels("aborted").inc()
+        idle = assoc.dul.idle_timer_expired()
+        reason = f"idle for {self._config.listener.idle_timeout:g} s" if idle else "aborted by the peer or the network"
+        log.warning("association.aborted", peer=assoc.requestor.address, reason=reason)
 
     def _on_echo(self, event: Any) -> int:
         return 0x0000
 
-    def _on_store(self, event: Any) -> int:
+    def _on_store(self, event: Any) -> int | Dataset:
         request = event.request
         try:
             # Without the meta, pynetdicom hands over its receive buffer itself; with it, a joined copy.
-            part10 = (b"\x00" * 128 + b"DICM" + encode_file_meta(event.file_meta), event.encoded_dataset(False))
+            dataset = event.encoded_dataset(False)
+            part10 = (b"\x00" * 128 + b"DICM" + encode_file_meta(event.file_meta), dataset)
         except Exception as exc:  # noqa: BLE001 - any failure to read the request is answered, never raised
             log.error("c-store.unreadable", reason=repr(exc))
-            return STATUS_CANNOT_UNDERSTAND
+            return _answer(Refusal(STATUS_CANNOT_UNDERSTAND, "unreadable C-STORE request"))
+        sop_class_uid = str(request.AffectedSOPClassUID)
+        sop_instance_uid = str(request.AffectedSOPInstanceUID)
+        transfer_syntax = str(event.context.transfer_syntax)
+        refusal = check_dataset(dataset, transfer_syntax, sop_class_uid, sop_instance_uid)
+        if refusal is not None:
+            log.warning(
+                "c-store.refused",
+                forward_node=_called_ae(event.assoc),
+                sop_instance_uid=sop_instance_uid,
+                status=f"0x{refusal.status:04X}",
+                reason=refusal.reason,
+                detail=refusal.detail or None,
+            )
+            return _answer(refusal)
         instance = ReceivedInstance(
             forward_node=_called_ae(event.assoc),
             calling_ae=str(event.assoc.requestor.ae_title).strip(),
-            sop_class_uid=str(request.AffectedSOPClassUID),
-            sop_instance_uid=str(request.AffectedSOPInstanceUID),
-            transfer_syntax=str(event.context.transfer_syntax),
+            sop_class_uid=sop_class_uid,
+            sop_instance_uid=sop_instance_uid,
+            transfer_syntax=transfer_syntax,
             part10=part10,
         )
         return self._intake.take(instance)
+
+
+def _answer(refusal: Refusal) -> Dataset:
+    """A C-STORE response's status with its Error Comment (the modality's log shows why)."""
+    status = Dataset()
+    status.Status = refusal.status
+    status.ErrorComment = refusal.error_comment
+    return status
