@@ -23,9 +23,9 @@ def one_input(data: bytes) -> None:
 
 
 def seeds() -> list[bytes]:
-    from tests.support.dicomdata import bundled_test_files
+    from karnak_dicom.testing import pydicom_test_files
 
-    return [path.read_bytes() for path in bundled_test_files() if path.stat().st_size < 1_000_000]
+    return [path.read_bytes() for path in pydicom_test_files("*.dcm") if path.stat().st_size < 1_000_000]
 
 
 if __name__ == "__main__":

@@ -107,12 +107,12 @@ def _pdata_stream(path: str) -> bytes:
 
 
 def seeds() -> list[bytes]:
+    from karnak_dicom.testing import pydicom_test_files
     from tests.receiver.rawpdus import associate_rq
-    from tests.support.dicomdata import bundled_test_files
 
     request = associate_rq()
     found = [request]
-    for path in bundled_test_files()[:40]:
+    for path in pydicom_test_files("*.dcm")[:40]:
         try:
             found.append(request + _pdata_stream(str(path)))
         except Exception:  # noqa: BLE001 - some of pydicom's files are broken on purpose

@@ -21,8 +21,7 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from tests.receiver.conftest import ReceiverProcess
 from tests.receiver.rawpdus import associate_rq, closed_by_peer, pdu_header, read_pdu
 from tests.support.dicomdata import make_study
-from tests.support.faults import resident_bytes
-from tests.support.servers import storescu
+from tests.support.servers import resident_bytes, storescu
 
 MiB = 1024 * 1024
 STREAMED = 256 * MiB

@@ -19,10 +19,10 @@ from pydicom import dcmread
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian, RLELossless
 from pynetdicom import AE, _config, build_context
 
+from karnak_dicom.testing import dataset_bytes, pydicom_test_files
 from karnak_receiver.checks import check_dataset
 from karnak_shared.config import parse_config
 from tests.conftest import gateway_config, register_topology
-from tests.support.dicomdata import bundled_test_files, dataset_bytes
 from tests.support.servers import Gateway, StoreSCP, dcmtk_env, dcmtk_tool, free_port, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -33,7 +33,7 @@ def _compressed_test_files() -> list[Path]:
     found = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for path in bundled_test_files():
+        for path in pydicom_test_files("*.dcm"):
             try:
                 meta = dcmread(path, stop_before_pixels=True).file_meta
                 syntax = meta.TransferSyntaxUID

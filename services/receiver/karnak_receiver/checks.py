@@ -13,9 +13,10 @@ from io import BytesIO
 
 from pydicom.datadict import dictionary_has_tag
 from pydicom.dataelem import RawDataElement
-from pydicom.filereader import data_element_generator
 from pydicom.tag import BaseTag, Tag
 from pydicom.uid import UID
+
+from karnak_dicom._internals import data_element_generator
 
 # C-STORE statuses (PS3.4 B.2.3): the dataset does not match what the request says; cannot understand.
 STATUS_DATASET_DOES_NOT_MATCH = 0xA900
