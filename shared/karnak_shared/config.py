@@ -504,6 +504,37 @@ class MetricsConfig(StrictModel):
     }
 
 
+class OidcConfig(StrictModel):
+    """OpenID Connect login to the console: the provider, this client, and the claim that carries roles."""
+
+    issuer: HttpUrl
+    client_id: str
+    client_secret: SecretStr
+    # Dotted path of the roles in the ID token (or userinfo) claims, e.g. resource_access.karnak.roles.
+    roles_claim: str = "roles"
+    scope: str = "openid profile email"
+    # Shown on the login page's button.
+    label: str = "Single sign-on"
+
+
+class ConsoleConfig(StrictModel):
+    """The console service (DESIGN.md section 15): where it listens and how it signs people in."""
+
+    host: str = "127.0.0.1"
+    port: Port = 8081
+    # The address people reach the console at (behind a proxy): OpenID Connect redirects come back to it.
+    public_url: HttpUrl | None = None
+    # Minutes without a request after which a browser session ends.
+    session_idle_minutes: PositiveInt = 30
+    # Cookies only over HTTPS: leave true behind a TLS proxy; false only for plain-HTTP development.
+    secure_cookies: bool = False
+    # Failed logins allowed per minute from one address (and for one account name) before 429.
+    login_attempts_per_minute: PositiveInt = 5
+    # Where the first start writes the generated admin password (owner-only); default ~/.karnak/.
+    admin_password_file: str | None = None
+    oidc: OidcConfig | None = None
+
+
 class LoggingConfig(StrictModel):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["kv", "json"] = "kv"
@@ -576,6 +607,7 @@ class ServiceSettings(StrictModel):
     configuration: ConfigurationSettings = ConfigurationSettings()
     secrets: SecretsSettings = SecretsSettings()
     monitoring: MonitoringSettings = MonitoringSettings()
+    console: ConsoleConfig = ConsoleConfig()
     # Where the file was read from: relative paths in it (profiles) are relative to its folder.
     _source: Path | None = PrivateAttr(default=None)
 
