@@ -447,6 +447,14 @@ class Project(StrictModel):
         return value
 
 
+class StoredProfile(StrictModel):
+    """A Karnak profile kept in the routing configuration under a name that projects refer to."""
+
+    name: Annotated[str, Field(min_length=1, max_length=128)]
+    # The profile file's YAML text, as Karnak writes it.
+    yaml: str
+
+
 class SmtpConfig(StrictModel):
     host: str = "localhost"
     port: Port = 25
@@ -590,7 +598,7 @@ class MonitoringSettings(StrictModel):
 
 
 # The keys of the file that form the routing configuration; every other key is a service setting.
-ROUTING_KEYS = ("forward_nodes", "projects", "auth_configs")
+ROUTING_KEYS = ("forward_nodes", "projects", "profiles", "auth_configs")
 
 
 class ServiceSettings(StrictModel):
@@ -627,7 +635,36 @@ class RoutingConfig(StrictModel):
 
     forward_nodes: Annotated[list[ForwardNode], Field(min_length=1)]
     projects: list[Project] = []
+    # Profiles by name: a project's `profile` may name one instead of giving a path or the text.
+    profiles: list[StoredProfile] = []
     auth_configs: list[AuthConfig] = []
+
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve_names(cls, data: Any) -> Any:
+        """Put the named profile's text into each project.
+
+        The document keeps the names (what a person edits); the validated configuration carries the text
+        the services run, so nothing downstream needs to know about names.
+        """
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        profiles = data.get("profiles")
+        texts = {
+            p["name"]: p["yaml"]
+            for p in (profiles if isinstance(profiles, list) else [])
+            if isinstance(p, dict) and isinstance(p.get("name"), str) and isinstance(p.get("yaml"), str)
+        }
+        projects = data.get("projects")
+        if isinstance(projects, list) and texts:
+            data["projects"] = [
+                {**p, "profile": texts[p["profile"]]}
+                if isinstance(p, dict) and isinstance(p.get("profile"), str) and p["profile"] in texts
+                else p
+                for p in projects
+            ]
+        return data
 
     @model_validator(mode="after")
     def _cross_references(self) -> RoutingConfig:
@@ -639,6 +676,10 @@ class RoutingConfig(StrictModel):
                     f"auth_configs[{a}].code: '{auth.code}' is already the code of auth_configs[{codes[auth.code]}]"
                 )
             codes.setdefault(auth.code, a)
+        names = [p.name for p in self.profiles]
+        for index, name in enumerate(names):
+            if name in names[:index]:
+                problems.append(f"profiles[{index}].name: '{name}' is already used by profiles[{names.index(name)}]")
         seen_nodes: dict[str, int] = {}
         seen_destinations: dict[str, str] = {}
         seen_projects: dict[str, int] = {}
