@@ -215,6 +215,9 @@ class ListenerConfig(StrictModel):
 class Source(StrictModel):
     ae_title: AETitle
     hostname: str | None = None
+    # Karnak's "Check the hostname": with a hostname, false accepts the AE title from any address.
+    check_hostname: bool = True
+    description: str = ""
 
 
 class Notifications(StrictModel):
@@ -291,6 +294,7 @@ class KheopsAlbum(StrictModel):
 
 class _DestinationBase(StrictModel):
     id: DestinationId
+    description: str = ""
     condition: ConditionText = ""
     enabled: bool = True
     authorized_sop_classes: list[Uid] = []
@@ -392,6 +396,7 @@ Destination = Annotated[DicomDestination | StowDestination, Field(discriminator=
 
 class ForwardNode(StrictModel):
     ae_title: AETitle
+    description: str = ""
     sources: list[Source] = []
     destinations: list[Destination] = []
 
@@ -401,7 +406,7 @@ class ForwardNode(StrictModel):
             return True
         return any(
             source.ae_title == calling_ae_title.strip()
-            and (source.hostname is None or _host_matches(source.hostname, peer_host))
+            and (source.hostname is None or not source.check_hostname or _host_matches(source.hostname, peer_host))
             for source in self.sources
         )
 

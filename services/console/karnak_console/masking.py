@@ -21,10 +21,13 @@ def mask(value: str) -> str:
     """`••••` and the last four characters (none for a short value); a `${ENV}` reference is no secret."""
     if _REFERENCE.match(value.strip()):
         return value
+    if value.startswith("${encrypted:"):
+        return MASK  # the ciphertext's last characters would say nothing of the secret
     return MASK + (value[-4:] if len(value) >= 12 else "")
 
 
-def _mask_headers(value: Any) -> Any:
+def mask_headers(value: Any) -> Any:
+    """Header values masked, names kept (a mapping, or Karnak's `<key>..</key><value>..</value>` text)."""
     if isinstance(value, dict):
         return {name: mask(str(v)) for name, v in value.items()}
     if isinstance(value, str):
@@ -40,7 +43,7 @@ def mask_secrets(value: Any) -> Any:
         out: dict[str, Any] = {}
         for key, item in value.items():
             if key == "headers":
-                out[key] = _mask_headers(item)
+                out[key] = mask_headers(item)
             elif key in SECRET_FIELDS and isinstance(item, str):
                 out[key] = mask(item)
             else:

@@ -1,4 +1,4 @@
-"""The console's accounts, API tokens, audit trail and signing keys (DESIGN.md section 15).
+"""The console's accounts, API tokens, audit trail and signing keys; patients' names in the pseudonym cache.
 
 Revision ID: 0003
 Revises: 0002
@@ -14,6 +14,10 @@ depends_on = None
 
 
 def upgrade() -> None:
+    # Karnak's CSV import dropped the patients' names; the console keeps them for who manages the list.
+    with op.batch_alter_table("pseudonyms") as table:
+        table.add_column(sa.Column("first_name", sa.String(256), nullable=True))
+        table.add_column(sa.Column("last_name", sa.String(256), nullable=True))
     op.create_table(
         "console_users",
         sa.Column("name", sa.String(128), primary_key=True),
@@ -66,3 +70,6 @@ def downgrade() -> None:
     op.drop_table("console_audit")
     op.drop_table("console_tokens")
     op.drop_table("console_users")
+    with op.batch_alter_table("pseudonyms") as table:
+        table.drop_column("last_name")
+        table.drop_column("first_name")
