@@ -22,6 +22,7 @@ from karnak_shared.revisions import (
     ApplyResult,
     Change,
     Document,
+    Origin,
     Revision,
     RevisionConflict,
     RevisionStore,
@@ -196,13 +197,14 @@ class RoutingEditor:
         based_on: int,
         comment: str = "",
         dry_run: bool = False,
+        origin: Origin | None = None,
     ) -> WriteResult:
         keep_masked_secrets(document, previous)
         try:
             result: ApplyResult = self.store.apply(
                 document,
                 author=caller.actor,
-                origin=caller.origin if caller.origin in ("api", "console") else "api",
+                origin=origin or ("console" if caller.origin == "console" else "api"),
                 comment=comment or f"{action} {object}",
                 based_on=based_on,
                 dry_run=dry_run,

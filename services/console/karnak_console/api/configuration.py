@@ -156,4 +156,5 @@ def rollback_revision(
         based_on=current,
         comment=f"rollback to revision {number}",
         dry_run=dry_run,
+        origin="rollback",
     )

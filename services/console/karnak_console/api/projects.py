@@ -96,6 +96,17 @@ def new_secret() -> str:
     return secrets.token_hex(16)
 
 
+def _refuse_unknown_profile(document: Document, body: dict[str, Any]) -> None:
+    profile = body.get("profile")
+    names = [str(p.get("name")) for p in _profiles(document)]
+    if isinstance(profile, str) and "\n" not in profile and profile not in names:
+        raise ApiProblem(
+            422,
+            "the configuration would be invalid",
+            [FieldProblem(field="profile", message=f"no profile named '{profile}' in profiles (upload it first)")],
+        )
+
+
 def _real_secret(console: Console, name: str) -> str | None:
     latest = console.editor.latest()
     if latest is None:
@@ -139,6 +150,7 @@ async def create_project(request: Request, caller: Writer, console: ConsoleDep, 
     def mutate(document: Document) -> None:
         if any(p.get("name") == name for p in _projects(document)):
             raise ApiProblem(409, f"a project named {name!r} already exists")
+        _refuse_unknown_profile(document, body)
         _projects(document).append(body)
 
     result = console.editor.change(caller, action="create", object=f"projects/{name}", mutate=mutate, based_on=based_on)
@@ -167,6 +179,8 @@ async def replace_project(
     def mutate(document: Document) -> None:
         index = _project_index(document, name)
         stored = _projects(document)[index]
+        if body.get("profile") != stored.get("profile"):
+            _refuse_unknown_profile(document, body)
         secret = body.get("secret")
         if secret in (None, "") or is_masked(secret):
             body["secret"] = stored.get("secret")
