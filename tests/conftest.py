@@ -109,6 +109,12 @@ def gateway_config(
             "ports": {"receiver": free_port(), "processor": free_port(), "dicom-sender": free_port()},
         },
         "logging": {"level": "INFO"},
+        # `karnak up` starts the console too: a port of its own, its first password inside the test's folder.
+        "console": {
+            "host": "127.0.0.1",
+            "port": free_port(),
+            "admin_password_file": str(workdir / "console-admin-password"),
+        },
     }
     config.update(overrides)
     return config

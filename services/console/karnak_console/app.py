@@ -70,11 +70,12 @@ def create_app(console: Console) -> FastAPI:
     app.add_exception_handler(RequestValidationError, validation_response)
     app.add_exception_handler(StarletteHTTPException, http_response)
     for module in (routing, projects, configuration, operations, accounts, session):
+        _publish_permissions(module.router.routes)
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     _add_docs(app)
     _add_ops(app, console)
-    _publish_permissions(app)
+    _publish_permissions(app.router.routes)
     if settings.oidc is not None:
         app.state.oidc = _oidc_client(console)
 
@@ -158,9 +159,9 @@ def _add_ops(app: FastAPI, console: Console) -> None:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
-def _publish_permissions(app: FastAPI) -> None:
+def _publish_permissions(routes: list[Any]) -> None:
     """Copy each route's Guard permission into its OpenAPI operation as `x-permission`."""
-    for route in app.routes:
+    for route in routes:
         if not isinstance(route, APIRoute) or not route.include_in_schema:
             continue
         found = [d.call.permission for d in route.dependant.dependencies if isinstance(d.call, Guard)]
