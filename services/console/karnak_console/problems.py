@@ -53,6 +53,8 @@ class ApiProblem(Exception):
 
 
 _LINE = re.compile(r" \(line \d+\)$")
+# A field path (`forward_nodes[0].port`, `(top level)`), maybe followed by a quoted name (`profileElements[1] 'x'`).
+_FIELD = re.compile(r"^(?:\(top level\)|[A-Za-z_][A-Za-z0-9_]*(?:\[\d+\]|\.[A-Za-z_][A-Za-z0-9_]*)*)(?: '[^']*')?$")
 
 
 def field_problems(problems: Sequence[str]) -> list[FieldProblem]:
@@ -60,7 +62,7 @@ def field_problems(problems: Sequence[str]) -> list[FieldProblem]:
     out = []
     for problem in problems:
         field, sep, message = problem.partition(": ")
-        if not sep or " " in field.strip():
+        if not sep or not _FIELD.match(field.strip()):
             out.append(FieldProblem(field="", message=problem))
         else:
             out.append(FieldProblem(field=field, message=_LINE.sub("", message)))
