@@ -59,7 +59,7 @@ class ConsoleUnderTest:
 
 def start_console(config_path: Path) -> ConsoleUnderTest:
     store = open_store(load_config(config_path))
-    console = Console.build(store, status=False)
+    console = Console.build(store, status=False, announce=False)
     client = TestClient(create_app(console))
     tokens = {role: console.accounts.create_token(f"test-{role}", role, "tests")[1] for role in ROLES}
     return ConsoleUnderTest(console, client, tokens)

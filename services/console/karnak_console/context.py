@@ -8,16 +8,16 @@ from sqlalchemy.orm import sessionmaker
 
 from karnak_shared.broker import open_connection
 from karnak_shared.config import GatewayConfig, ServiceSettings
-from karnak_shared.errors import BrokerUnavailable
 from karnak_shared.revisions import Revision, RevisionStore
 from karnak_shared.topology import Topology
 
 from karnak_console.accounts import AccountStore
+from karnak_console.announcer import RevisionAnnouncer
 from karnak_console.audit import AuditLog
 from karnak_console.editor import RoutingEditor
 from karnak_console.problems import ApiProblem
 from karnak_console.security import Authenticator, LoginThrottle
-from karnak_console.statusboard import StatusBoard
+from karnak_console.statusboard import BROKER_ERRORS, StatusBoard
 
 
 @dataclass
@@ -32,13 +32,14 @@ class Console:
     session_key: str = field(default="", repr=False)
 
     @classmethod
-    def build(cls, store: RevisionStore, *, status: bool = True) -> Console:
+    def build(cls, store: RevisionStore, *, status: bool = True, announce: bool = True) -> Console:
+        """The console's parts; without `status`/`announce` it neither listens to nor tells the services."""
         settings = store.settings
         from karnak_shared.database import create_database_engine
 
         accounts = AccountStore(create_database_engine(settings.database.url.get_secret_value()))
         audit = AuditLog(accounts.sessions)
-        editor = RoutingEditor(store, audit, store.notify)
+        editor = RoutingEditor(store, audit, RevisionAnnouncer(store.notify) if announce else _silent)
         board = None
         if status:
             board = StatusBoard(
@@ -76,12 +77,18 @@ class Console:
 
         try:
             connection = open_connection(self.settings.broker.url.get_secret_value(), name="karnak-console")
-        except BrokerUnavailable as exc:
-            raise ApiProblem(503, f"cannot count the queued messages: {exc}; force=true deletes anyway") from None
+        except BROKER_ERRORS as exc:
+            raise ApiProblem(503, f"cannot count the queued messages: {exc!r}; force=true deletes anyway") from None
         broker = self.settings.broker
         topology = Topology(broker.prefix, tuple(broker.retry_delays), broker.delivery_limit, ())
         dead = DeadLetterQueue(connection, topology)
         try:
             return {queue: dead.queued(queue) for queue in queues}
+        except BROKER_ERRORS as exc:
+            raise ApiProblem(503, f"cannot count the queued messages: {exc!r}; force=true deletes anyway") from None
         finally:
             dead.close()
+
+
+def _silent(revision: Revision) -> None:
+    """No announcement: the services find the revision by their own 30 s check."""

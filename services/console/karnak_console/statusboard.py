@@ -14,6 +14,7 @@ from typing import Any
 
 import pika
 import pika.exceptions
+from pika.adapters.utils.connection_workflow import AMQPConnectorException
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from karnak_shared.broker import open_connection
@@ -21,6 +22,10 @@ from karnak_shared.errors import BrokerUnavailable
 from karnak_shared.logs import EventLogger
 
 log = EventLogger("karnak.console.status")
+
+# What talking to RabbitMQ can raise: pika's own errors, and its connector's (a handshake timeout is not an
+# AMQPError), besides the gateway's BrokerUnavailable and the socket's OSError.
+BROKER_ERRORS = (BrokerUnavailable, pika.exceptions.AMQPError, AMQPConnectorException, OSError)
 
 REPORT_ROUTING_PATTERN = "status.#"
 REQUEST_ROUTING_KEY = "request.status"
@@ -102,7 +107,7 @@ class StatusBoard:
                 backoff = 0.5
                 while not self._stop.is_set():
                     connection.process_data_events(time_limit=0.5)
-            except (BrokerUnavailable, pika.exceptions.AMQPError) as exc:
+            except BROKER_ERRORS as exc:
                 if self.connected.is_set():
                     log.warning("status.broker-lost", error=type(exc).__name__)
                 self.connected.clear()

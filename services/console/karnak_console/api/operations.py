@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
@@ -28,7 +30,7 @@ from karnak_console.audit import AuditEntry, AuditFilter
 from karnak_console.context import Console
 from karnak_console.problems import ApiProblem, FieldProblem
 from karnak_console.security import Caller
-from karnak_console.statusboard import STALE_AFTER_SECONDS
+from karnak_console.statusboard import BROKER_ERRORS, STALE_AFTER_SECONDS
 from karnak_console.tools import EchoResult, echo, kheops_token, stow_probe
 
 router = APIRouter(prefix="/api/v1")
@@ -108,13 +110,21 @@ class Count(BaseModel):
     count: int
 
 
-def _dead_letters(console: Console) -> Any:
+@contextmanager
+def _dead_letters(console: Console) -> Iterator[Any]:
+    """The dead-letter queue, for one request; 503 naming why when RabbitMQ cannot be used."""
     from karnak_shared.deadletters import DeadLetterQueue
 
     try:
-        return DeadLetterQueue.connect(console.gateway_config())
-    except KarnakError as exc:
-        raise ApiProblem(503, f"the dead-letter queue cannot be reached: {exc}") from None
+        dead = DeadLetterQueue.connect(console.gateway_config())
+    except BROKER_ERRORS as exc:
+        raise ApiProblem(503, f"the dead-letter queue cannot be reached: {exc!r}") from None
+    try:
+        yield dead
+    except BROKER_ERRORS as exc:
+        raise ApiProblem(503, f"RabbitMQ failed during the operation: {exc!r}") from None
+    finally:
+        dead.close()
 
 
 @router.get("/dead-letters", tags=["dead letters"], summary="Parked messages, oldest first (nothing is removed)")
@@ -125,11 +135,8 @@ def list_dead_letters(
     reason: Annotated[str | None, Query(description="a part of the reason")] = None,
     limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
 ) -> list[DeadLetter]:
-    dead = _dead_letters(console)
-    try:
+    with _dead_letters(console) as dead:
         entries = dead.list(limit=limit)
-    finally:
-        dead.close()
     return [
         DeadLetter(**e.as_dict())
         for e in entries
@@ -160,13 +167,8 @@ def _audit_operation(console: Console, caller: Caller, action: str, object: str,
 @router.post("/dead-letters:replay", tags=["dead letters"], summary="Send parked messages back where they came from")
 def replay_dead_letters(selection: DeadLetterSelection, caller: Operator, console: ConsoleDep) -> Count:
     _selection_or_refuse(selection)
-    dead = _dead_letters(console)
-    try:
+    with _dead_letters(console) as dead:
         count = dead.replay(set(selection.instance_ids), selection.destination, selection.all)
-    except KarnakError as exc:
-        raise ApiProblem(503, str(exc)) from None
-    finally:
-        dead.close()
     _audit_operation(console, caller, "replay", "dead-letters", {**selection.model_dump(), "count": count})
     return Count(count=count)
 
@@ -181,11 +183,8 @@ def delete_dead_letters(
     _selection_or_refuse(selection)
     if not confirm:
         raise ApiProblem(409, "deleting parked messages cannot be undone: send confirm=true")
-    dead = _dead_letters(console)
-    try:
+    with _dead_letters(console) as dead:
         count = dead.delete(set(selection.instance_ids), selection.destination, selection.all)
-    finally:
-        dead.close()
     _audit_operation(console, caller, "delete", "dead-letters", {**selection.model_dump(), "count": count})
     return Count(count=count)
 
