@@ -53,8 +53,12 @@ def test_without_credentials_every_route_answers_401_except_the_login(app: Conso
         if status != 401:
             wrong[f"{method} {path}"] = status
     assert wrong == {}
-    assert app.client.get("/healthz").status_code == 200
-    for path in ("/metrics", "/api/v1/openapi.json", "/api/docs"):
+    # The ops endpoints stay open as on every service (probes, Prometheus): they say nothing of the gateway.
+    for path in ("/healthz", "/readyz", "/metrics"):
+        assert app.client.get(path).status_code == 200, path
+    for path in ("/api/v1/openapi.json", "/api/docs"):
+        assert app.client.get(path).status_code == 401, path
+    assert app.client.get("/").url.path == "/login"
         assert app.client.get(path).status_code == 401, path
 
 

@@ -31,8 +31,8 @@ from karnak_console.security import SESSION_COOKIE, Guard, SecurityHeaders
 
 HERE = Path(__file__).parent
 OPENAPI_URL = "/api/v1/openapi.json"
-# Routes anyone may call: the probes and the ways to sign in.
-PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/api/v1/session"})
+# Routes anyone may call: the ops endpoints of every service (probes, Prometheus) and the ways to sign in.
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/api/v1/session"})
 
 REQUESTS = Counter(
     "karnak_console_requests_total", "Requests the console answered, by method and status class", ["method", "status"]
@@ -154,7 +154,8 @@ def _add_ops(app: FastAPI, console: Console) -> None:
             return PlainTextResponse("not ready: " + ", ".join(failing) + "\n", status_code=503)
         return PlainTextResponse("ready\n")
 
-    @app.get("/metrics", include_in_schema=False, dependencies=[Depends(Guard(Permission.STATUS))])
+    # Open like every service's /metrics (Prometheus scrapes it): request counts, no secret, no patient data.
+    @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 

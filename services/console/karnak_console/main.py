@@ -56,12 +56,14 @@ def run(config: GatewayConfig, metrics_port: int | None = None) -> None:
         console.status.start()
     app = create_app(console)
     settings = config.console
-    log.info("console.listening", host=settings.host, port=settings.port)
+    # The console's ops endpoints are on its own port: a --metrics-port (compose, Kubernetes) is that port.
+    port = metrics_port or settings.port
+    log.info("console.listening", host=settings.host, port=port)
     try:
         uvicorn.run(
             app,
             host=settings.host,
-            port=settings.port,
+            port=port,
             log_level="warning",
             access_log=False,
             server_header=False,
