@@ -116,5 +116,7 @@ def gateway_config(
             "admin_password_file": str(workdir / "console-admin-password"),
         },
     }
+    # The console serves on its ops port: the same one, so `karnak up` (and Gateway.start) wait for it too.
+    config["metrics"]["ports"]["console"] = config["console"]["port"]
     config.update(overrides)
     return config

@@ -17,7 +17,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, TypeAdapter
 
 from karnak_shared.config import AuthConfig
-from karnak_shared.deid import load_profile
+from karnak_dicom.deid import load_profile
 from karnak_shared.errors import ConfigError
 from karnak_shared.revisions import Document
 
