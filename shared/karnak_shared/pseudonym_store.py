@@ -33,9 +33,9 @@ from karnak_shared.errors import KarnakError
 
 __all__ = [
     "PSEUDONYM_MAX_LENGTH",
+    "ImportReport",
     "PseudonymEntry",
     "PseudonymImportError",
-    "ImportReport",
     "delete_pseudonyms",
     "export_csv",
     "import_csv",
@@ -223,7 +223,8 @@ def export_json(session_factory: SessionFactory, project: str, path_or_stream: s
     entries = [
         {"patient_id": patient_id, "issuer_of_patient_id": issuer, "pseudonym": pseudonym}
         for patient_id, issuer, pseudonym in (
-            (e.patient_id, e.issuer_of_patient_id, e.pseudonym) for e in list_pseudonyms(session_factory, project, limit=None)
+            (e.patient_id, e.issuer_of_patient_id, e.pseudonym)
+            for e in list_pseudonyms(session_factory, project, limit=None)
         )
     ]
     with _text_output(path_or_stream) as stream:
@@ -308,8 +309,11 @@ def _parse(
     """The entries with their line numbers; raises PseudonymImportError listing every problem."""
     if not text.strip():
         raise PseudonymImportError(source, ["the file is empty (a header row and one line per patient expected)"])
-    dialect: Any = _dialect(text) if delimiter is None else csv.excel
-    reader = csv.reader(io.StringIO(text), dialect, **({"delimiter": delimiter} if delimiter else {}))
+    reader = (
+        csv.reader(io.StringIO(text), _dialect(text))
+        if delimiter is None
+        else csv.reader(io.StringIO(text), csv.excel, delimiter=delimiter)
+    )
     header = next(reader)
     columns: dict[str, int] = {}
     problems: list[str] = []

@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 import yaml
 from fastapi.testclient import TestClient
-
 from karnak_console.app import create_app
 from karnak_console.context import Console
 from karnak_console.main import open_store
 from karnak_console.roles import ROLES
+
 from karnak_shared.config import load_config
 
 SECRETS_KEY = "8f6a1c0b5e9d2f4a7c3b1e0d9f8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e1f0a"

@@ -12,7 +12,9 @@ STOW = {"id": "kheops", "type": "stow", "url": "https://kheops.example/api/studi
 
 
 def add_profile(app: ConsoleUnderTest, name: str = "basic") -> None:
-    answer = app.post(f"/api/v1/profiles?name={name}", content=profile_text(), headers={"content-type": "application/x-yaml"})
+    answer = app.post(
+        f"/api/v1/profiles?name={name}", content=profile_text(), headers={"content-type": "application/x-yaml"}
+    )
     assert answer.status_code == 201, answer.json()
 
 
@@ -127,7 +129,9 @@ def test_profile_validation_lists_errors_per_element(app: ConsoleUnderTest) -> N
 def test_a_project_naming_no_stored_profile_is_refused(app: ConsoleUnderTest) -> None:
     answer = app.post("/api/v1/projects", json={"name": "p", "profile": "nowhere"})
     assert answer.status_code == 422
-    assert answer.json()["errors"] == [{"field": "profile", "message": "no profile named 'nowhere' in profiles (upload it first)"}]
+    assert answer.json()["errors"] == [
+        {"field": "profile", "message": "no profile named 'nowhere' in profiles (upload it first)"}
+    ]
 
 
 def test_authorization_header_is_appended_then_refused_with_karnaks_wording(app: ConsoleUnderTest) -> None:
@@ -150,13 +154,17 @@ def test_authorization_header_is_appended_then_refused_with_karnaks_wording(app:
 
 def test_karnak_form_headers_get_a_second_pair(app: ConsoleUnderTest) -> None:
     app.post(f"{GW}/destinations", json={**STOW, "headers": "<key>X-Tenant</key><value>radiology</value>"})
-    answer = app.post(f"{GW}/destinations/kheops/headers:authorization", json={"type": "basic", "username": "u", "password": "p"})
+    answer = app.post(
+        f"{GW}/destinations/kheops/headers:authorization", json={"type": "basic", "username": "u", "password": "p"}
+    )
     assert answer.status_code == 200
     shown = app.get(f"{GW}/destinations/kheops").json()["item"]["headers"]
     assert "<key>X-Tenant</key>" in shown and "<key>Authorization</key>" in shown and "dTpw" not in shown
 
 
-def test_a_stale_if_match_on_the_whole_configuration_answers_412_with_the_current_revision(app: ConsoleUnderTest) -> None:
+def test_a_stale_if_match_on_the_whole_configuration_answers_412_with_the_current_revision(
+    app: ConsoleUnderTest,
+) -> None:
     read = app.get("/api/v1/configuration")
     document, etag = read.json()["document"], read.headers["etag"]
     app.post(f"{GW}/destinations", json=DICOM)
@@ -172,9 +180,11 @@ def test_a_dry_run_returns_the_diff_and_stores_nothing(app: ConsoleUnderTest) ->
     document["forward_nodes"][0]["description"] = "main gateway"
     answer = app.put("/api/v1/configuration?dry_run=true", json=document, headers={"If-Match": str(read["revision"])})
     assert answer.status_code == 200
-    assert answer.json()["changes"] == [
-        {"path": "forward_nodes[KARNAK-GW].description", "kind": "added", "before": None, "after": "main gateway"}
-    ] or answer.json()["changes"][0]["after"] == "main gateway"
+    assert (
+        answer.json()["changes"]
+        == [{"path": "forward_nodes[KARNAK-GW].description", "kind": "added", "before": None, "after": "main gateway"}]
+        or answer.json()["changes"][0]["after"] == "main gateway"
+    )
     assert app.get("/api/v1/configuration").json()["revision"] == read["revision"]
 
 
@@ -198,7 +208,12 @@ def test_rollback_stores_a_new_revision_equal_to_the_old_one(app: ConsoleUnderTe
 
 
 def test_an_auth_config_secret_is_masked_editable_and_kept(app: ConsoleUnderTest) -> None:
-    config = {"code": "idp", "access_token_url": "https://idp.example/token", "client_id": "karnak", "client_secret": "very-secret-9876"}
+    config = {
+        "code": "idp",
+        "access_token_url": "https://idp.example/token",
+        "client_id": "karnak",
+        "client_secret": "very-secret-9876",
+    }
     assert app.post("/api/v1/auth-configs", json=config).status_code == 201
     shown = app.get("/api/v1/auth-configs/idp").json()["item"]
     assert shown["client_secret"] == "••••9876"

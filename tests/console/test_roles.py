@@ -11,8 +11,8 @@ import re
 from typing import Any
 
 import pytest
-
 from karnak_console.roles import GRANTS, ROLES, Permission
+
 from tests.console.conftest import ConsoleUnderTest
 
 METHODS = ("get", "post", "put", "delete", "patch")
@@ -33,7 +33,9 @@ def concrete(path: str) -> str:
 
 
 def call(app: ConsoleUnderTest, method: str, path: str, headers: dict[str, str]) -> int:
-    response = app.client.request(method, concrete(path), headers={**headers, "content-type": "application/json"}, content=b"{}")
+    response = app.client.request(
+        method, concrete(path), headers={**headers, "content-type": "application/json"}, content=b"{}"
+    )
     return response.status_code
 
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import itsdangerous.timed
 import pytest
-
 from karnak_console.accounts import AccountStore
 from karnak_console.main import announce_first_admin
+
 from tests.console.conftest import ConsoleUnderTest
 
 GW = "/api/v1/forward-nodes/KARNAK-GW"
@@ -78,7 +78,9 @@ def test_signing_out_ends_the_session(alice: ConsoleUnderTest) -> None:
 
 
 def test_the_login_page_needs_its_own_csrf_token(alice: ConsoleUnderTest) -> None:
-    forged = alice.client.post("/login", data={"username": "alice", "password": "correct horse"}, follow_redirects=False)
+    forged = alice.client.post(
+        "/login", data={"username": "alice", "password": "correct horse"}, follow_redirects=False
+    )
     assert forged.headers["location"] == "/login?error=expired"
     page = alice.client.get("/login")
     assert '<label for="username">' in page.text and "<script" not in page.text
@@ -93,7 +95,11 @@ def test_the_login_page_needs_its_own_csrf_token(alice: ConsoleUnderTest) -> Non
 def test_every_response_carries_the_security_headers(app: ConsoleUnderTest) -> None:
     for answer in (app.client.get("/healthz"), app.client.get("/login"), app.get("/api/v1/forward-nodes")):
         csp = answer.headers["content-security-policy"]
-        assert "frame-ancestors 'none'" in csp and "script-src 'self'" in csp and "unsafe-inline" not in csp.split("script-src")[1].split(";")[0]
+        assert (
+            "frame-ancestors 'none'" in csp
+            and "script-src 'self'" in csp
+            and "unsafe-inline" not in csp.split("script-src")[1].split(";")[0]
+        )
         assert answer.headers["x-frame-options"] == "DENY"
         assert answer.headers["x-content-type-options"] == "nosniff"
 
@@ -112,9 +118,13 @@ def test_tokens_are_stored_hashed_and_revocable(app: ConsoleUnderTest) -> None:
     assert token.split("_")[2] not in stored
     assert app.get("/api/v1/services", role="operator").status_code == 200
     created = app.post("/api/v1/tokens", json={"name": "ci", "role": "viewer"}).json()
-    assert app.client.get("/api/v1/services", headers={"Authorization": f"Bearer {created['token']}"}).status_code == 200
+    assert (
+        app.client.get("/api/v1/services", headers={"Authorization": f"Bearer {created['token']}"}).status_code == 200
+    )
     assert app.delete("/api/v1/tokens/ci").status_code == 204
-    assert app.client.get("/api/v1/services", headers={"Authorization": f"Bearer {created['token']}"}).status_code == 401
+    assert (
+        app.client.get("/api/v1/services", headers={"Authorization": f"Bearer {created['token']}"}).status_code == 401
+    )
     assert "token" not in app.get("/api/v1/tokens").json()[0]
 
 
@@ -152,7 +162,9 @@ def karnak(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
 def test_karnak_users_and_tokens_commands_read_the_password_from_stdin_and_print_the_token_once(
     config_path: Path, app: ConsoleUnderTest
 ) -> None:
-    added = karnak("users", "add", "carol", "--role", "operator", "--config", str(config_path), stdin="carol's password\n")
+    added = karnak(
+        "users", "add", "carol", "--role", "operator", "--config", str(config_path), stdin="carol's password\n"
+    )
     assert added.returncode == 0, added.stderr
     assert app.console.accounts.verify_password("carol", "carol's password") is not None
     created = karnak("tokens", "create", "script", "--role", "admin", "--config", str(config_path))

@@ -15,6 +15,7 @@ import secrets
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -23,9 +24,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
-from karnak_shared.errors import KarnakError
-
 from karnak_console.roles import ROLES, Role
+from karnak_shared.errors import KarnakError
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$")
 _TOKEN = re.compile(r"^kn_([a-f0-9]{16})_([A-Za-z0-9_-]{43})$")
@@ -75,7 +75,7 @@ class AuditRecord(ConsoleBase):
     action: Mapped[str] = mapped_column(String(64))
     object: Mapped[str] = mapped_column(String(512))
     revision: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    diff: Mapped[list[dict[str, object]]] = mapped_column(JSON)
+    diff: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
 
 
 class KeyRecord(ConsoleBase):
@@ -229,7 +229,9 @@ class AccountStore:
         try:
             with self.sessions.begin() as session:
                 session.add(
-                    UserRecord(name=FIRST_ADMIN, role="admin", password_hash=self._hasher.hash(password), source="local")
+                    UserRecord(
+                        name=FIRST_ADMIN, role="admin", password_hash=self._hasher.hash(password), source="local"
+                    )
                 )
         except IntegrityError:
             return None  # another replica created it first
@@ -331,4 +333,3 @@ def write_owner_only(path: Path, text: str) -> None:
         os.write(fd, text.encode())
     finally:
         os.close(fd)
-

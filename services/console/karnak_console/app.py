@@ -105,7 +105,7 @@ def _oidc_client(console: Console) -> Any:
 
 
 def _add_docs(app: FastAPI) -> None:
-    from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]
+    from swagger_ui_bundle import swagger_ui_path
 
     app.mount("/api/docs/assets", StaticFiles(directory=swagger_ui_path), name="swagger-ui")
 

@@ -10,20 +10,18 @@ import argparse
 import sys
 from typing import Any
 
-from karnak_shared.errors import ConfigError, KarnakError
-
 from karnak_console.roles import ROLES
+from karnak_shared.errors import ConfigError, KarnakError
 
 EXIT_RUNTIME = 1
 EXIT_USAGE = 2
 
 
 def _stores(config_path: str | None) -> tuple[Any, Any]:
-    from karnak_shared.config import read_config_file
-    from karnak_shared.database import create_database_engine, upgrade_schema
-
     from karnak_console.accounts import AccountStore
     from karnak_console.audit import AuditLog
+    from karnak_shared.config import read_config_file
+    from karnak_shared.database import create_database_engine, upgrade_schema
 
     settings = read_config_file(config_path).settings
     engine = create_database_engine(settings.database.url.get_secret_value())
@@ -84,9 +82,8 @@ def cmd_users(args: argparse.Namespace) -> int:
 
 
 def cmd_tokens(args: argparse.Namespace) -> int:
-    from karnak_shared.revisions import default_author
-
     from karnak_console.accounts import AccountError
+    from karnak_shared.revisions import default_author
 
     try:
         accounts, audit = _stores(args.config)

@@ -6,11 +6,6 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.orm import sessionmaker
 
-from karnak_shared.broker import open_connection
-from karnak_shared.config import GatewayConfig, ServiceSettings
-from karnak_shared.revisions import Revision, RevisionStore
-from karnak_shared.topology import Topology
-
 from karnak_console.accounts import AccountStore
 from karnak_console.announcer import RevisionAnnouncer
 from karnak_console.audit import AuditLog
@@ -18,6 +13,10 @@ from karnak_console.editor import RoutingEditor
 from karnak_console.problems import ApiProblem
 from karnak_console.security import Authenticator, LoginThrottle
 from karnak_console.statusboard import BROKER_ERRORS, StatusBoard
+from karnak_shared.broker import open_connection
+from karnak_shared.config import GatewayConfig, ServiceSettings
+from karnak_shared.revisions import Revision, RevisionStore
+from karnak_shared.topology import Topology
 
 
 @dataclass

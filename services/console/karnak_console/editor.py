@@ -15,6 +15,10 @@ from typing import Any
 
 from pydantic import BaseModel, SecretStr
 
+from karnak_console.audit import AuditLog
+from karnak_console.masking import MASK, is_masked, mask, mask_headers, mask_secrets
+from karnak_console.problems import ApiProblem, invalid
+from karnak_console.security import Caller
 from karnak_shared.config import RoutingConfig, has_reference
 from karnak_shared.errors import ConfigError, KarnakError
 from karnak_shared.logs import EventLogger
@@ -30,11 +34,6 @@ from karnak_shared.revisions import (
     is_encrypted,
 )
 from karnak_shared.revisions.secrets import secret_paths
-
-from karnak_console.audit import AuditLog
-from karnak_console.masking import MASK, is_masked, mask, mask_headers, mask_secrets
-from karnak_console.problems import ApiProblem, invalid
-from karnak_console.security import Caller
 
 log = EventLogger("karnak.console.editor")
 

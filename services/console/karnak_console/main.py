@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+from karnak_console.accounts import FIRST_ADMIN, default_password_file, write_owner_only
+from karnak_console.app import create_app
+from karnak_console.context import Console
 from karnak_shared.config import GatewayConfig
 from karnak_shared.errors import ConfigError
 from karnak_shared.logs import EventLogger, configure_logging
 from karnak_shared.revisions import RevisionStore
-
-from karnak_console.accounts import FIRST_ADMIN, default_password_file, write_owner_only
-from karnak_console.app import create_app
-from karnak_console.context import Console
 
 log = EventLogger("karnak.console")
 

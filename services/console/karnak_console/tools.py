@@ -14,11 +14,10 @@ from urllib.parse import urlsplit
 import httpx
 from pydantic import BaseModel
 
+from karnak_console.problems import ApiProblem
 from karnak_shared.config import DicomDestination, GatewayConfig, StowDestination
 from karnak_shared.errors import DeliveryError
 from karnak_shared.headers import parse_headers
-
-from karnak_console.problems import ApiProblem
 
 TIMEOUT_SECONDS = 5.0
 

@@ -65,7 +65,11 @@ def create_token(body: NewToken, caller: AccountKeeper, console: ConsoleDep) -> 
     except AccountError as exc:
         raise ApiProblem(409, str(exc)) from None
     console.audit.record(
-        actor=caller.actor, origin=caller.origin, client=caller.client, action="create", object=f"tokens/{body.name}",
+        actor=caller.actor,
+        origin=caller.origin,
+        client=caller.client,
+        action="create",
+        object=f"tokens/{body.name}",
         diff=[{"path": f"tokens/{body.name}", "kind": "added", "before": None, "after": {"role": body.role}}],
     )
     return CreatedToken(**{k: v for k, v in info.__dict__.items() if k != "id"}, token=token)
@@ -77,7 +81,9 @@ def revoke_token(name: str, caller: AccountKeeper, console: ConsoleDep) -> Respo
         console.accounts.revoke_token(name)
     except AccountError as exc:
         raise ApiProblem(404, str(exc)) from None
-    console.audit.record(actor=caller.actor, origin=caller.origin, client=caller.client, action="revoke", object=f"tokens/{name}")
+    console.audit.record(
+        actor=caller.actor, origin=caller.origin, client=caller.client, action="revoke", object=f"tokens/{name}"
+    )
     return Response(status_code=204)
 
 
@@ -93,7 +99,11 @@ def add_user(body: NewUser, caller: AccountKeeper, console: ConsoleDep) -> UserV
     except AccountError as exc:
         raise ApiProblem(409, str(exc)) from None
     console.audit.record(
-        actor=caller.actor, origin=caller.origin, client=caller.client, action="create", object=f"users/{body.name}",
+        actor=caller.actor,
+        origin=caller.origin,
+        client=caller.client,
+        action="create",
+        object=f"users/{body.name}",
         diff=[{"path": f"users/{body.name}", "kind": "added", "before": None, "after": {"role": body.role}}],
     )
     return UserView(**info.__dict__)
@@ -107,5 +117,7 @@ def remove_user(name: str, caller: AccountKeeper, console: ConsoleDep) -> Respon
         console.accounts.remove_user(name)
     except AccountError as exc:
         raise ApiProblem(404, str(exc)) from None
-    console.audit.record(actor=caller.actor, origin=caller.origin, client=caller.client, action="delete", object=f"users/{name}")
+    console.audit.record(
+        actor=caller.actor, origin=caller.origin, client=caller.client, action="delete", object=f"users/{name}"
+    )
     return Response(status_code=204)

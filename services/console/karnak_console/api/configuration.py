@@ -8,12 +8,11 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, TypeAdapter
 
-from karnak_shared.config import RoutingConfig
-from karnak_shared.revisions import RevisionNotFound
-
 from karnak_console.api.common import ConsoleDep, Reader, Writer, json_object, register_schema
 from karnak_console.editor import WriteResult, change_view
 from karnak_console.problems import ApiProblem, FieldProblem
+from karnak_shared.config import RoutingConfig
+from karnak_shared.revisions import RevisionNotFound
 
 router = APIRouter(prefix="/api/v1")
 
@@ -131,14 +130,16 @@ def diff_revision(
     if chosen == 0:
         from karnak_shared.revisions import diff_documents
 
-        return RevisionDiff(base=0, target=number, changes=[change_view(c) for c in diff_documents(None, target.document)])
+        return RevisionDiff(
+            base=0, target=number, changes=[change_view(c) for c in diff_documents(None, target.document)]
+        )
     _revision(console, chosen)
-    return RevisionDiff(base=chosen, target=number, changes=[change_view(c) for c in console.store.diff(chosen, number)])
+    return RevisionDiff(
+        base=chosen, target=number, changes=[change_view(c) for c in console.store.diff(chosen, number)]
+    )
 
 
-@router.post(
-    "/revisions/{number}/rollback", tags=["revisions"], summary="Store a new revision equal to this one"
-)
+@router.post("/revisions/{number}/rollback", tags=["revisions"], summary="Store a new revision equal to this one")
 def rollback_revision(
     number: int,
     caller: Writer,

@@ -12,8 +12,14 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from karnak_console.api.common import Auditor, ConsoleDep, Operator, PseudonymKeeper, StatusReader
+from karnak_console.audit import AuditEntry, AuditFilter
+from karnak_console.context import Console
+from karnak_console.problems import ApiProblem, FieldProblem
+from karnak_console.security import Caller
+from karnak_console.statusboard import BROKER_ERRORS, STALE_AFTER_SECONDS
+from karnak_console.tools import EchoResult, echo, kheops_token, stow_probe
 from karnak_shared.config import AETitle, HttpUrl, Port
-from karnak_shared.errors import KarnakError
 from karnak_shared.pseudonym_store import (
     PseudonymEntry,
     PseudonymImportError,
@@ -24,14 +30,6 @@ from karnak_shared.pseudonym_store import (
     lookup_pseudonym,
     store_pseudonyms,
 )
-
-from karnak_console.api.common import Auditor, ConsoleDep, Operator, PseudonymKeeper, StatusReader
-from karnak_console.audit import AuditEntry, AuditFilter
-from karnak_console.context import Console
-from karnak_console.problems import ApiProblem, FieldProblem
-from karnak_console.security import Caller
-from karnak_console.statusboard import BROKER_ERRORS, STALE_AFTER_SECONDS
-from karnak_console.tools import EchoResult, echo, kheops_token, stow_probe
 
 router = APIRouter(prefix="/api/v1")
 
@@ -221,7 +219,9 @@ class StowProbeRequest(Strict):
 @router.post("/tools/stow-probe", tags=["tools"], summary="Probe a STOW-RS endpoint (TLS, HTTP, its answer; no upload)")
 def tool_stow_probe(body: StowProbeRequest, caller: Operator, console: ConsoleDep) -> dict[str, Any]:
     if body.destination is None and body.url is None:
-        raise ApiProblem(422, "give a destination or a url", [FieldProblem(field="destination", message="is required without url")])
+        raise ApiProblem(
+            422, "give a destination or a url", [FieldProblem(field="destination", message="is required without url")]
+        )
     return stow_probe(console, body.destination, body.url)
 
 
@@ -238,7 +238,11 @@ class KheopsTokenRequest(Strict):
 @router.post("/tools/kheops-token", tags=["tools"], summary="Introspect Kheops tokens: active, scopes, what is missing")
 def tool_kheops_token(body: KheopsTokenRequest, caller: Operator, console: ConsoleDep) -> dict[str, Any]:
     if body.destination is None and (body.url_api is None or body.token is None):
-        raise ApiProblem(422, "give a destination, or url_api and token", [FieldProblem(field="destination", message="is required without url_api and token")])
+        raise ApiProblem(
+            422,
+            "give a destination, or url_api and token",
+            [FieldProblem(field="destination", message="is required without url_api and token")],
+        )
     return kheops_token(console, body.destination, body.album, body.url_api, body.token, body.role)
 
 
@@ -306,11 +310,16 @@ def list_project_pseudonyms(
     return [Pseudonym(**e.__dict__) for e in entries]
 
 
-@router.post("/projects/{project}/pseudonyms", status_code=201, tags=["pseudonyms"], summary="Add a patient's pseudonym")
+@router.post(
+    "/projects/{project}/pseudonyms", status_code=201, tags=["pseudonyms"], summary="Add a patient's pseudonym"
+)
 def add_pseudonym(project: str, body: Pseudonym, caller: PseudonymKeeper, console: ConsoleDep) -> Count:
     _project_or_404(console, project)
     existing = list_pseudonyms(console.pseudonyms, project, pseudonym=body.pseudonym, limit=1)
-    if existing and (existing[0].patient_id, existing[0].issuer_of_patient_id) != (body.patient_id, body.issuer_of_patient_id):
+    if existing and (existing[0].patient_id, existing[0].issuer_of_patient_id) != (
+        body.patient_id,
+        body.issuer_of_patient_id,
+    ):
         raise ApiProblem(409, "this pseudonym is already given to another patient of the project")
     if lookup_pseudonym(console.pseudonyms, project, body.patient_id, body.issuer_of_patient_id) is not None:
         raise ApiProblem(409, "this patient already has a pseudonym in the project: delete it first to change it")
@@ -323,9 +332,7 @@ def add_pseudonym(project: str, body: Pseudonym, caller: PseudonymKeeper, consol
 @router.post(
     "/projects/{project}/pseudonyms:import",
     tags=["pseudonyms"],
-    openapi_extra={
-        "requestBody": {"required": True, "content": {"text/csv": {"schema": {"type": "string"}}}}
-    },
+    openapi_extra={"requestBody": {"required": True, "content": {"text/csv": {"schema": {"type": "string"}}}}},
     summary="Import CSV; map columns with ?pseudonym=COLUMN&patient_id=COLUMN&... (default: recognised headers)",
 )
 async def import_pseudonyms(
@@ -387,7 +394,9 @@ def export_pseudonyms(project: str, caller: PseudonymKeeper, console: ConsoleDep
     out = io.StringIO()
     export_csv(console.pseudonyms, project, out, include_names=True)
     return Response(
-        out.getvalue(), media_type="text/csv", headers={"Content-Disposition": f'attachment; filename="{project}-pseudonyms.csv"'}
+        out.getvalue(),
+        media_type="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="{project}-pseudonyms.csv"'},
     )
 
 
@@ -401,7 +410,9 @@ def remove_pseudonyms(
 ) -> Count:
     _project_or_404(console, project)
     if not body.all and not body.keys:
-        raise ApiProblem(422, "say which entries: keys, or all=true", [FieldProblem(field="keys", message="is required without all")])
+        raise ApiProblem(
+            422, "say which entries: keys, or all=true", [FieldProblem(field="keys", message="is required without all")]
+        )
     if not confirm:
         what = "all the patients of the project" if body.all else f"the {len(body.keys)} selected patient(s)"
         raise ApiProblem(409, f"You are about to delete {what}: send confirm=true")
@@ -427,4 +438,3 @@ def audit(
     limit: Annotated[int, Query(ge=1, le=10000)] = 100,
 ) -> list[AuditEntry]:
     return console.audit.entries(AuditFilter(actor, origin, object, action, since, until, limit))
-

@@ -16,17 +16,16 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, TypeAdapter
 
-from karnak_shared.config import AuthConfig
-from karnak_dicom.deid import load_profile
-from karnak_shared.errors import ConfigError
-from karnak_shared.revisions import Document
-
 from karnak_console.api.common import BasedOn, ConsoleDep, Reader, Writer, json_object, register_schema
 from karnak_console.api.routing import Item, Listing
 from karnak_console.context import Console
 from karnak_console.editor import WriteResult
 from karnak_console.masking import is_masked
 from karnak_console.problems import ApiProblem, FieldProblem, field_problems
+from karnak_dicom.deid import load_profile
+from karnak_shared.config import AuthConfig
+from karnak_shared.errors import ConfigError
+from karnak_shared.revisions import Document
 
 router = APIRouter(prefix="/api/v1")
 
@@ -137,9 +136,7 @@ def list_projects(caller: Reader, console: ConsoleDep) -> Listing:
     return Listing(revision=number, items=items)
 
 
-@router.post(
-    "/projects", status_code=201, tags=["projects"], openapi_extra=PROJECT_BODY, summary="Create a project"
-)
+@router.post("/projects", status_code=201, tags=["projects"], openapi_extra=PROJECT_BODY, summary="Create a project")
 async def create_project(request: Request, caller: Writer, console: ConsoleDep, based_on: BasedOn) -> SecretWriteResult:
     body = await json_object(request)
     name = str(body.get("name", ""))
@@ -298,7 +295,9 @@ async def _yaml_body(request: Request) -> str:
         form = await request.form()
         upload = form.get("file")
         if upload is None or isinstance(upload, str):
-            raise ApiProblem(422, "send the profile as the form's file field", [FieldProblem(field="file", message="is required")])
+            raise ApiProblem(
+                422, "send the profile as the form's file field", [FieldProblem(field="file", message="is required")]
+            )
         raw = await upload.read()
     else:
         raw = await request.body()
@@ -335,7 +334,12 @@ def _checked(text: str) -> ProfileCheck:
 def _summary(document: Document, profile: dict[str, Any]) -> dict[str, Any]:
     check = check_profile(str(profile.get("yaml", "")))
     name = str(profile.get("name"))
-    return {"name": name, "version": check.version, "profile_name": check.name, "used_by": users_of_profile(document, name)}
+    return {
+        "name": name,
+        "version": check.version,
+        "profile_name": check.name,
+        "used_by": users_of_profile(document, name),
+    }
 
 
 @router.get("/profiles", tags=["profiles"], summary="List the stored profiles and the projects using each")
@@ -372,7 +376,9 @@ async def upload_profile(
     check = _checked(text)
     chosen = name or check.name
     if not chosen:
-        raise ApiProblem(422, "the profile has no name: give ?name=", [FieldProblem(field="name", message="is required")])
+        raise ApiProblem(
+            422, "the profile has no name: give ?name=", [FieldProblem(field="name", message="is required")]
+        )
 
     def mutate(document: Document) -> None:
         if any(p.get("name") == chosen for p in _profiles(document)):
@@ -408,7 +414,9 @@ def download_profile(name: str, caller: Reader, console: ConsoleDep) -> Response
 
 
 @router.put("/profiles/{name}", tags=["profiles"], openapi_extra=YAML_BODY, summary="Replace a profile's YAML")
-async def replace_profile(name: str, request: Request, caller: Writer, console: ConsoleDep, based_on: BasedOn) -> WriteResult:
+async def replace_profile(
+    name: str, request: Request, caller: Writer, console: ConsoleDep, based_on: BasedOn
+) -> WriteResult:
     text = await _yaml_body(request)
     _checked(text)
 
@@ -464,7 +472,11 @@ def list_auth_configs(caller: Reader, console: ConsoleDep) -> Listing:
 
 
 @router.post(
-    "/auth-configs", status_code=201, tags=["auth configs"], openapi_extra=AUTH_CONFIG_BODY, summary="Add an auth config"
+    "/auth-configs",
+    status_code=201,
+    tags=["auth configs"],
+    openapi_extra=AUTH_CONFIG_BODY,
+    summary="Add an auth config",
 )
 async def create_auth_config(request: Request, caller: Writer, console: ConsoleDep, based_on: BasedOn) -> WriteResult:
     body = await json_object(request)
@@ -472,10 +484,16 @@ async def create_auth_config(request: Request, caller: Writer, console: ConsoleD
 
     def mutate(document: Document) -> None:
         if any(a.get("code") == code for a in _auth_configs(document)):
-            raise ApiProblem(409, "This identifier already exists", [FieldProblem(field="code", message="This identifier already exists")])
+            raise ApiProblem(
+                409,
+                "This identifier already exists",
+                [FieldProblem(field="code", message="This identifier already exists")],
+            )
         _auth_configs(document).append(body)
 
-    return console.editor.change(caller, action="create", object=f"auth-configs/{code}", mutate=mutate, based_on=based_on)
+    return console.editor.change(
+        caller, action="create", object=f"auth-configs/{code}", mutate=mutate, based_on=based_on
+    )
 
 
 @router.get("/auth-configs/{code}", tags=["auth configs"], summary="Get an auth config (secret masked)")
@@ -501,7 +519,9 @@ async def replace_auth_config(
             body["client_secret"] = _auth_configs(document)[index].get("client_secret")
         _auth_configs(document)[index] = body
 
-    return console.editor.change(caller, action="update", object=f"auth-configs/{code}", mutate=mutate, based_on=based_on)
+    return console.editor.change(
+        caller, action="update", object=f"auth-configs/{code}", mutate=mutate, based_on=based_on
+    )
 
 
 @router.delete("/auth-configs/{code}", tags=["auth configs"], summary="Delete an auth config no destination uses")
@@ -513,4 +533,6 @@ def delete_auth_config(code: str, caller: Writer, console: ConsoleDep, based_on:
             raise ApiProblem(409, f"auth config {code!r} is used by the destinations {', '.join(used)}")
         del _auth_configs(document)[index]
 
-    return console.editor.change(caller, action="delete", object=f"auth-configs/{code}", mutate=mutate, based_on=based_on)
+    return console.editor.change(
+        caller, action="delete", object=f"auth-configs/{code}", mutate=mutate, based_on=based_on
+    )

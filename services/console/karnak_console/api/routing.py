@@ -11,15 +11,14 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field, TypeAdapter
 
-from karnak_shared.config import Destination, ForwardNode, Source, has_reference
-from karnak_shared.headers import AUTHORIZATION, HeaderError, basic_authorization, bearer_authorization, karnak_form
-from karnak_shared.headers import parse_headers as parse_stow_headers
-from karnak_shared.revisions import Document, is_encrypted
-
 from karnak_console.api.common import BasedOn, ConsoleDep, Reader, Writer, json_object, register_schema
 from karnak_console.context import Console
 from karnak_console.editor import WriteResult
 from karnak_console.problems import ApiProblem, FieldProblem
+from karnak_shared.config import Destination, ForwardNode, Source, has_reference
+from karnak_shared.headers import AUTHORIZATION, HeaderError, basic_authorization, bearer_authorization, karnak_form
+from karnak_shared.headers import parse_headers as parse_stow_headers
+from karnak_shared.revisions import Document, is_encrypted
 
 router = APIRouter(prefix="/api/v1", tags=["forward nodes"])
 
@@ -166,7 +165,9 @@ async def replace_node(
 
 
 @router.delete("/forward-nodes/{ae_title}", summary="Delete a forward node and its destinations")
-def delete_node(ae_title: str, caller: Writer, console: ConsoleDep, based_on: BasedOn, force: Force = False) -> WriteResult:
+def delete_node(
+    ae_title: str, caller: Writer, console: ConsoleDep, based_on: BasedOn, force: Force = False
+) -> WriteResult:
     def mutate(document: Document) -> None:
         index = node_index(document, ae_title)
         node = _nodes(document)[index]
@@ -188,9 +189,7 @@ def list_sources(ae_title: str, caller: Reader, console: ConsoleDep) -> Listing:
     return Listing(revision=number, items=_children(node, "sources"))
 
 
-@router.post(
-    "/forward-nodes/{ae_title}/sources", status_code=201, openapi_extra=SOURCE_BODY, summary="Add a source"
-)
+@router.post("/forward-nodes/{ae_title}/sources", status_code=201, openapi_extra=SOURCE_BODY, summary="Add a source")
 async def add_source(
     ae_title: str, request: Request, caller: Writer, console: ConsoleDep, based_on: BasedOn
 ) -> WriteResult:
@@ -212,7 +211,9 @@ async def add_source(
 def get_source(ae_title: str, source: str, caller: Reader, console: ConsoleDep) -> Item:
     number, document = console.editor.masked()
     node = _nodes(document)[node_index(document, ae_title)]
-    return Item(revision=number, item=_children(node, "sources")[child_index(node, "sources", "ae_title", source, "source")])
+    return Item(
+        revision=number, item=_children(node, "sources")[child_index(node, "sources", "ae_title", source, "source")]
+    )
 
 
 @router.put("/forward-nodes/{ae_title}/sources/{source}", openapi_extra=SOURCE_BODY, summary="Replace a source")
@@ -368,7 +369,11 @@ def generate_authorization(
             value = basic_authorization(body.username, body.password)
         else:
             if not body.token:
-                raise ApiProblem(422, "Bearer authorization needs a token", [FieldProblem(field="token", message="This field is required")])
+                raise ApiProblem(
+                    422,
+                    "Bearer authorization needs a token",
+                    [FieldProblem(field="token", message="This field is required")],
+                )
             value = bearer_authorization(body.token)
     except HeaderError as exc:
         raise ApiProblem(422, str(exc)) from None
@@ -381,7 +386,9 @@ def generate_authorization(
     if dest is None:
         raise ApiProblem(404, f"no destination {destination!r} on forward node {ae_title!r}")
     if dest.type != "stow":
-        raise ApiProblem(422, f"destination {destination!r} is a {dest.type} destination: only STOW destinations send HTTP headers")
+        raise ApiProblem(
+            422, f"destination {destination!r} is a {dest.type} destination: only STOW destinations send HTTP headers"
+        )
     _, raw = console.editor.document()
     written = raw["forward_nodes"][node_index(raw, ae_title)]["destinations"]
     raw_headers = next((d.get("headers") for d in written if d.get("id") == destination), None)

@@ -203,7 +203,9 @@ async def oidc_callback(request: Request, client: OidcClient, console: ConsoleDe
             pass
     role = highest_role(claim_at(claims, settings.roles_claim))
     if role is None:
-        raise ApiProblem(403, f"your account has no console role in the claim {settings.roles_claim} (admin, operator or viewer)")
+        raise ApiProblem(
+            403, f"your account has no console role in the claim {settings.roles_claim} (admin, operator or viewer)"
+        )
     subject = str(claims.get("preferred_username") or claims.get("email") or claims.get("sub") or "")
     if not subject:
         raise ApiProblem(401, "the OpenID provider named no user (no sub claim)")
