@@ -229,6 +229,9 @@ class ListenerConfig(StrictModel):
 class Source(StrictModel):
     ae_title: AETitle
     hostname: str | None = None
+    # Karnak's "Check the hostname": with a hostname, false accepts the AE title from any address.
+    check_hostname: bool = True
+    description: str = ""
 
 
 class Notifications(StrictModel):
@@ -306,6 +309,7 @@ class KheopsAlbum(StrictModel):
 
 class _DestinationBase(StrictModel):
     id: DestinationId
+    description: str = ""
     # Compiled once, with the configuration; written back as its text.
     condition: Condition = Condition("")
     enabled: bool = True
@@ -408,6 +412,7 @@ Destination = Annotated[DicomDestination | StowDestination, Field(discriminator=
 
 class ForwardNode(StrictModel):
     ae_title: AETitle
+    description: str = ""
     sources: list[Source] = []
     destinations: list[Destination] = []
 
@@ -419,7 +424,7 @@ class ForwardNode(StrictModel):
         """The entry of `sources` this caller matches (None when it matches none, or there are none)."""
         for source in self.sources:
             if source.ae_title == calling_ae_title.strip() and (
-                source.hostname is None or _host_matches(source.hostname, peer_host)
+                source.hostname is None or not source.check_hostname or _host_matches(source.hostname, peer_host)
             ):
                 return source
         return None
@@ -464,6 +469,14 @@ class Project(StrictModel):
         if not re.fullmatch(r"[0-9a-fA-F]{32}", digits):
             raise ValueError("must be 32 hexadecimal digits (dashes allowed)")
         return value
+
+
+class StoredProfile(StrictModel):
+    """A Karnak profile kept in the routing configuration under a name that projects refer to."""
+
+    name: Annotated[str, Field(min_length=1, max_length=128)]
+    # The profile file's YAML text, as Karnak writes it.
+    yaml: str
 
 
 class SmtpConfig(StrictModel):
@@ -528,7 +541,40 @@ class MetricsConfig(StrictModel):
         "stow-sender": 9104,
         "kheops-sharer": 9105,
         "notifier": 9106,
+        # The console serves its API, pages and ops endpoints on one port (console.port when none is given).
+        "console": 8081,
     }
+
+
+class OidcConfig(StrictModel):
+    """OpenID Connect login to the console: the provider, this client, and the claim that carries roles."""
+
+    issuer: HttpUrl
+    client_id: str
+    client_secret: SecretStr
+    # Dotted path of the roles in the ID token (or userinfo) claims, e.g. resource_access.karnak.roles.
+    roles_claim: str = "roles"
+    scope: str = "openid profile email"
+    # Shown on the login page's button.
+    label: str = "Single sign-on"
+
+
+class ConsoleConfig(StrictModel):
+    """The console service (DESIGN.md section 15): where it listens and how it signs people in."""
+
+    host: str = "127.0.0.1"
+    port: Port = 8081
+    # The address people reach the console at (behind a proxy): OpenID Connect redirects come back to it.
+    public_url: HttpUrl | None = None
+    # Minutes without a request after which a browser session ends.
+    session_idle_minutes: PositiveInt = 30
+    # Cookies only over HTTPS: leave true behind a TLS proxy; false only for plain-HTTP development.
+    secure_cookies: bool = False
+    # Failed logins allowed per minute from one address (and for one account name) before 429.
+    login_attempts_per_minute: PositiveInt = 5
+    # Where the first start writes the generated admin password (owner-only); default ~/.karnak/.
+    admin_password_file: str | None = None
+    oidc: OidcConfig | None = None
 
 
 class LoggingConfig(StrictModel):
@@ -586,7 +632,7 @@ class MonitoringSettings(StrictModel):
 
 
 # The keys of the file that form the routing configuration; every other key is a service setting.
-ROUTING_KEYS = ("forward_nodes", "projects", "auth_configs")
+ROUTING_KEYS = ("forward_nodes", "projects", "profiles", "auth_configs")
 
 
 class ServiceSettings(StrictModel):
@@ -603,6 +649,7 @@ class ServiceSettings(StrictModel):
     configuration: ConfigurationSettings = ConfigurationSettings()
     secrets: SecretsSettings = SecretsSettings()
     monitoring: MonitoringSettings = MonitoringSettings()
+    console: ConsoleConfig = ConsoleConfig()
     # Where the file was read from: relative paths in it (profiles) are relative to its folder.
     _source: Path | None = PrivateAttr(default=None)
     # The YAML it was read from, with lines: problems found later (a profile file) name their line too.
@@ -628,7 +675,36 @@ class RoutingConfig(StrictModel):
 
     forward_nodes: Annotated[list[ForwardNode], Field(min_length=1)]
     projects: list[Project] = []
+    # Profiles by name: a project's `profile` may name one instead of giving a path or the text.
+    profiles: list[StoredProfile] = []
     auth_configs: list[AuthConfig] = []
+
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve_names(cls, data: Any) -> Any:
+        """Put the named profile's text into each project.
+
+        The document keeps the names (what a person edits); the validated configuration carries the text
+        the services run, so nothing downstream needs to know about names.
+        """
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        profiles = data.get("profiles")
+        texts = {
+            p["name"]: p["yaml"]
+            for p in (profiles if isinstance(profiles, list) else [])
+            if isinstance(p, dict) and isinstance(p.get("name"), str) and isinstance(p.get("yaml"), str)
+        }
+        projects = data.get("projects")
+        if isinstance(projects, list) and texts:
+            data["projects"] = [
+                {**p, "profile": texts[p["profile"]]}
+                if isinstance(p, dict) and isinstance(p.get("profile"), str) and p["profile"] in texts
+                else p
+                for p in projects
+            ]
+        return data
 
     @model_validator(mode="after")
     def _cross_references(self) -> RoutingConfig:
@@ -640,6 +716,10 @@ class RoutingConfig(StrictModel):
                     f"auth_configs[{a}].code: '{auth.code}' is already the code of auth_configs[{codes[auth.code]}]"
                 )
             codes.setdefault(auth.code, a)
+        names = [p.name for p in self.profiles]
+        for index, name in enumerate(names):
+            if name in names[:index]:
+                problems.append(f"profiles[{index}].name: '{name}' is already used by profiles[{names.index(name)}]")
         seen_nodes: dict[str, int] = {}
         seen_destinations: dict[str, str] = {}
         seen_projects: dict[str, int] = {}

@@ -58,6 +58,8 @@ class PseudonymRecord(Base):
     patient_id: Mapped[str] = mapped_column(String(256), primary_key=True)
     issuer_of_patient_id: Mapped[str] = mapped_column(String(256), primary_key=True, default="")
     pseudonym: Mapped[str] = mapped_column(String(256))
+    first_name: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    last_name: Mapped[str | None] = mapped_column(String(256), nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)
 
 

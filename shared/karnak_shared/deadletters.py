@@ -115,6 +115,32 @@ class DeadLetterQueue:
         finally:
             channel.close()  # hands every message back, unacked
 
+    def delete(self, instance_ids: set[str], destination: str | None, everything: bool) -> int:
+        """Remove matching parked messages for good (acked); the others stay parked."""
+        channel = self._connection.channel()
+        deleted = 0
+        try:
+            for method, properties, _ in self._drain(channel, 1_000_000):
+                parked = ParkedMessage.from_headers(dict(properties.headers or {}))
+                if _wanted(parked, instance_ids, destination, everything):
+                    channel.basic_ack(method.delivery_tag)
+                    deleted += 1
+        finally:
+            if channel.is_open:
+                channel.close()
+        return deleted
+
+    def queued(self, queue: str) -> int:
+        """How many messages wait in `queue` (0 when it does not exist)."""
+        channel = self._connection.channel()
+        try:
+            return int(channel.queue_declare(queue, passive=True).method.message_count)
+        except pika.exceptions.ChannelClosedByBroker:
+            return 0  # 404: no such queue, so nothing waits in it
+        finally:
+            if channel.is_open:
+                channel.close()
+
     def replay(
         self,
         instance_ids: set[str],
@@ -139,11 +165,7 @@ class DeadLetterQueue:
             for method, properties, body in self._drain(channel, 1_000_000):
                 headers = dict(properties.headers or {})
                 parked = ParkedMessage.from_headers(headers)
-                if (
-                    everything
-                    or parked.instance_id in instance_ids
-                    or (destination is not None and parked.destination == destination)
-                ):
+                if _wanted(parked, instance_ids, destination, everything):
                     matching.append((method, body, headers, parked))
             if on_total is not None:
                 on_total(len(matching))
@@ -187,3 +209,11 @@ class DeadLetterQueue:
             if channel.is_open:
                 channel.close()
         return replayed
+
+
+def _wanted(parked: ParkedMessage, instance_ids: set[str], destination: str | None, everything: bool) -> bool:
+    return (
+        everything
+        or parked.instance_id in instance_ids
+        or (destination is not None and parked.destination == destination)
+    )

@@ -21,11 +21,11 @@ import os
 import re
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, TextIO
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from karnak_shared.database import PseudonymRecord
@@ -33,10 +33,14 @@ from karnak_shared.errors import KarnakError
 
 __all__ = [
     "PSEUDONYM_MAX_LENGTH",
+    "ImportReport",
     "PseudonymEntry",
     "PseudonymImportError",
+    "delete_pseudonyms",
     "export_csv",
     "import_csv",
+    "import_text",
+    "list_pseudonyms",
     "lookup_pseudonym",
     "store_pseudonyms",
 ]
@@ -53,7 +57,12 @@ _COLUMNS: Final = {
     "pseudonym": "pseudonym",
     "issuerofpatientid": "issuer_of_patient_id",
     "issuer": "issuer_of_patient_id",
+    "patientfirstname": "first_name",
+    "firstname": "first_name",
+    "patientlastname": "last_name",
+    "lastname": "last_name",
 }
+FIELDS: Final = ("patient_id", "pseudonym", "issuer_of_patient_id", "first_name", "last_name")
 EXPORT_HEADER: Final = ("patient_id", "issuer_of_patient_id", "pseudonym")
 
 
@@ -73,6 +82,21 @@ class PseudonymEntry:
     patient_id: str
     issuer_of_patient_id: str
     pseudonym: str
+    # Kept for the people who manage the list (Karnak's import dropped them); never put in an instance.
+    first_name: str = ""
+    last_name: str = ""
+
+
+@dataclass
+class ImportReport:
+    """What an import did: how many patients, and the lines that repeat a patient already known."""
+
+    imported: int = 0
+    # Lines whose patient was already in the cache: with the same pseudonym, or given a new one.
+    unchanged: list[int] = field(default_factory=list)
+    replaced: list[int] = field(default_factory=list)
+    # Lines repeating an earlier line of the same file (same patient, same pseudonym): taken once.
+    repeated: list[int] = field(default_factory=list)
 
 
 def lookup_pseudonym(session_factory: SessionFactory, project: str, patient_id: str, issuer: str) -> str | None:
@@ -102,6 +126,8 @@ def store_pseudonyms(
                     "patient_id": entry.patient_id,
                     "issuer_of_patient_id": entry.issuer_of_patient_id,
                     "pseudonym": entry.pseudonym,
+                    "first_name": entry.first_name or None,
+                    "last_name": entry.last_name or None,
                 }
             )
             if len(batch) >= _BATCH:
@@ -135,7 +161,25 @@ def import_csv(
         raise PseudonymImportError(source, ["the file is not UTF-8 text"]) from None
     except OSError as exc:
         raise PseudonymImportError(source, [f"cannot read the file: {exc.strerror or exc}"]) from None
-    entries = _parse(text, source)
+    return import_text(session_factory, project, text, source, on_total=on_total, on_stored=on_stored).imported
+
+
+def import_text(
+    session_factory: SessionFactory,
+    project: str,
+    text: str,
+    source: str,
+    mapping: dict[str, str] | None = None,
+    delimiter: str | None = None,
+    on_total: Callable[[int], None] | None = None,
+    on_stored: Callable[[int], None] | None = None,
+) -> ImportReport:
+    """Import CSV text; `mapping` names the column (header text) of each field instead of recognising them.
+
+    All or nothing, as `import_csv`; the report lists the lines that repeat a known patient.
+    """
+    report = ImportReport()
+    entries = _parse(text.removeprefix("\ufeff"), source, mapping, delimiter, report)
     with session_factory() as session:
         existing = {
             (row.patient_id, row.issuer_of_patient_id): row.pseudonym
@@ -146,31 +190,30 @@ def import_csv(
             )
         }
     _check_against_cache(entries, existing, source, project)
+    for line, entry in entries:
+        known = existing.get((entry.patient_id, entry.issuer_of_patient_id))
+        if known is not None:
+            (report.unchanged if known == entry.pseudonym else report.replaced).append(line)
     if on_total is not None:
         on_total(len(entries))
-    return store_pseudonyms(session_factory, project, (entry for _, entry in entries), on_stored)
+    report.imported = store_pseudonyms(session_factory, project, (entry for _, entry in entries), on_stored)
+    return report
 
 
-def _cached_rows(session_factory: SessionFactory, project: str) -> Iterator[tuple[str, str, str]]:
-    """(patient id, issuer, pseudonym) of the project's cache, sorted by patient."""
-    with session_factory() as session:
-        rows = session.execute(
-            select(PseudonymRecord.patient_id, PseudonymRecord.issuer_of_patient_id, PseudonymRecord.pseudonym)
-            .where(PseudonymRecord.project == project)
-            .order_by(PseudonymRecord.patient_id, PseudonymRecord.issuer_of_patient_id)
-        )
-        for patient_id, issuer, pseudonym in rows:
-            yield str(patient_id), str(issuer), str(pseudonym)
-
-
-def export_csv(session_factory: SessionFactory, project: str, path_or_stream: str | os.PathLike[str] | TextIO) -> int:
+def export_csv(
+    session_factory: SessionFactory,
+    project: str,
+    path_or_stream: str | os.PathLike[str] | TextIO,
+    include_names: bool = False,
+) -> int:
     """Write the project's cache as CSV (the import format, sorted by patient); returns the number of patients."""
     with _text_output(path_or_stream) as stream:
         writer = csv.writer(stream, lineterminator="\n")
-        writer.writerow(EXPORT_HEADER)
+        writer.writerow(EXPORT_HEADER + (("first_name", "last_name") if include_names else ()))
         count = 0
-        for row in _cached_rows(session_factory, project):
-            writer.writerow(row)
+        for entry in list_pseudonyms(session_factory, project, limit=None):
+            row = (entry.patient_id, entry.issuer_of_patient_id, entry.pseudonym)
+            writer.writerow(row + ((entry.first_name, entry.last_name) if include_names else ()))
             count += 1
     return count
 
@@ -179,12 +222,66 @@ def export_json(session_factory: SessionFactory, project: str, path_or_stream: s
     """Write the project's cache as a JSON array of {patient_id, issuer_of_patient_id, pseudonym}, sorted."""
     entries = [
         {"patient_id": patient_id, "issuer_of_patient_id": issuer, "pseudonym": pseudonym}
-        for patient_id, issuer, pseudonym in _cached_rows(session_factory, project)
+        for patient_id, issuer, pseudonym in (
+            (e.patient_id, e.issuer_of_patient_id, e.pseudonym)
+            for e in list_pseudonyms(session_factory, project, limit=None)
+        )
     ]
     with _text_output(path_or_stream) as stream:
         json.dump(entries, stream, indent=2)
         stream.write("\n")
     return len(entries)
+
+
+def list_pseudonyms(
+    session_factory: SessionFactory,
+    project: str,
+    *,
+    contains: str | None = None,
+    pseudonym: str | None = None,
+    limit: int | None = 100,
+    offset: int = 0,
+) -> list[PseudonymEntry]:
+    """The project's entries sorted by patient; `contains` filters on any column, `pseudonym` finds its patient."""
+    query = (
+        select(PseudonymRecord)
+        .where(PseudonymRecord.project == project)
+        .order_by(PseudonymRecord.patient_id, PseudonymRecord.issuer_of_patient_id)
+        .offset(offset)
+    )
+    if pseudonym is not None:
+        query = query.where(PseudonymRecord.pseudonym == pseudonym)
+    if contains:
+        escaped = contains.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        pattern = f"%{escaped}%"
+        columns = (
+            PseudonymRecord.patient_id,
+            PseudonymRecord.pseudonym,
+            PseudonymRecord.issuer_of_patient_id,
+            PseudonymRecord.first_name,
+            PseudonymRecord.last_name,
+        )
+        query = query.where(or_(*(column.like(pattern, escape="\\") for column in columns)))
+    if limit is not None:
+        query = query.limit(limit)
+    with session_factory() as session:
+        return [
+            PseudonymEntry(r.patient_id, r.issuer_of_patient_id, r.pseudonym, r.first_name or "", r.last_name or "")
+            for r in session.scalars(query)
+        ]
+
+
+def delete_pseudonyms(session_factory: SessionFactory, project: str, keys: list[tuple[str, str]] | None) -> int:
+    """Delete the given (patient id, issuer) entries of the project, or all of them with `keys=None`."""
+    from sqlalchemy import delete, tuple_
+
+    statement = delete(PseudonymRecord).where(PseudonymRecord.project == project)
+    if keys is not None:
+        if not keys:
+            return 0
+        statement = statement.where(tuple_(PseudonymRecord.patient_id, PseudonymRecord.issuer_of_patient_id).in_(keys))
+    with session_factory() as session, session.begin():
+        return int(session.execute(statement).rowcount)  # type: ignore[attr-defined]
 
 
 # --- parsing ----------------------------------------------------------------------------------------------
@@ -202,21 +299,41 @@ def _dialect(text: str) -> type[csv.Dialect] | csv.Dialect:
         return csv.excel
 
 
-def _parse(text: str, source: str) -> list[tuple[int, PseudonymEntry]]:
+def _parse(
+    text: str,
+    source: str,
+    mapping: dict[str, str] | None = None,
+    delimiter: str | None = None,
+    report: ImportReport | None = None,
+) -> list[tuple[int, PseudonymEntry]]:
     """The entries with their line numbers; raises PseudonymImportError listing every problem."""
     if not text.strip():
         raise PseudonymImportError(source, ["the file is empty (a header row and one line per patient expected)"])
-    reader = csv.reader(io.StringIO(text), _dialect(text))
+    reader = (
+        csv.reader(io.StringIO(text), _dialect(text))
+        if delimiter is None
+        else csv.reader(io.StringIO(text), csv.excel, delimiter=delimiter)
+    )
     header = next(reader)
     columns: dict[str, int] = {}
     problems: list[str] = []
-    for index, name in enumerate(header):
-        field = _COLUMNS.get(_column_key(name))
-        if field is None:
-            continue
-        if field in columns:
-            problems.append(f"line 1: column {index + 1} ({name.strip()}) repeats column {columns[field] + 1}")
-        columns.setdefault(field, index)
+    if mapping is not None:
+        names = [name.strip() for name in header]
+        for wanted, column in mapping.items():
+            if wanted not in FIELDS:
+                problems.append(f"mapping: {wanted!r} is not one of {', '.join(FIELDS)}")
+            elif column.strip() not in names:
+                problems.append(f"mapping: {wanted} names column {column!r}, which the header does not have")
+            else:
+                columns[wanted] = names.index(column.strip())
+    else:
+        for index, name in enumerate(header):
+            field_name = _COLUMNS.get(_column_key(name))
+            if field_name is None:
+                continue
+            if field_name in columns:
+                problems.append(f"line 1: column {index + 1} ({name.strip()}) repeats column {columns[field_name] + 1}")
+            columns.setdefault(field_name, index)
     for required in ("patient_id", "pseudonym"):
         if required not in columns:
             found = ", ".join(repr(name.strip()) for name in header)
@@ -237,6 +354,8 @@ def _parse(text: str, source: str) -> list[tuple[int, PseudonymEntry]]:
         patient_id = fields[columns["patient_id"]].strip()
         pseudonym = fields[columns["pseudonym"]].strip()
         issuer = fields[columns["issuer_of_patient_id"]].strip() if "issuer_of_patient_id" in columns else ""
+        first = fields[columns["first_name"]].strip()[:_KEY_MAX_LENGTH] if "first_name" in columns else ""
+        last = fields[columns["last_name"]].strip()[:_KEY_MAX_LENGTH] if "last_name" in columns else ""
         line_problems = _check_values(patient_id, issuer, pseudonym)
         if line_problems:
             problems.extend(f"line {line}: {problem}" for problem in line_problems)
@@ -246,13 +365,15 @@ def _parse(text: str, source: str) -> list[tuple[int, PseudonymEntry]]:
             first_line, first_pseudonym = seen[key]
             if first_pseudonym != pseudonym:
                 problems.append(f"line {line}: same patient as line {first_line} with another pseudonym")
+            elif report is not None:
+                report.repeated.append(line)
             continue
         if pseudonym in owners:
             problems.append(f"line {line}: same pseudonym as line {owners[pseudonym][0]} for another patient")
             continue
         seen[key] = (line, pseudonym)
         owners[pseudonym] = (line, key)
-        entries.append((line, PseudonymEntry(patient_id, issuer, pseudonym)))
+        entries.append((line, PseudonymEntry(patient_id, issuer, pseudonym, first, last)))
     if problems:
         raise PseudonymImportError(source, problems)
     if not entries:
@@ -308,7 +429,11 @@ def _upsert(session: Session, batch: list[dict[str, Any]]) -> int:
         session.execute(
             pg_statement.on_conflict_do_update(
                 index_elements=["project", "patient_id", "issuer_of_patient_id"],
-                set_={"pseudonym": pg_statement.excluded.pseudonym},
+                set_={
+                    "pseudonym": pg_statement.excluded.pseudonym,
+                    "first_name": pg_statement.excluded.first_name,
+                    "last_name": pg_statement.excluded.last_name,
+                },
             ),
             batch,
         )
@@ -319,7 +444,11 @@ def _upsert(session: Session, batch: list[dict[str, Any]]) -> int:
         session.execute(
             lite_statement.on_conflict_do_update(
                 index_elements=["project", "patient_id", "issuer_of_patient_id"],
-                set_={"pseudonym": lite_statement.excluded.pseudonym},
+                set_={
+                    "pseudonym": lite_statement.excluded.pseudonym,
+                    "first_name": lite_statement.excluded.first_name,
+                    "last_name": lite_statement.excluded.last_name,
+                },
             ),
             batch,
         )

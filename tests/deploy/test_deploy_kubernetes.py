@@ -331,7 +331,7 @@ def test_each_deployment_has_a_disruption_budget_of_its_own_pods(name: str, base
 
 
 def test_the_receiver_service_exposes_the_dicom_listener(base: list[dict[str, Any]], config: GatewayConfig) -> None:
-    (service,) = of_kind(base, "Service")
+    service = next(s for s in of_kind(base, "Service") if s["metadata"]["name"] == "karnak-receiver")
     (port,) = service["spec"]["ports"]
     receiver_ports = {p["name"]: p["containerPort"] for p in container(base, "receiver")["ports"]}
     assert port["targetPort"] == "dicom"
@@ -340,6 +340,17 @@ def test_the_receiver_service_exposes_the_dicom_listener(base: list[dict[str, An
     labels = {name: deployment(base, name)["spec"]["template"]["metadata"]["labels"] for name in SERVICES}
     assert [name for name in SERVICES if matches(service["spec"]["selector"], labels[name])] == ["receiver"]
     assert service["spec"]["externalTrafficPolicy"] == "Local", "sources are checked against the modality's address"
+
+
+def test_the_console_service_stays_inside_the_cluster_and_reaches_only_console_pods(base: list[dict[str, Any]]) -> None:
+    service = next(s for s in of_kind(base, "Service") if s["metadata"]["name"] == "karnak-console")
+    assert service["spec"]["type"] == "ClusterIP"
+    (port,) = service["spec"]["ports"]
+    assert port["targetPort"] == "metrics"
+    console_ports = {p["name"]: p["containerPort"] for p in container(base, "console")["ports"]}
+    assert console_ports["metrics"] == 8081
+    labels = {name: deployment(base, name)["spec"]["template"]["metadata"]["labels"] for name in SERVICES}
+    assert [name for name in SERVICES if matches(service["spec"]["selector"], labels[name])] == ["console"]
 
 
 def test_the_kubernetes_configuration_listens_beyond_loopback_and_uses_the_default_prefix(

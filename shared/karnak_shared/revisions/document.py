@@ -32,10 +32,12 @@ def embed_profiles(routing: Document, base_dir: Path, lines: dict[FieldPath, int
     document = copy.deepcopy(routing)
     problems = []
     projects = document.get("projects")
+    stored = document.get("profiles")
+    names = {p.get("name") for p in (stored if isinstance(stored, list) else []) if isinstance(p, dict)}
     for index, project in enumerate(projects if isinstance(projects, list) else []):
         profile = project.get("profile") if isinstance(project, dict) else None
-        if not isinstance(profile, str) or is_profile_text(profile):
-            continue  # left to validation (missing, not a string) or already the text
+        if not isinstance(profile, str) or is_profile_text(profile) or profile in names:
+            continue  # left to validation (missing, not a string), already the text, or a stored profile's name
         path = Path(profile) if Path(profile).is_absolute() else base_dir / profile
         try:
             project["profile"] = path.read_text(encoding="utf-8")

@@ -1,14 +1,14 @@
 """Transfer monitoring: one row per series and destination, its instances, reasons and counted events.
 
 Revision ID: 0004
-Revises: 0002
+Revises: 0003
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0004"
-down_revision = "0002"
+down_revision = "0003"  # the console's accounts (0003) landed after this was written
 branch_labels = None
 depends_on = None
 

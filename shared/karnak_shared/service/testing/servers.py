@@ -366,6 +366,14 @@ def gateway_config(
         "logging": {"level": "INFO"},
         # Every message signed and checked, as in production (a fixed key: test data only).
         "secrets": {"key": TEST_SECRETS_KEY},
+        # `karnak up` starts the console too: a port of its own, its first password inside the test's folder.
+        "console": {
+            "host": "127.0.0.1",
+            "port": free_port(),
+            "admin_password_file": str(workdir / "console-admin-password"),
+        },
     }
+    # The console serves on its ops port: the same one, so `karnak up` (and Gateway.start) wait for it too.
+    config["metrics"]["ports"]["console"] = config["console"]["port"]
     config.update(overrides)
     return config
