@@ -34,6 +34,7 @@ COPY services/ services/
 # The local karnak-dicom and karnak-shared satisfy the services' dependencies on them; pip fetches the rest.
 RUN pip wheel --wheel-dir /wheels \
         ./libs/dicom \
+        ./libs/monitor \
         ./shared \
         ./services/receiver \
         ./services/processor \

@@ -10,7 +10,7 @@ CONFIG ?= config/karnak.example.yml
 
 .PHONY: venv test unit lint format up bench clean
 
-$(BIN)/karnak: requirements-dev.txt libs/dicom/pyproject.toml shared/pyproject.toml services/*/pyproject.toml
+$(BIN)/karnak: requirements-dev.txt libs/dicom/pyproject.toml libs/monitor/pyproject.toml shared/pyproject.toml services/*/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements-dev.txt
