@@ -15,11 +15,7 @@ import yaml
 from karnak_shared.config import parse_config
 from karnak_shared.logs import JsonFormatter, KeyValueFormatter
 from karnak_shared.safe_text import escape_controls
-from karnak_shared.topology import (
-    ORIGIN_EXCHANGE_HEADER,
-    ORIGIN_ROUTING_KEY_HEADER,
-    REASON_HEADER,
-)
+from karnak_shared import header_names
 from tests.conftest import gateway_config, register_topology
 
 CRAFTED = "1.2.3\r\n- instance forged destination=pacs\x1b[2K\u202etxt.exe\u2028\x85"
@@ -78,9 +74,9 @@ def test_karnak_dead_list_shows_a_crafted_value_escaped_on_its_own_line(
             "karnak-instance-id": "i-1",
             "karnak-destination": "pacs",
             "karnak-sop-instance-uid": CRAFTED,
-            REASON_HEADER: "bad\nreason",
-            ORIGIN_EXCHANGE_HEADER: topology.send_exchange,
-            ORIGIN_ROUTING_KEY_HEADER: f"{prefix}.send.dicom.pacs",
+            header_names.REASON: "bad\nreason",
+            header_names.ORIGIN_EXCHANGE: topology.send_exchange,
+            header_names.ORIGIN_ROUTING_KEY: f"{prefix}.send.dicom.pacs",
         }
         channel.basic_publish(
             topology.dead_exchange, topology.dead_queue, b"", pika.BasicProperties(headers=headers, delivery_mode=2)
