@@ -124,13 +124,15 @@ def check_service_access(url: str, topology: Topology) -> None:
     otherwise only show as connections retried forever. An unreachable broker is left to the service's
     own reconnecting.
     """
+    import pika
     import pika.exceptions
 
-    from karnak_shared.broker import open_connection
+    from karnak_shared.broker import connection_parameters
     from karnak_shared.logs import redact_url
 
     try:
-        connection = open_connection(url, name="karnak-access-check")
+        # Not `open_connection`: an unreachable broker is the service's to report, once, in its own log.
+        connection = pika.BlockingConnection(connection_parameters(url, name="karnak-access-check"))
     except Exception:  # noqa: BLE001 - unreachable or refused at login: the service's retries say it
         return
     try:
