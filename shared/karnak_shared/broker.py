@@ -712,9 +712,12 @@ class ControlConnection:
         heartbeat: int = 30,
         name: str = "karnak-control",
         on_connected: Callable[[], None] | None = None,
+        declare_exchanges: bool = True,
     ) -> None:
         self._url = url
         self._listen = listen
+        # False with a per-service broker user (broker.declare_topology false): only check the exchanges.
+        self._declare_exchanges = declare_exchanges
         self._on_message = on_message
         self._heartbeat = heartbeat
         self._name = name
@@ -753,7 +756,12 @@ class ControlConnection:
                 connection = open_connection(self._url, self._heartbeat, self._name)
                 channel = connection.channel()
                 for broadcast in self._listen:
-                    channel.exchange_declare(broadcast.exchange, exchange_type=broadcast.exchange_type, durable=True)
+                    channel.exchange_declare(
+                        broadcast.exchange,
+                        exchange_type=broadcast.exchange_type,
+                        durable=True,
+                        passive=not self._declare_exchanges,
+                    )
                 declared = channel.queue_declare("", exclusive=True, auto_delete=True)
                 own_queue = declared.method.queue
                 for broadcast in self._listen:

@@ -25,11 +25,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 from prometheus_client import Counter, Gauge
 
 from karnak_shared.broker import Broadcast, ControlConnection
+from karnak_shared.broker_users import check_service_access
 from karnak_shared.config import GatewayConfig
 from karnak_shared.errors import ConfigError, KarnakError
 from karnak_shared.logs import EventLogger
 from karnak_shared.service.runner import Service, ServiceRunner
 from karnak_shared.service.status import REQUEST_ROUTING_KEY, STATUS_INTERVAL_SECONDS, InstanceStatus
+from karnak_shared.topology import Topology
 
 if TYPE_CHECKING:
     from karnak_shared.revisions import RevisionStore
@@ -143,6 +145,7 @@ def run_live(service: Service[Any], config: GatewayConfig, metrics_port: int | N
         current = revisions.current()
         config = revisions.config(current.number)  # a revision stored since `karnak run` read one
         runner: ServiceRunner[Any] = ServiceRunner(service, config, metrics_port=metrics_port, revision=current.number)
+        check_service_access(config.broker.url.get_secret_value(), service.topology(config))
 
         def apply(new: GatewayConfig, revision: int) -> None:
             if not runner.apply_config(new, revision):
@@ -159,6 +162,7 @@ def run_live(service: Service[Any], config: GatewayConfig, metrics_port: int | N
             ready=lambda: runner.ops is not None and not runner.ops.failing_checks(),
             broker_connected=lambda: runner.connected,
             heartbeat=config.broker.heartbeat,
+            declare_exchanges=config.broker.declare_topology,
         ).start()
         if runner.ops is not None:
             # Without it the instance hears of no revision: not ready, even with nothing else to do.
@@ -202,6 +206,7 @@ def run_swapping(
     try:
         current = revisions.current()
         config = revisions.config(current.number)
+        check_service_access(config.broker.url.get_secret_value(), Topology.from_config(config))
         ctx = prepare_service(name, config, metrics_port)
         parts = [build(config, ctx)]
         running = [relevant(config)]
@@ -236,6 +241,7 @@ def run_swapping(
             ready=lambda: not ctx.ops.failing_checks(),
             broker_connected=lambda: parts[-1].connected,
             heartbeat=config.broker.heartbeat,
+            declare_exchanges=config.broker.declare_topology,
         ).start()
         # Without it the instance hears of no revision: not ready, even with nothing else to do.
         ctx.ops.add_check("control", lambda: listener.control.connected)
@@ -271,6 +277,7 @@ class ConfigListener:
         ready: Callable[[], bool],
         broker_connected: Callable[[], bool],
         heartbeat: int = 30,
+        declare_exchanges: bool = True,
         check_interval: float = CHECK_INTERVAL_SECONDS,
         report_interval: float = STATUS_INTERVAL_SECONDS,
     ) -> None:
@@ -300,6 +307,7 @@ class ConfigListener:
             heartbeat=heartbeat,
             name=f"karnak-{service}-control",
             on_connected=self._on_connected,
+            declare_exchanges=declare_exchanges,
         )
         if status.revision is not None:
             CONFIG_REVISION.labels(service).set(status.revision)
