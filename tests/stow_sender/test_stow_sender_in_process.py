@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from pydicom import dcmread
 
 from karnak_dicom.testing import StudyFiles, dataset_bytes, make_study
@@ -24,7 +25,7 @@ from karnak_shared.blobstore import BlobStore
 from karnak_shared.broker import Publisher
 from karnak_shared.config import GatewayConfig, parse_config
 from karnak_shared.deadletters import DeadLetterQueue, ParkedMessage
-from karnak_shared.envelope import Envelope
+from karnak_shared.envelope import Envelope, TransferOrigin
 from karnak_shared.errors import TransientDeliveryError
 from karnak_shared.headers import basic_authorization, karnak_form
 from karnak_shared.payload import store_payload
@@ -149,7 +150,13 @@ class RunningSender:
     publisher: SignedPublisher  # signed as the processor signs: the runtime parks unsigned messages
     events: EventTap
 
-    def send(self, destination: str, paths: list[Path], albums: list[int] | None = None) -> None:
+    def send(
+        self,
+        destination: str,
+        paths: list[Path],
+        albums: list[int] | None = None,
+        origin: TransferOrigin | None = None,
+    ) -> None:
         """Publish the instances as the processor would to the destination's stow queue."""
         for path in paths:
             data = path.read_bytes()
@@ -167,6 +174,7 @@ class RunningSender:
                 digest=digest_of([data]) if blob else None,
                 size=len(data),
                 kheops_albums=albums or [],
+                origin=origin,
             )
             queue = self.topology.send_queue("stow", destination)
             self.publisher.publish(self.topology.send_exchange, queue, body, envelope.to_headers())
@@ -308,6 +316,88 @@ def test_orthanc_stores_the_instances_of_a_batch_and_one_that_is_not_dicom_is_pa
     assert requests == 1, "the three instances did not go in one request"
 
 
+@dataclass
+class FlakyFront:
+    """A proxy in front of Orthanc's STOW-RS URL that answers 503 to its first `failures` requests."""
+
+    target: str
+    failures: int
+    answered: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        front = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                if len(front.answered) < front.failures:
+                    status, content_type, payload = 503, "text/plain", b"busy"
+                else:
+                    headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
+                    answer = requests.post(front.target, data=body, headers=headers, timeout=30)
+                    status, payload = answer.status_code, answer.content
+                    content_type = answer.headers.get("Content-Type", "application/dicom+json")
+                front.answered.append(status)
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/dicom-web/studies"
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+ORIGIN = TransferOrigin(
+    study_instance_uid="2.25.9001",
+    series_instance_uid="2.25.9002",
+    modality="CT",
+    study_description="HEAD",
+    deidentified=True,
+)
+
+
+def test_orthanc_busy_for_a_moment_gives_retried_then_sent_events_with_the_origin(
+    start_sender: Callable[..., RunningSender], orthanc: Orthanc, study: StudyFiles
+) -> None:
+    front = FlakyFront(orthanc.stow_url, failures=1)
+    try:
+        header = {"Authorization": basic_authorization(orthanc.user, orthanc.password)}
+        sender = start_sender([stow("orthanc-busy", front.url, headers=header)])
+        paths = study.paths[:3]
+        sender.send("orthanc-busy", paths, origin=ORIGIN)
+        wait_until(lambda: len(sender.events.of("sent", "orthanc-busy")) >= 3, 30, "sent after the retry")
+        expected = uids_of(paths)
+        assert expected <= orthanc.sop_instance_uids()
+        retried = sender.events.of("retried", "orthanc-busy")
+        assert {e["sop_instance_uid"] for e in retried} == expected
+        assert all(e["reason"].endswith("answered HTTP 503 Service Unavailable") and e["attempt"] == 0 for e in retried)
+        sent = sender.events.of("sent", "orthanc-busy")
+        assert all(e["attempt"] == 1 for e in sent)
+        for uid in expected:  # each instance's retry is reported before its delivery
+            kinds = [e["routing_key"].split(".")[1] for e in sender.events.events if e["sop_instance_uid"] == uid]
+            assert kinds == ["retried", "sent"]
+        assert all(TransferOrigin.model_validate(e["origin"]) == ORIGIN for e in retried + sent)
+        assert sender.events.of("failed", "orthanc-busy") == [] and sender.parked() == []
+        assert front.answered[0] == 503 and front.answered[1:] == [200]
+    finally:
+        front.stop()
+
+
 # --- scripted servers ------------------------------------------------------------------------------------
 
 
@@ -324,6 +414,27 @@ def test_a_503_is_retried_through_the_delay_queues_until_the_server_stores_it(
         assert sorted(server.requests[0].uids) == sorted(server.requests[1].uids) == sorted(uids_of(paths))
         assert sender.events.of("failed", "busy") == []
         assert sender.parked() == []
+    finally:
+        server.stop()
+
+
+def test_a_409_is_reported_as_a_duplicate_acked_and_never_as_sent_or_failed(
+    start_sender: Callable[..., RunningSender], study: StudyFiles
+) -> None:
+    server = ScriptedStow([lambda uids: (409, b"")])
+    try:
+        sender = start_sender([stow("has-it", server.url)])
+        paths = study.paths[:2]
+        sender.send("has-it", paths, origin=ORIGIN)
+        wait_until(lambda: len(sender.events.of("duplicate", "has-it")) >= 2, 30, "duplicate events")
+        duplicates = sender.events.of("duplicate", "has-it")
+        assert {e["sop_instance_uid"] for e in duplicates} == uids_of(paths)
+        assert all(e["reason"] == f"has-it ({server.url}) answered HTTP 409 Conflict" for e in duplicates)
+        assert all(TransferOrigin.model_validate(e["origin"]) == ORIGIN for e in duplicates)
+        time.sleep(1.0)  # a retry or a park would have shown by now
+        assert sender.events.of("sent", "has-it") == [] and sender.events.of("failed", "has-it") == []
+        assert sender.parked() == [] and len(server.requests) == 1
+        wait_until(lambda: not any(sender.blobs.root.rglob("*.dcm")), 10, "blobs deleted after the acks")
     finally:
         server.stop()
 
