@@ -379,20 +379,6 @@ class Settlement(enum.Enum):
 
 
 @dataclass(frozen=True)
-class Verdict:
-    """A handler's answer: how to settle the delivery, and a blob to delete once the ack is sent.
-
-    Only a message whose work is done names its blob: a retried, parked or requeued one still needs it.
-    `after`: a message the handler published (an event) whose confirm must come before this settlement;
-    if it fails, the delivery is requeued instead (see `SettleAfterConfirm`).
-    """
-
-    settlement: Settlement
-    delete_blob: str | None = None
-    after: PendingConfirm | None = None
-
-
-@dataclass(frozen=True)
 class Delivery:
     """One message received from a queue, with what is needed to settle it later."""
 
