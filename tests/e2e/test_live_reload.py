@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from tests.conftest import gateway_config, register_topology
-from tests.support.dicomdata import StudyFiles, make_study
+from karnak_dicom.testing import StudyFiles, make_study
 from tests.support.faults import CountingStoreSCP, Modality, queue_depths, service_pid
 from tests.support.servers import Gateway, ScriptedSCP, free_port, metric_value, wait_until
 
