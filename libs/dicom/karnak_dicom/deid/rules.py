@@ -34,7 +34,7 @@ from karnak_dicom.deid.actions import (
 )
 from karnak_dicom.deid.basic_profile import BasicProfileTable, basic_profile_table
 from karnak_dicom.deid.errors import InstanceExcluded
-from karnak_dicom.deid.expressions import ExprAction, Expression, ExpressionContext
+from karnak_dicom.deid.expressions import Expression, ExpressionContext
 from karnak_dicom.deid.keyed_hashes import scale_hash
 from karnak_dicom.tags import TagSelector
 
@@ -90,11 +90,14 @@ def attribute_values(dataset: Dataset, tag: BaseTag, vr: str) -> list[str]:
     return text_values(dataset[tag].value)
 
 
+_STATIC_ACTIONS: Final = {"K": KEEP, "X": REMOVE, "Z": EMPTY, "U": UID, "D": DUMMY}
+
+
 def static_action(action: str, dummy: str | None = None) -> Action:
     """K, X, Z, U, or D (the given dummy, else the dummy of the VR)."""
-    if action == "D":
-        return DUMMY if dummy is None else replace(dummy)
-    return {"K": KEEP, "X": REMOVE, "Z": EMPTY, "U": UID}[action]
+    if action == "D" and dummy is not None:
+        return replace(dummy)
+    return _STATIC_ACTIONS[action]
 
 
 class Dynamic:
@@ -203,7 +206,7 @@ class ExpressionRule(Rule, Dynamic):
     def __init__(self, element: ProfileElement, selector: TagSelector, expression: Expression) -> None:
         super().__init__(element)
         self._selector = selector
-        self._expression = expression
+        self._evaluate_action = expression.evaluate_action  # bound once: it runs for every covered attribute
         self.reads_nested_tags = "tagIsPresent" in expression.uses
 
     def lookup(self, tag: int, vr: str) -> Action | Dynamic | None:
@@ -213,17 +216,15 @@ class ExpressionRule(Rule, Dynamic):
         string_value = None
         if vr not in _BINARY_VRS:
             string_value = "\\".join(attribute_values(dataset, tag, vr)) or None
-        chosen = self._expression.evaluate_action(run.attribute_context(int(tag), vr, string_value))
+        chosen = self._evaluate_action(run.attribute_context(int(tag), vr, string_value))
         if chosen is None:
             return None
-        return self._action(chosen)
-
-    def _action(self, chosen: ExprAction) -> Action:
-        if chosen.kind == "E":
+        kind = chosen.kind
+        if kind == "E":
             raise InstanceExcluded(f"Instance excluded by profile: {self.element.name}")
-        if chosen.kind == "D":
+        if kind == "D":
             return replace(chosen.value)
-        return static_action(chosen.kind)
+        return _STATIC_ACTIONS[kind]
 
 
 class ReplaceApiRule(Rule, Dynamic):
