@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import jsonschema
 import pytest
+import yaml
 
 from karnak_dicom.deid import Deidentifier, ProfileError, load_profile
 from karnak_dicom.deid.profile import (
@@ -17,9 +19,11 @@ from karnak_dicom.deid.profile import (
     ExpressionElement,
     Mask,
     PrivateTagsElement,
+    ProfileProblem,
     ReplaceApiElement,
     ReplaceUidElement,
     TagActionElement,
+    profile_json_schema,
 )
 from karnak_shared.errors import ConfigError
 
@@ -368,3 +372,42 @@ def test_a_secret_that_is_not_16_bytes_is_refused() -> None:
 def test_the_engine_never_shows_its_secret() -> None:
     engine = Deidentifier.for_project(load_profile(SAMPLES / "profileByDefault.yml"), "p", SECRET)
     assert SECRET.hex() not in repr(engine) and str(SECRET) not in repr(engine)
+
+
+def test_the_json_schema_of_profiles_accepts_the_samples_the_loader_accepts_and_refuses_the_others() -> None:
+    schema = profile_json_schema()
+    jsonschema.Draft202012Validator.check_schema(schema)
+    validator = jsonschema.Draft202012Validator(schema)
+    for path in sorted(SAMPLES.glob("*.yml")):
+        try:
+            load_profile(path)
+            loads = True
+        except ProfileError:
+            loads = False
+        assert validator.is_valid(yaml.safe_load(path.read_text())) == loads, path.name
+
+
+def test_the_json_schema_names_every_codename_in_its_discriminator() -> None:
+    items = profile_json_schema()["properties"]["profileElements"]["items"]
+    assert set(items["discriminator"]["mapping"]) == {
+        "basic.dicom.profile",
+        "action.on.specific.tags",
+        "action.on.privatetags",
+        "action.on.dates",
+        "expression.on.tags",
+        "action.add.tag",
+        "action.add.private.tag",
+        "replace.uid",
+        "clean.pixel.data",
+        "action.replace.api",
+    }
+    assert all(isinstance(target, str) for target in items["discriminator"]["mapping"].values())
+
+
+def test_problems_carry_the_element_index_field_and_line_apart() -> None:
+    with pytest.raises(ProfileError) as caught:
+        load_profile((SAMPLES / "profileChain.yml").read_text())
+    first = caught.value.located[0]
+    assert isinstance(first, ProfileProblem)
+    assert (first.element, first.field, first.line) == (2, "tags", 23)
+    assert str(first) == caught.value.problems[0]

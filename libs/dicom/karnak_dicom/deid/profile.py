@@ -843,8 +843,21 @@ class Profile(ProfileModel):
 
 
 def profile_json_schema() -> dict[str, Any]:
-    """The JSON schema of a profile document (Karnak's keys), as the console publishes it."""
-    return Profile.model_json_schema(by_alias=True)
+    """The JSON schema of a profile document (Karnak's keys), as the console publishes it.
+
+    pydantic writes the nested union of ``action.on.dates`` (discriminated on ``option``) inline in the
+    ``codename`` discriminator's mapping, where OpenAPI wants references: it is named ``DatesElement``.
+    """
+    schema = Profile.model_json_schema(by_alias=True)
+    items = schema["properties"]["profileElements"]["items"]
+    mapping = items["discriminator"]["mapping"]
+    for tag, target in list(mapping.items()):
+        if isinstance(target, dict):
+            name = "DatesElement" if tag == DatesElement.codename_value() else f"{tag}-element"
+            schema["$defs"][name] = target
+            mapping[tag] = f"#/$defs/{name}"
+            items["oneOf"] = [{"$ref": mapping[tag]} if member == target else member for member in items["oneOf"]]
+    return schema
 
 
 # --- Loading and problems ---------------------------------------------------------------------------------
