@@ -354,7 +354,12 @@ class BasicProfileElement(ProfileElement):
 
 
 class DummyArguments(Arguments):
+    context: ClassVar[str] = "action.on.specific.tags"
     dummy: Text | None = None
+
+
+class PrivateDummyArguments(DummyArguments):
+    context: ClassVar[str] = "action.on.privatetags"
 
 
 class TagActionElement(_SelectingElement):
@@ -383,6 +388,7 @@ class PrivateTagsElement(TagActionElement):
 
     codename: Literal["action.on.privatetags"] = "action.on.privatetags"  # type: ignore[assignment]
     tags: TagList = ()
+    arguments: PrivateDummyArguments = PrivateDummyArguments()
     code_value: ClassVar[str | None] = "113111"
     code_meaning: ClassVar[str | None] = "Retain Safe Private Option"
 
