@@ -411,3 +411,13 @@ def test_problems_carry_the_element_index_field_and_line_apart() -> None:
     assert isinstance(first, ProfileProblem)
     assert (first.element, first.field, first.line) == (2, "tags", 23)
     assert str(first) == caught.value.problems[0]
+
+
+@pytest.mark.parametrize("sample", ["profileByPixel.yml", "profileDate.yml", "profileExpression.yml"])
+def test_a_profile_written_back_with_karnaks_keys_loads_as_the_same_profile(sample: str) -> None:
+    profile = load_profile(SAMPLES / sample)
+
+    written = yaml.safe_dump(profile.model_dump(by_alias=True, exclude_none=True), sort_keys=False)
+
+    assert "profileElements:" in written and "profile_elements" not in written
+    assert load_profile(written) == profile
