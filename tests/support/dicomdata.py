@@ -1,17 +1,17 @@
-"""Kept for the tests' imports: this lives in the runtime's testing kit, which the benchmarks use too."""
+"""Kept for older imports: the one builder of test DICOM is `karnak_dicom.testing`; import it from there."""
 
-from karnak_shared.service.testing.dicomdata import (
+from karnak_dicom.testing import (
     ACCESSION_NUMBER,
     PATIENT_BIRTH_DATE,
     PATIENT_ID,
     PATIENT_NAME,
     StudyFiles,
-    _base,
-    _image,
-    _jpeg_like_image,
-    _write,
     dataset_bytes,
+    make_instance,
     make_study,
+    with_image,
+    with_jpeg_like_image,
+    write_file,
 )
 
 __all__ = [
@@ -20,10 +20,10 @@ __all__ = [
     "PATIENT_ID",
     "PATIENT_NAME",
     "StudyFiles",
-    "_base",
-    "_image",
-    "_jpeg_like_image",
-    "_write",
     "dataset_bytes",
+    "make_instance",
     "make_study",
+    "with_image",
+    "with_jpeg_like_image",
+    "write_file",
 ]

@@ -11,18 +11,18 @@ import re
 import secrets
 from typing import Annotated, Any
 
-import yaml
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, TypeAdapter
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from karnak_console.api.common import BasedOn, ConsoleDep, Reader, Writer, json_object, register_schema
 from karnak_console.api.routing import Item, Listing
 from karnak_console.context import Console
 from karnak_console.editor import WriteResult
 from karnak_console.masking import is_masked
-from karnak_console.problems import ApiProblem, FieldProblem, field_problems
-from karnak_dicom.deid import load_profile
+from karnak_console.problems import ApiProblem, FieldProblem
+from karnak_dicom.deid.profile import Profile, profile_json_schema, profile_problems
+from karnak_dicom.located_yaml import load_located_yaml
 from karnak_shared.config import AuthConfig
 from karnak_shared.errors import ConfigError
 from karnak_shared.revisions import Document
@@ -245,20 +245,19 @@ class ProfileCheck(BaseModel):
     errors: list[FieldProblem]
 
 
-_ELEMENT = re.compile(r"^profileElements\[(\d+)\]")
+_UNREADABLE = "Unable to read uploaded YAML file. Please make sure it is a YAML file and respects the YAML structure."
 
 
 def check_profile(text: str) -> ProfileCheck:
+    """Validate the profile with its models; each problem goes to its element (by index), fields as paths."""
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError:
-        data = None
-    if not isinstance(data, dict):
-        message = (
-            "Unable to read uploaded YAML file. Please make sure it is a YAML file and respects the YAML structure."
-        )
+        document = load_located_yaml(text, "profile")
+    except ConfigError:
+        document = None
+    data = document.data if document is not None else None
+    if document is None or not isinstance(data, dict):
         return ProfileCheck(
-            valid=False, name=None, version=None, elements=[], errors=[FieldProblem(field="", message=message)]
+            valid=False, name=None, version=None, elements=[], errors=[FieldProblem(field="", message=_UNREADABLE)]
         )
     raw = data.get("profileElements")
     elements = [
@@ -272,13 +271,16 @@ def check_profile(text: str) -> ProfileCheck:
     ]
     problems: list[FieldProblem] = []
     try:
-        load_profile(text if "\n" in text else text + "\n")
-    except ConfigError as exc:
-        problems = field_problems(exc.problems)
-    for problem in problems:
-        match = _ELEMENT.match(problem.field)
-        if match and int(match.group(1)) < len(elements):
-            elements[int(match.group(1))].errors.append(problem.message)
+        Profile.model_validate(data)
+    except ValidationError as exc:
+        for problem in profile_problems(exc, document):
+            if problem.element is not None and problem.element < len(elements):
+                elements[problem.element].errors.append(f"{problem.field}: {problem.message}".removeprefix(": "))
+                where = f"profileElements[{problem.element}]"
+                field = f"{where}.{problem.field}" if problem.field else where
+            else:
+                field = problem.where if not problem.field else f"{problem.where}.{problem.field}"
+            problems.append(FieldProblem(field=field, message=problem.message))
     name, version = data.get("name"), data.get("version")
     return ProfileCheck(
         valid=not problems,
@@ -346,6 +348,15 @@ def _summary(document: Document, profile: dict[str, Any]) -> dict[str, Any]:
 def list_profiles(caller: Reader, console: ConsoleDep) -> Listing:
     number, document = console.editor.masked()
     return Listing(revision=number, items=[_summary(document, p) for p in _profiles(document)])
+
+
+@router.get(
+    "/profiles:schema",
+    tags=["profiles"],
+    summary="The JSON schema of a Karnak profile: its elements, one model per codename, with Karnak's keys",
+)
+def profile_schema(caller: Reader) -> dict[str, Any]:
+    return profile_json_schema()
 
 
 @router.post(
