@@ -234,7 +234,16 @@ async def import_file(project: str, request: Request, caller: PagePseudonymKeepe
         errors.add("file", f"the file has no line {from_line} (its header)")
         return _page(request, caller, console, project, status=422, errors=errors)
     return _mapping_page(
-        request, caller, project, text, delimiter, from_line, header, _guess(header), upload.filename, FormErrors()
+        request,
+        caller,
+        project,
+        text,
+        delimiter,
+        from_line,
+        header,
+        _guess(header),
+        upload.filename or "",
+        FormErrors(),
     )
 
 
