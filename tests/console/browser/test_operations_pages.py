@@ -85,6 +85,40 @@ def test_an_imported_secret_that_is_not_hexadecimal_is_refused_at_its_field(page
     expect(page.locator("#f-secret-error")).to_have_text("must be 32 hexadecimal digits (dashes allowed)")
 
 
+def test_a_used_projects_secret_changes_only_once_the_warning_is_confirmed(
+    page: Page, project: str, console_server: ConsoleServer, amqp_url: str
+) -> None:
+    destination = {"id": unique("pacs"), "type": "dicom", "ae_title": "PACS", "hostname": "127.0.0.1", "port": 104}
+    destination["deidentification"] = {"project": project}
+    console_server.register_destinations(amqp_url, [destination])
+    token = page.request.get("/api/v1/session").json()["csrf_token"]
+    made = page.request.post(
+        "/api/v1/forward-nodes/KARNAK-GW/destinations", data=destination, headers={"X-CSRF-Token": token}
+    )
+    assert made.status == 201, made.text()
+    page.goto(f"/projects/{project}")
+    masked = page.locator("#masked-secret").inner_text()
+    expect(page.locator("#secret-warning")).to_contain_text(
+        "the consistency of previously de-identified DICOM files cannot be guaranteed anymore"
+    )
+    page.get_by_role("button", name="Generate Secret").click()
+    expect(page.locator("#form-errors")).to_contain_text(f"is used by KARNAK-GW/{destination['id']}")
+    expect(page.locator("#f-confirm-generate-error")).to_be_visible()
+    expect(page.locator("#new-secret")).to_have_count(0)
+    expect(page.locator("#masked-secret")).to_have_text(masked)
+
+    page.get_by_label("I understand: give a project in use a new secret").check()
+    page.get_by_role("button", name="Generate Secret").click()
+    secret = page.locator("#new-secret").inner_text().strip()
+    expect(page.locator("#masked-secret")).to_have_text("••••" + secret[-4:])
+
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Delete project").click()
+    expect(page.locator("#form-errors")).to_contain_text(
+        f"The project {project} can't be removed: it is used by the destinations KARNAK-GW/{destination['id']}"
+    )
+
+
 # --- profiles -------------------------------------------------------------------------------------
 
 
