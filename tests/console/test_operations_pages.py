@@ -87,3 +87,13 @@ def test_every_form_control_of_the_pages_has_a_visible_label(app: ConsoleUnderTe
                 continue
             found = re.search(r'id="([^"]+)"', control)
             assert found is not None and found.group(1) in ids, (path, control)
+
+
+@pytest.mark.parametrize(
+    "path", ["/projects/nothing-here", "/profiles/nothing-here", "/auth-configs/none", "/history/999"]
+)
+def test_a_page_of_something_missing_says_so_in_the_layout(app: ConsoleUnderTest, path: str) -> None:
+    sign_in(app, "viewer")
+    answer = app.client.get(path)
+    assert answer.status_code == 404
+    assert "<h1>Not found</h1>" in answer.text and 'aria-label="Main"' in answer.text

@@ -33,6 +33,7 @@ from karnak_console.pages import (
     render,
     see_other,
 )
+from karnak_console.pages.projects import missing
 from karnak_console.problems import ApiProblem, validation_problems
 from karnak_console.security import Caller
 
@@ -75,8 +76,11 @@ def history(request: Request, caller: PageReader, console: ConsoleDep) -> HTMLRe
 def _revision_page(
     request: Request, caller: Caller, console: Console, number: int, base: int | None, **values: Any
 ) -> HTMLResponse:
-    detail = configuration.get_revision(number, caller, console)
-    diff = configuration.diff_revision(number, caller, console, base)
+    try:
+        detail = configuration.get_revision(number, caller, console)
+        diff = configuration.diff_revision(number, caller, console, base)
+    except ApiProblem as problem:
+        return missing(request, caller, problem)
     latest = console.store.latest()
     return render(
         request,

@@ -39,6 +39,11 @@ def errors_of(problem: ApiProblem, collection: str) -> FormErrors:
     return FormErrors.of(problems, summary=problem.detail)
 
 
+def missing(request: Request, caller: Caller, problem: ApiProblem) -> HTMLResponse:
+    """A page of something that does not exist (any more): the API's 404 message, in the layout."""
+    return render(request, "projects/missing.html", caller, status=problem.status, message=problem.detail)
+
+
 # --- projects -------------------------------------------------------------------------------------
 
 
@@ -70,7 +75,10 @@ def _projects_page(
 def _project_page(
     request: Request, caller: Caller, console: Console, name: str, *, status: int = 200, **values: Any
 ) -> HTMLResponse:
-    item = api.get_project(name, caller, console).item
+    try:
+        item = api.get_project(name, caller, console).item
+    except ApiProblem as problem:
+        return missing(request, caller, problem)
     values.setdefault("entered", item)
     return render(
         request,
@@ -164,7 +172,10 @@ def _profile_page(
 ) -> HTMLResponse:
     import yaml
 
-    item = api.get_profile(name, caller, console).item
+    try:
+        item = api.get_profile(name, caller, console).item
+    except ApiProblem as problem:
+        return missing(request, caller, problem)
     data = yaml.safe_load(str(item.get("yaml") or "")) or {}
     elements = data.get("profileElements") if isinstance(data, dict) else None
     return render(
@@ -250,7 +261,10 @@ def _auth_configs_page(
 def _auth_config_page(
     request: Request, caller: Caller, console: Console, code: str, *, status: int = 200, **values: Any
 ) -> HTMLResponse:
-    item = api.get_auth_config(code, caller, console).item
+    try:
+        item = api.get_auth_config(code, caller, console).item
+    except ApiProblem as problem:
+        return missing(request, caller, problem)
     _, document = console.editor.masked()
     used = api.users_of_auth_config(document, code)
     values.setdefault("entered", item)

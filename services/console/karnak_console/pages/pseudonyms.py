@@ -20,6 +20,7 @@ from karnak_console.api import operations as api
 from karnak_console.api.common import ConsoleDep
 from karnak_console.context import Console
 from karnak_console.pages import FormErrors, FormReader, PagePseudonymKeeper, page_router, render, see_other
+from karnak_console.pages.projects import missing
 from karnak_console.problems import ApiProblem
 from karnak_console.security import Caller
 from karnak_shared.pseudonym_store import FIELDS, recognised_field
@@ -130,9 +131,12 @@ async def entry(project: str, request: Request, caller: PagePseudonymKeeper, con
     """The edit form of one patient (asked for by a post: the patient ID stays out of the URL)."""
     form = FormReader(await request.form())
     key = _key(form.raw("key"))
-    found = api.list_project_pseudonyms(
-        project, caller, console, patient_id=key.patient_id, issuer_of_patient_id=key.issuer_of_patient_id
-    )
+    try:
+        found = api.list_project_pseudonyms(
+            project, caller, console, patient_id=key.patient_id, issuer_of_patient_id=key.issuer_of_patient_id
+        )
+    except ApiProblem as problem:
+        return missing(request, caller, problem)
     return render(
         request,
         "pseudonyms/edit.html",
