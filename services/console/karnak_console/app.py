@@ -22,6 +22,7 @@ from sqlalchemy import text
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
 
+from karnak_console import pages
 from karnak_console.api import accounts, configuration, operations, projects, routing, session
 from karnak_console.api.common import BODY_SCHEMAS
 from karnak_console.context import Console
@@ -57,6 +58,7 @@ def create_app(console: Console) -> FastAPI:
     app.state.console = console
     app.state.authenticator = console.authenticator
     app.state.templates = Jinja2Templates(directory=str(HERE / "templates"))
+    app.state.templates.env.globals["field_id"] = pages.field_id
     app.add_middleware(
         SessionMiddleware,
         secret_key=console.session_key,
@@ -69,9 +71,13 @@ def create_app(console: Console) -> FastAPI:
     app.add_exception_handler(ApiProblem, problem_response)
     app.add_exception_handler(RequestValidationError, validation_response)
     app.add_exception_handler(StarletteHTTPException, http_response)
+    app.add_exception_handler(pages.SignInFirst, pages.sign_in_first)
+    app.add_exception_handler(pages.PageRefused, pages.refused_page)
     for module in (routing, projects, configuration, operations, accounts, session):
         _publish_permissions(module.router.routes)
         app.include_router(module.router)
+    for page_router in pages.routers():
+        app.include_router(page_router)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     _add_docs(app)
     _add_ops(app, console)

@@ -96,10 +96,14 @@ async def problem_response(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(body.model_dump(), status_code=exc.status, headers=exc.headers)
 
 
+def validation_problems(errors: Sequence[Any]) -> list[FieldProblem]:
+    """pydantic's errors (of a request body, or of a model the pages validate) as `{field, message}`."""
+    return [FieldProblem(field=_location(e.get("loc", ())), message=_message(e)) for e in errors]
+
+
 async def validation_response(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    errors = [FieldProblem(field=_location(e.get("loc", ())), message=_message(e)) for e in exc.errors()]
-    body = Problem(detail="the request is invalid", errors=errors)
+    body = Problem(detail="the request is invalid", errors=validation_problems(exc.errors()))
     return JSONResponse(body.model_dump(), status_code=422)
 
 

@@ -21,6 +21,7 @@ from karnak_console.context import Console
 from karnak_console.editor import WriteResult
 from karnak_console.masking import is_masked
 from karnak_console.problems import ApiProblem, FieldProblem
+from karnak_console.security import Caller
 from karnak_dicom.deid.profile import Profile, profile_json_schema, profile_problems
 from karnak_dicom.located_yaml import load_located_yaml
 from karnak_shared.config import AuthConfig
@@ -138,7 +139,11 @@ def list_projects(caller: Reader, console: ConsoleDep) -> Listing:
 
 @router.post("/projects", status_code=201, tags=["projects"], openapi_extra=PROJECT_BODY, summary="Create a project")
 async def create_project(request: Request, caller: Writer, console: ConsoleDep, based_on: BasedOn) -> SecretWriteResult:
-    body = await json_object(request)
+    return add_project(await json_object(request), caller, console, based_on)
+
+
+def add_project(body: dict[str, Any], caller: Caller, console: Console, based_on: int | None) -> SecretWriteResult:
+    """Create a project from its JSON body (the API's and the Projects page's one way)."""
     name = str(body.get("name", ""))
     generated = None
     if body.get("secret") in (None, ""):
@@ -170,7 +175,13 @@ def get_project(name: str, caller: Reader, console: ConsoleDep) -> Item:
 async def replace_project(
     name: str, request: Request, caller: Writer, console: ConsoleDep, based_on: BasedOn, confirm: Confirm = False
 ) -> WriteResult:
-    body = await json_object(request)
+    return update_project(name, await json_object(request), caller, console, based_on, confirm)
+
+
+def update_project(
+    name: str, body: dict[str, Any], caller: Caller, console: Console, based_on: int | None, confirm: bool = False
+) -> WriteResult:
+    """Replace a project from its JSON body; a new secret for a used project needs `confirm`."""
     current = _real_secret(console, name)
 
     def mutate(document: Document) -> None:
@@ -383,7 +394,11 @@ async def upload_profile(
     based_on: BasedOn,
     name: Annotated[str | None, Query(max_length=128)] = None,
 ) -> WriteResult:
-    text = await _yaml_body(request)
+    return store_profile(await _yaml_body(request), name, caller, console, based_on)
+
+
+def store_profile(text: str, name: str | None, caller: Caller, console: Console, based_on: int | None) -> WriteResult:
+    """Store a new profile (its YAML, checked element by element) under `name` or its own name."""
     check = _checked(text)
     chosen = name or check.name
     if not chosen:
@@ -490,7 +505,10 @@ def list_auth_configs(caller: Reader, console: ConsoleDep) -> Listing:
     summary="Add an auth config",
 )
 async def create_auth_config(request: Request, caller: Writer, console: ConsoleDep, based_on: BasedOn) -> WriteResult:
-    body = await json_object(request)
+    return add_auth_config(await json_object(request), caller, console, based_on)
+
+
+def add_auth_config(body: dict[str, Any], caller: Caller, console: Console, based_on: int | None) -> WriteResult:
     code = str(body.get("code", ""))
 
     def mutate(document: Document) -> None:
@@ -522,7 +540,13 @@ def get_auth_config(code: str, caller: Reader, console: ConsoleDep) -> Item:
 async def replace_auth_config(
     code: str, request: Request, caller: Writer, console: ConsoleDep, based_on: BasedOn
 ) -> WriteResult:
-    body = await json_object(request)
+    return update_auth_config(code, await json_object(request), caller, console, based_on)
+
+
+def update_auth_config(
+    code: str, body: dict[str, Any], caller: Caller, console: Console, based_on: int | None
+) -> WriteResult:
+    """Replace an auth config; a secret left out (or sent back masked) keeps the stored one."""
 
     def mutate(document: Document) -> None:
         index = _auth_index(document, code)

@@ -7,11 +7,10 @@ other site can sign a browser into an account of its choosing.
 
 from __future__ import annotations
 
-import secrets
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import RedirectResponse, Response
 from pydantic import BaseModel
 
 from karnak_console.accounts import AccountError, Principal
@@ -32,7 +31,7 @@ class SessionInfo(BaseModel):
     csrf_token: str | None = None
 
 
-def _password_login(console: Console, request: Request, username: str, password: str) -> Principal:
+def password_login(console: Console, request: Request, username: str, password: str) -> Principal:
     keys = (f"address:{client_address(request)}", f"account:{username.lower()}")
     wait = console.throttle.retry_after(*keys)
     if wait:
@@ -71,7 +70,7 @@ async def login(request: Request, console: ConsoleDep) -> SessionInfo:
         body = None
     username = body.get("username") if isinstance(body, dict) else None
     password = body.get("password") if isinstance(body, dict) else None
-    principal = _password_login(
+    principal = password_login(
         console, request, username if isinstance(username, str) else "", password if isinstance(password, str) else ""
     )
     csrf = start_session(request, principal)
@@ -93,62 +92,6 @@ def whoami(caller: StatusReader, request: Request) -> SessionInfo:
 def logout(caller: StatusReader, request: Request) -> Response:
     end_session(request)
     return Response(status_code=204)
-
-
-# --- pages: login and the start page (the web UI builds on them) ----------------------------------
-
-
-def _page(request: Request, name: str, **values: Any) -> HTMLResponse:
-    templates = request.app.state.templates
-    response: HTMLResponse = templates.TemplateResponse(request, name, values)
-    return response
-
-
-@router.get("/login", include_in_schema=False)
-def login_page(request: Request, console: ConsoleDep, error: str | None = None) -> HTMLResponse:
-    token = request.session.get("login_csrf")
-    if not isinstance(token, str):
-        token = secrets.token_urlsafe(32)
-        request.session["login_csrf"] = token
-    oidc = console.settings.console.oidc
-    return _page(request, "login.html", csrf_token=token, error=error, oidc_label=oidc.label if oidc else None)
-
-
-@router.post("/login", include_in_schema=False)
-async def login_form(request: Request, console: ConsoleDep) -> Response:
-    form = await request.form()
-    expected = request.session.get("login_csrf")
-    given = form.get("csrf_token")
-    if not isinstance(expected, str) or not isinstance(given, str) or not secrets.compare_digest(expected, given):
-        return RedirectResponse("/login?error=expired", status_code=303)
-    username, password = form.get("username"), form.get("password")
-    try:
-        principal = _password_login(
-            console,
-            request,
-            username if isinstance(username, str) else "",
-            password if isinstance(password, str) else "",
-        )
-    except ApiProblem as exc:
-        return RedirectResponse("/login?error=" + ("throttled" if exc.status == 429 else "wrong"), status_code=303)
-    start_session(request, principal)
-    return RedirectResponse("/", status_code=303)
-
-
-@router.get("/", include_in_schema=False)
-async def start_page(request: Request, console: ConsoleDep) -> Response:
-    caller = await console.authenticator.caller(request)
-    if caller is None:
-        return RedirectResponse("/login", status_code=303)
-    csrf = request.session.get("csrf")
-    return _page(request, "index.html", caller=caller, csrf_token=csrf)
-
-
-@router.post("/logout", include_in_schema=False)
-async def logout_form(request: Request, console: ConsoleDep) -> Response:
-    await console.authenticator.caller(request)  # checks the form's CSRF token for a signed-in session
-    end_session(request)
-    return RedirectResponse("/login", status_code=303)
 
 
 # --- OpenID Connect -------------------------------------------------------------------------------

@@ -1,0 +1,147 @@
+"""The console's pages in a real browser: Debian's Chromium driven by Playwright (the `playwright` package).
+
+- `console_server` (one per run): `karnak up` with the console, the receiver, the processor and the
+  dicom-sender on free ports, their revisions and accounts in a PostgreSQL database of its own, and a
+  storescp as the PACS the browser's destinations can point to; an account per role.
+- `browser` (one per run): /usr/bin/chromium launched by Playwright (never a downloaded browser).
+- `page`: a fresh browser context (no cookies) per test, its base URL the console's.
+- `sign_in(page, role)`: through the login form, as a user of that role.
+- `screenshot(page, name)`: docs/screenshots/NAME.png, the pictures the README shows.
+
+Every test of this folder is marked `browser`.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import Browser, Page, Playwright, sync_playwright
+
+from karnak_shared.config import parse_config
+from tests.conftest import gateway_config, register_topology
+from tests.support.databases import postgres_database
+from tests.support.servers import Gateway, StoreSCP, free_port
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SCREENSHOTS = Path(__file__).resolve().parents[3] / "docs" / "screenshots"
+SERVICES = ("receiver", "processor", "dicom-sender", "console")
+# One account per role (the first admin's generated password is not needed: these are made directly).
+ACCOUNTS = {
+    "admin": ("alice", "alice-browser-password"),
+    "operator": ("oscar", "oscar-browser-password"),
+    "viewer": ("victor", "victor-browser-password"),
+}
+PACS_AE_TITLE = "PACS_BROWSER"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "browser: the console's pages in a real browser (Playwright, Chromium)")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).resolve().parent
+    for item in items:
+        if here in Path(item.path).resolve().parents:
+            item.add_marker("browser")
+
+
+@dataclass
+class ConsoleServer:
+    url: str
+    gateway: Gateway
+    database_url: str
+    pacs: StoreSCP
+    config: dict[str, Any]
+
+    def add_user(self, name: str, role: str, password: str) -> None:
+        from karnak_console.accounts import AccountStore
+
+        from karnak_shared.database import create_database_engine
+
+        engine = create_database_engine(self.database_url)
+        try:
+            AccountStore(engine).add_user(name, role, password)
+        finally:
+            engine.dispose()
+
+    def register_destinations(self, amqp_url: str, destinations: list[dict[str, Any]]) -> None:
+        """Have the run's end delete the queues of destinations the browser made (tests/conftest.py)."""
+        config = json.loads(json.dumps(self.config))
+        config["forward_nodes"][0]["destinations"] = destinations
+        register_topology(amqp_url, parse_config(json.dumps(config)))
+
+
+@pytest.fixture(scope="session")
+def console_server(amqp_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleServer]:
+    workdir = tmp_path_factory.mktemp("console-pages")
+    prefix = f"karnak-test-pages-{uuid.uuid4().hex[:8]}"
+    pacs = StoreSCP(PACS_AE_TITLE, free_port(), workdir / "pacs").start()
+    with postgres_database() as database:
+        config = gateway_config(amqp_url, prefix, workdir, [])
+        config["database"] = {"url": database}
+        ports = config["metrics"]["ports"]
+        config["metrics"]["ports"] = {name: port for name, port in ports.items() if name in SERVICES}
+        register_topology(amqp_url, parse_config(json.dumps(config)))
+        gateway = Gateway(config, workdir)
+        try:
+            gateway.start("--only", *SERVICES, timeout=120)
+            server = ConsoleServer(f"http://127.0.0.1:{config['console']['port']}", gateway, database, pacs, config)
+            for role, (name, password) in ACCOUNTS.items():
+                server.add_user(name, role, password)
+            yield server
+        finally:
+            gateway.stop()
+            pacs.stop()
+
+
+@pytest.fixture(scope="session")
+def playwright_driver() -> Iterator[Playwright]:
+    with sync_playwright() as driver:
+        yield driver
+
+
+@pytest.fixture(scope="session")
+def browser(playwright_driver: Playwright) -> Iterator[Browser]:
+    launched = playwright_driver.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    yield launched
+    launched.close()
+
+
+@pytest.fixture
+def page(browser: Browser, console_server: ConsoleServer) -> Iterator[Page]:
+    context = browser.new_context(base_url=console_server.url, viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(10_000)
+    opened = context.new_page()
+    yield opened
+    context.close()
+
+
+def sign_in(page: Page, role: str = "admin") -> None:
+    """Log in through the login form as the account of `role`; lands on the first page of the menu."""
+    name, password = ACCOUNTS[role]
+    page.goto("/login")
+    page.get_by_label("User name").fill(name)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url(lambda url: "/login" not in url)
+
+
+def screenshot(page: Page, name: str) -> Path:
+    """A picture of the whole page for the README (docs/screenshots/NAME.png)."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
