@@ -136,6 +136,7 @@ def test_exchanges_are_durable_with_the_designed_types(channel: RecordingChannel
         "karnak.events": ("topic", True),
         "karnak.dead": ("fanout", True),
         "karnak.config": ("fanout", True),
+        "karnak.status": ("topic", True),
     }
 
 

@@ -28,7 +28,7 @@ from karnak_shared.broker import Broadcast, ControlConnection
 from karnak_shared.broker_users import check_service_access
 from karnak_shared.config import GatewayConfig
 from karnak_shared.errors import ConfigError, KarnakError
-from karnak_shared.logs import EventLogger
+from karnak_shared.logs import EventLogger, configure_logging
 from karnak_shared.service.runner import Service, ServiceRunner
 from karnak_shared.service.status import REQUEST_ROUTING_KEY, STATUS_INTERVAL_SECONDS, InstanceStatus
 
@@ -143,6 +143,9 @@ def run_live(service: Service[Any], config: GatewayConfig, metrics_port: int | N
         current = revisions.current()
         config = revisions.config(current.number)  # a revision stored since `karnak run` read one
         runner: ServiceRunner[Any] = ServiceRunner(service, config, metrics_port=metrics_port, revision=current.number)
+        # Before the access check: computing a service's topology may reach the broker (the notifier asks
+        # whether its queue exists), and an unreachable broker is said once, in the service's log format.
+        configure_logging(service.name, config.logging.level, config.logging.format)
         check_service_access(config.broker.url.get_secret_value(), service.topology(config))
 
         def apply(new: GatewayConfig, revision: int) -> None:
