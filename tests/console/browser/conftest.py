@@ -3,6 +3,8 @@
 - `console_server` (one per run): `karnak up` with the console, the receiver, the processor and the
   dicom-sender on free ports, their revisions and accounts in a PostgreSQL database of its own, and a
   storescp as the PACS the browser's destinations can point to; an account per role.
+- `fresh_console` (one per module): the console alone on a SQLite database of its own, for a test
+  that needs a configuration nobody else touched; `open_page(browser, fresh_console)` opens a page on it.
 - `browser` (one per run): /usr/bin/chromium launched by Playwright (never a downloaded browser).
 - `page`: a fresh browser context (no cookies) per test, its base URL the console's.
 - `sign_in(page, role)`: through the login form, as a user of that role.
@@ -16,6 +18,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,27 +87,42 @@ class ConsoleServer:
         register_topology(amqp_url, parse_config(json.dumps(config)))
 
 
-@pytest.fixture(scope="session")
-def console_server(amqp_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleServer]:
-    workdir = tmp_path_factory.mktemp("console-pages")
+@contextmanager
+def running_console(amqp_url: str, workdir: Path, services: tuple[str, ...], database: str) -> Iterator[ConsoleServer]:
+    """`karnak up --only SERVICES` on `database`, a storescp as PACS, and the accounts of `ACCOUNTS`."""
     prefix = f"karnak-test-pages-{uuid.uuid4().hex[:8]}"
     pacs = StoreSCP(PACS_AE_TITLE, free_port(), workdir / "pacs").start()
+    config = gateway_config(amqp_url, prefix, workdir, [])
+    config["database"] = {"url": database}
+    ports = config["metrics"]["ports"]
+    config["metrics"]["ports"] = {name: port for name, port in ports.items() if name in services}
+    register_topology(amqp_url, parse_config(json.dumps(config)))
+    gateway = Gateway(config, workdir)
+    try:
+        gateway.start("--only", *services, timeout=120)
+        server = ConsoleServer(f"http://127.0.0.1:{config['console']['port']}", gateway, database, pacs, config)
+        for role, (name, password) in ACCOUNTS.items():
+            server.add_user(name, role, password)
+        yield server
+    finally:
+        gateway.stop()
+        pacs.stop()
+
+
+@pytest.fixture(scope="session")
+def console_server(amqp_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleServer]:
+    """The run's gateway with its console (PostgreSQL): what most page tests use, shared by them."""
     with postgres_database() as database:
-        config = gateway_config(amqp_url, prefix, workdir, [])
-        config["database"] = {"url": database}
-        ports = config["metrics"]["ports"]
-        config["metrics"]["ports"] = {name: port for name, port in ports.items() if name in SERVICES}
-        register_topology(amqp_url, parse_config(json.dumps(config)))
-        gateway = Gateway(config, workdir)
-        try:
-            gateway.start("--only", *SERVICES, timeout=120)
-            server = ConsoleServer(f"http://127.0.0.1:{config['console']['port']}", gateway, database, pacs, config)
-            for role, (name, password) in ACCOUNTS.items():
-                server.add_user(name, role, password)
+        with running_console(amqp_url, tmp_path_factory.mktemp("console-pages"), SERVICES, database) as server:
             yield server
-        finally:
-            gateway.stop()
-            pacs.stop()
+
+
+@pytest.fixture(scope="module")
+def fresh_console(amqp_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleServer]:
+    """A console alone on a configuration of its own (SQLite): for what needs an untouched one (no project)."""
+    workdir = tmp_path_factory.mktemp("fresh-console")
+    with running_console(amqp_url, workdir, ("console",), f"sqlite:///{workdir / 'karnak.db'}") as server:
+        yield server
 
 
 @pytest.fixture(scope="session")
@@ -120,13 +138,18 @@ def browser(playwright_driver: Playwright) -> Iterator[Browser]:
     launched.close()
 
 
+def open_page(browser: Browser, server: ConsoleServer) -> Page:
+    """A page in a new browser context (no cookies) whose relative URLs are the server's."""
+    context = browser.new_context(base_url=server.url, viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(10_000)
+    return context.new_page()
+
+
 @pytest.fixture
 def page(browser: Browser, console_server: ConsoleServer) -> Iterator[Page]:
-    context = browser.new_context(base_url=console_server.url, viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(10_000)
-    opened = context.new_page()
+    opened = open_page(browser, console_server)
     yield opened
-    context.close()
+    opened.context.close()
 
 
 def sign_in(page: Page, role: str = "admin") -> None:
