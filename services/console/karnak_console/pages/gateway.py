@@ -238,8 +238,14 @@ def gateway_address(console: Console) -> tuple[str, int]:
     listener = console.settings.listener
     host = listener.host
     if host in ("0.0.0.0", "::", ""):
-        host = socket.getfqdn()
+        host = own_hostname()
     return host, listener.port
+
+
+@functools.cache
+def own_hostname() -> str:
+    """This machine's name for a listener bound to every address (asked once: it may take a DNS query)."""
+    return socket.getfqdn()
 
 
 def dicom_configuration(console: Console, node: dict[str, Any]) -> str:
@@ -281,7 +287,7 @@ def queue_depths(console: Console, destinations: list[dict[str, Any]]) -> dict[s
 def _nodes_page(
     request: Request, caller: Caller, console: Console, errors: FormErrors | None = None, typed: str = ""
 ) -> HTMLResponse:
-    revision, document = console.editor.masked()
+    revision, document = console.editor.masked_view()
     nodes = sorted(_nodes(document), key=lambda n: str(n.get("ae_title")).lower())
     return render(
         request,
@@ -325,7 +331,7 @@ def _node_page(
     typed: dict[str, Any] | None = None,
     status: int = 200,
 ) -> HTMLResponse:
-    revision, document = console.editor.masked()
+    revision, document = console.editor.masked_view()
     _, node = _node(document, ae_title)
     destinations = list(node.get("destinations") or [])
     return render(
@@ -389,7 +395,7 @@ def _source_page(
     stored: str | None,
     errors: FormErrors | None = None,
 ) -> HTMLResponse:
-    revision, document = console.editor.masked()
+    revision, document = console.editor.masked_view()
     _, node = _node(document, ae_title)
     return render(
         request,
@@ -411,7 +417,7 @@ def new_source(ae_title: str, request: Request, caller: PageWriter, console: Con
 
 @router.get("/gateway/{ae_title}/sources/{source}")
 def source_page(ae_title: str, source: str, request: Request, caller: PageReader, console: ConsoleDep) -> HTMLResponse:
-    _, document = console.editor.masked()
+    _, document = console.editor.masked_view()
     _, node = _node(document, ae_title)
     index = routing.child_index(node, "sources", "ae_title", source, "source")
     return _source_page(request, caller, console, ae_title, node["sources"][index], stored=source)
@@ -474,7 +480,7 @@ def _destination_page(
     errors: FormErrors | None = None,
     status: int = 200,
 ) -> HTMLResponse:
-    revision, document = console.editor.masked()
+    revision, document = console.editor.masked_view()
     _, node = _node(document, ae_title)
     kind = str(destination.get("type"))
     sop_classes = list(storage_sop_classes())
@@ -518,7 +524,7 @@ def new_destination_page(
 def destination_page(
     ae_title: str, destination: str, request: Request, caller: PageReader, console: ConsoleDep
 ) -> HTMLResponse:
-    _, document = console.editor.masked()
+    _, document = console.editor.masked_view()
     _, node = _node(document, ae_title)
     index = routing.child_index(node, "destinations", "id", destination, "destination")
     return _destination_page(request, caller, console, ae_title, node["destinations"][index], stored=destination)
@@ -570,7 +576,7 @@ async def delete_destination(
     try:
         routing.delete_destination(ae_title, destination, caller, console, based_on(form), force=form.checked("force"))
     except ApiProblem as problem:
-        _, document = console.editor.masked()
+        _, document = console.editor.masked_view()
         _, node = _node(document, ae_title)
         index = routing.child_index(node, "destinations", "id", destination, "destination")
         errors = FormErrors(summary=problem.detail)
@@ -590,7 +596,7 @@ async def delete_destination(
 @router.get("/gateway/{ae_title}/destinations-activity")
 def destinations_activity(ae_title: str, request: Request, caller: PageReader, console: ConsoleDep) -> HTMLResponse:
     """The list's Activity and Queue depth cells (htmx loads them after the page: RabbitMQ may be slow)."""
-    _, document = console.editor.masked()
+    _, document = console.editor.masked_view()
     _, node = _node(document, ae_title)
     destinations = list(node.get("destinations") or [])
     return render(
@@ -647,7 +653,7 @@ def echo_destination(
     ae_title: str, destination: str, request: Request, caller: PageOperator, console: ConsoleDep
 ) -> HTMLResponse:
     """C-ECHO (DICOM, with its calling AE and TLS) or the STOW probe, answered as a fragment beside the button."""
-    _, document = console.editor.masked()
+    _, document = console.editor.masked_view()
     _, node = _node(document, ae_title)
     dest = node["destinations"][routing.child_index(node, "destinations", "id", destination, "destination")]
     try:
