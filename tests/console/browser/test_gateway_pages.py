@@ -10,6 +10,7 @@ to a destination made in the browser arrives there.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from tests.console.browser.conftest import (
     sign_in,
 )
 from tests.support.dicomdata import make_study
+from tests.support.kheops import FakeKheops, Token
 from tests.support.servers import storescu, wait_until
 
 NODE = "KARNAK-GW"
@@ -253,6 +255,42 @@ def test_kheops_album_rows_are_added_and_a_missing_token_is_said_at_its_cell(pag
     page.get_by_role("button", name="Save").click()
     expect(page.locator("td.invalid .field-error")).to_have_text("'not a url' is not an http:// or https:// URL")
     expect(page.get_by_label("Switching in different KHEOPS albums")).to_be_checked()
+
+
+def test_a_saved_kheops_album_has_its_tokens_checked_by_introspection_and_the_destination_is_deleted(
+    page: Page,
+) -> None:
+    kheops = FakeKheops(tokens={"album-token": Token(frozenset({"write"})), "read-only": Token(frozenset({"read"}))})
+    try:
+        sign_in(page)
+        page.goto(f"/gateway/{NODE}/new-destination/stow")
+        destination = unique("kheops")
+        page.get_by_label("Destination id").fill(destination)
+        page.get_by_label("URL", exact=True).fill("http://127.0.0.1:9/dicomweb/studies")
+        page.get_by_label("Switching in different KHEOPS albums").check()
+        page.get_by_role("button", name="Add", exact=True).click()
+        page.get_by_label("Url API").fill(kheops.url_api)
+        page.get_by_label("Valid token of destination").fill("album-token")
+        page.get_by_label("Valid token of source").fill("read-only")
+        page.get_by_label("Enable destination").uncheck()  # no stow-sender runs here: nothing is sent to it
+        page.get_by_role("button", name="Save").click()
+        expect(enabled_dot(page, destination)).to_have_css("background-color", RED)
+
+        page.get_by_role("link", name=destination).click()
+        expect(page.get_by_label("Valid token of destination")).to_have_value(re.compile("^••••"))  # masked
+        page.get_by_role("button", name="Check tokens").click()
+        result = page.get_by_role("status").filter(has_text="token")
+        expect(result).to_contain_text("destination token: valid")
+        expect(result).to_contain_text("Failed")
+        expect(result).not_to_contain_text("source token: valid")
+        assert [c.form.get("token") for c in kheops.calls_of("POST")] == ["album-token", "read-only"]
+
+        page.once("dialog", lambda dialog: dialog.accept())
+        page.get_by_role("button", name="Delete").click()
+        expect(page).to_have_url(f"/gateway/{NODE}")
+        expect(page.get_by_role("link", name=destination)).to_have_count(0)
+    finally:
+        kheops.stop()
 
 
 # --- no project, and the viewer -------------------------------------------------------------------
