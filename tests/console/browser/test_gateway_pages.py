@@ -91,9 +91,20 @@ def test_a_forward_node_made_with_the_keyboard_copies_the_gateways_own_dicom_con
     expect(page.locator("#dicom-configuration")).to_contain_text(f"AE Title: {ae_title}")
     expect(page.locator("#dicom-configuration")).to_contain_text("Host: 127.0.0.1")
     expect(page.locator("#dicom-configuration")).to_contain_text(f"Port: {port}")
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    page.get_by_role("button", name="Copy DICOM configuration").click()
+    expect(page.locator("#dicom-configuration-status")).to_have_text("Copied to the clipboard.")
+    copied = page.evaluate("navigator.clipboard.readText()")
+    assert f"AE Title: {ae_title}" in copied and f"Port: {port}" in copied
     page.goto("/gateway")
     expect(page.get_by_role("link", name=ae_title)).to_be_visible()
     screenshot(page, "forward-nodes")
+
+    page.get_by_role("link", name=ae_title).click()
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Delete").click()
+    expect(page).to_have_url("/gateway")
+    expect(page.get_by_role("link", name=ae_title)).to_have_count(0)
 
 
 def test_a_forward_node_whose_ae_title_is_taken_says_so_at_the_field(page: Page) -> None:
@@ -241,6 +252,23 @@ def test_a_basic_authorization_header_is_appended_once_and_refused_the_second_ti
     page.keyboard.press("Escape")
     expect(dialog).to_be_hidden()
 
+    # Saved, the header is masked when shown again; a header added beside the mask keeps the stored one.
+    destination = unique("stow")
+    page.get_by_label("Destination id").fill(destination)
+    page.get_by_label("URL", exact=True).fill("http://127.0.0.1:9/dicomweb/studies")
+    page.get_by_label("Enable destination").uncheck()  # no stow-sender runs here: nothing is sent to it
+    page.get_by_role("button", name="Save").click()
+    expect(page).to_have_url(f"/gateway/{NODE}")
+    page.get_by_role("link", name=destination).click()
+    shown = page.get_by_label("Headers").input_value()
+    assert "<value>••••YXNz</value>" in shown and "dXNlcjpwYXNz" not in shown
+    page.get_by_label("Headers").fill(shown + "\n<key>X-Other</key>\n<value>1</value>")
+    page.get_by_role("button", name="Save").click()
+    expect(page).to_have_url(f"/gateway/{NODE}")
+    stored = page.request.get(f"/api/v1/forward-nodes/{NODE}/destinations/{destination}").json()["item"]
+    # Masked by the API: the last four are the real header's, so the stored value is the generated one.
+    assert stored["headers"] == {"X-Site": "••••", "Authorization": "••••YXNz", "X-Other": "••••"}
+
 
 def test_kheops_album_rows_are_added_and_a_missing_token_is_said_at_its_cell(page: Page) -> None:
     sign_in(page)
@@ -320,13 +348,40 @@ def test_de_identification_with_no_project_opens_the_popup_and_continue_unchecks
         page.context.close()
 
 
-def test_a_viewer_sees_no_edit_button_and_a_forged_post_is_refused(page: Page, console_server: ConsoleServer) -> None:
+def test_a_viewer_sees_no_edit_button_and_a_forged_post_is_refused(
+    page: Page, browser: Browser, console_server: ConsoleServer
+) -> None:
+    admin = open_page(browser, console_server)
+    try:
+        sign_in(admin)
+        shown = unique("shown")
+        body = {"id": shown, "type": "dicom", "ae_title": "SHOWN", "hostname": "127.0.0.1", "port": 104}
+        created = admin.request.post(
+            f"/api/v1/forward-nodes/{NODE}/destinations", data=body, headers={"X-CSRF-Token": api_csrf(admin)}
+        )
+        assert created.status == 201, created.text()
+        # Disabled once made, so the end-to-end test's study goes to no other destination than its own.
+        disabled = {**body, "enabled": False}
+        replaced = admin.request.put(
+            f"/api/v1/forward-nodes/{NODE}/destinations/{shown}",
+            data=disabled,
+            headers={"X-CSRF-Token": api_csrf(admin)},
+        )
+        assert replaced.status == 200, replaced.text()
+    finally:
+        admin.context.close()
+
     sign_in(page, "viewer")
     expect(page.get_by_role("button", name="New forward node")).to_have_count(0)
     page.goto(f"/gateway/{NODE}")
     for name in ("Save", "Delete", "Echo"):
         expect(page.get_by_role("button", name=name, exact=True)).to_have_count(0)
     expect(page.get_by_role("link", name="DICOM", exact=True)).to_have_count(0)
+    page.goto(f"/gateway/{NODE}/destinations/{shown}")
+    expect(page.get_by_label("Hostname", exact=True)).to_have_value("127.0.0.1")
+    expect(page.get_by_label("Hostname", exact=True)).to_be_disabled()
+    expect(page.get_by_role("button", name="Save")).to_have_count(0)
+    expect(page.get_by_role("button", name="Generate Authorization Header")).to_have_count(0)
     page.goto(f"/gateway/{NODE}/new-destination/dicom")
     expect(page.get_by_role("heading", name="Not authorized")).to_be_visible()
 

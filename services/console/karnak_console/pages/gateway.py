@@ -37,7 +37,7 @@ from karnak_console.security import Caller
 from karnak_console.tools import echo, kheops_token, stow_probe
 from karnak_dicom.syntaxes import ENCODABLE, KEEP
 from karnak_shared.config import DicomDestination, Notifications, Pseudonym, StowDestination
-from karnak_shared.headers import karnak_form
+from karnak_shared.headers import HeaderError, karnak_form, parse_headers
 
 router = page_router()
 
@@ -122,7 +122,7 @@ def destination_body(form: FormReader, kind: str) -> dict[str, Any]:
             body["tls"] = tls
     else:
         put("url", form.text("url"))
-        body["headers"] = form.raw("headers").strip()
+        body["headers"] = headers_value(form.raw("headers"))
         if form.checked("kheops"):
             body["kheops_albums"] = kheops_albums(form)
     if form.checked("notify"):
@@ -141,6 +141,16 @@ def destination_body(form: FormReader, kind: str) -> dict[str, Any]:
     if form.checked("morph_tags"):
         body["tag_morphing"] = {"project": form.text("tag_morphing.project") or ""}
     return body
+
+
+def headers_value(text: str) -> str | dict[str, str]:
+    """The Headers field as a mapping when it reads as Karnak's pairs: a masked value (`••••1234`) then
+    keeps its stored header while the others change (the editor merges mappings header by header).
+    Text that does not read is sent as typed, for the model to say what is wrong with it."""
+    try:
+        return parse_headers(text.strip())
+    except HeaderError:
+        return text.strip()
 
 
 def deidentification(form: FormReader) -> dict[str, Any]:
