@@ -139,17 +139,42 @@ def browser(playwright_driver: Playwright) -> Iterator[Browser]:
 
 
 def open_page(browser: Browser, server: ConsoleServer) -> Page:
-    """A page in a new browser context (no cookies) whose relative URLs are the server's."""
+    """A page in a new browser context (no cookies) whose relative URLs are the server's.
+
+    Script errors and Content-Security-Policy violations are kept in `page_problems(page)`.
+    """
     context = browser.new_context(base_url=server.url, viewport={"width": 1280, "height": 900})
     context.set_default_timeout(10_000)
-    return context.new_page()
+    opened = context.new_page()
+    problems: list[str] = []
+    opened.on("pageerror", lambda error: problems.append(f"script error: {error}"))
+    opened.on(
+        "console",
+        lambda message: (
+            problems.append(f"console {message.type}: {message.text}")
+            if message.type == "error" and "Failed to load resource" not in message.text
+            else None
+        ),
+    )
+    _PROBLEMS[id(opened)] = problems
+    return opened
+
+
+_PROBLEMS: dict[int, list[str]] = {}
+
+
+def page_problems(page: Page) -> list[str]:
+    return _PROBLEMS.get(id(page), [])
 
 
 @pytest.fixture
 def page(browser: Browser, console_server: ConsoleServer) -> Iterator[Page]:
+    """A page for the test; it fails at the end if a script failed or the CSP refused something."""
     opened = open_page(browser, console_server)
     yield opened
+    problems = _PROBLEMS.pop(id(opened), [])
     opened.context.close()
+    assert not problems, problems
 
 
 def sign_in(page: Page, role: str = "admin") -> None:
