@@ -33,11 +33,12 @@ from karnak_shared.config import parse_config
 from karnak_shared.envelope import Envelope
 from karnak_shared.headers import basic_authorization, karnak_form
 from karnak_shared.payload import store_payload
+from karnak_shared.sender_metrics import SENT
+from karnak_shared.service import ServiceRunner
 from karnak_shared.service.testing.orthanc import Orthanc
 from karnak_shared.topology import Topology
-from karnak_stow_sender.main import StowSenderService
 from karnak_stow_sender.multipart import encode_related
-from karnak_stow_sender.sender import SENT
+from karnak_stow_sender.sender import StowSenderService
 from karnak_stow_sender.settings import StowSenderSettings
 
 AMQP_URL = "amqp://guest:guest@localhost:5672/"
@@ -105,10 +106,10 @@ def stow_sender(orthanc: Orthanc, files: list[bytes], batch_size: int, workdir: 
     sent = SENT.labels(DESTINATION, "sent")
     before = sent._value.get()
     settings = StowSenderSettings(batch_size=batch_size, max_wait=0.05)
-    service = StowSenderService(config, topology, blobs, settings).start()
+    runner = ServiceRunner(StowSenderService(settings), config, metrics_port=0).start()
     try:
         # Timed from the consumer's connection (set-up excluded): the throughput of a running sender.
-        while not service.consumer.connected:
+        while runner.consumer is None or not runner.consumer.connected:
             time.sleep(0.001)
         started = time.perf_counter()
         deadline = started + 600
@@ -118,7 +119,7 @@ def stow_sender(orthanc: Orthanc, files: list[bytes], batch_size: int, workdir: 
             time.sleep(0.005)
         elapsed = time.perf_counter() - started
     finally:
-        service.stop()
+        runner.stop()
         connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
         topology.delete(connection.channel())
         connection.close()

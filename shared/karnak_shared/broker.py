@@ -379,20 +379,6 @@ class Settlement(enum.Enum):
 
 
 @dataclass(frozen=True)
-class Verdict:
-    """A handler's answer: how to settle the delivery, and a blob to delete once the ack is sent.
-
-    Only a message whose work is done names its blob: a retried, parked or requeued one still needs it.
-    `after`: a message the handler published (an event) whose confirm must come before this settlement;
-    if it fails, the delivery is requeued instead (see `SettleAfterConfirm`).
-    """
-
-    settlement: Settlement
-    delete_blob: str | None = None
-    after: PendingConfirm | None = None
-
-
-@dataclass(frozen=True)
 class Delivery:
     """One message received from a queue, with what is needed to settle it later."""
 
@@ -712,9 +698,12 @@ class ControlConnection:
         heartbeat: int = 30,
         name: str = "karnak-control",
         on_connected: Callable[[], None] | None = None,
+        declare_exchanges: bool = True,
     ) -> None:
         self._url = url
         self._listen = listen
+        # False with a per-service broker user (broker.declare_topology false): only check the exchanges.
+        self._declare_exchanges = declare_exchanges
         self._on_message = on_message
         self._heartbeat = heartbeat
         self._name = name
@@ -753,7 +742,12 @@ class ControlConnection:
                 connection = open_connection(self._url, self._heartbeat, self._name)
                 channel = connection.channel()
                 for broadcast in self._listen:
-                    channel.exchange_declare(broadcast.exchange, exchange_type=broadcast.exchange_type, durable=True)
+                    channel.exchange_declare(
+                        broadcast.exchange,
+                        exchange_type=broadcast.exchange_type,
+                        durable=True,
+                        passive=not self._declare_exchanges,
+                    )
                 declared = channel.queue_declare("", exclusive=True, auto_delete=True)
                 own_queue = declared.method.queue
                 for broadcast in self._listen:

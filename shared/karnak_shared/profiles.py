@@ -8,18 +8,47 @@ transfer syntax no encoder can write is an error naming the field (and the line)
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from karnak_dicom.deid import Deidentifier, Profile, ProfileError, load_profile, parse_project_secret
+from pydicom import Dataset
+
+from karnak_dicom.deid import (
+    Deidentifier,
+    Profile,
+    ProfileError,
+    ReplaceApiCall,
+    ReplaceApiElement,
+    load_profile,
+    parse_project_secret,
+)
 from karnak_dicom.deid.expressions import ExpressionError, Template
 from karnak_dicom.transcoding import check_requested_syntax
-from karnak_shared.config import DicomDestination, GatewayConfig, Project, Pseudonym, StowDestination
+from karnak_shared.config import AuthConfig, DicomDestination, GatewayConfig, Project, Pseudonym, StowDestination
 from karnak_shared.errors import ConfigError, KarnakError
 
 AnyDestination = DicomDestination | StowDestination
 
-__all__ = ["CompiledDestination", "compile_destination", "compile_every_destination", "load_project_profile"]
+ReplaceApiFactory = Callable[[Profile, Sequence[AuthConfig]], ReplaceApiCall]
+"""Builds the caller of a profile's ``action.replace.api`` elements from the configuration's auth configs:
+the processor passes its HTTP one (`karnak_processor.replace_api.replace_api_caller`)."""
+
+__all__ = [
+    "CompiledDestination",
+    "ReplaceApiFactory",
+    "compile_destination",
+    "compile_every_destination",
+    "load_project_profile",
+]
+
+
+class ApiNotCalledHere(KarnakError):
+    """Raised by the caller of a check (`karnak config check`): only the processor calls profile APIs."""
+
+
+def _checking_only(element: ReplaceApiElement, dataset: Dataset) -> dict[int, str]:
+    raise ApiNotCalledHere(f"{element.label}: action.replace.api is called by the processor only")
 
 
 @dataclass(frozen=True)
@@ -48,9 +77,16 @@ def load_project_profile(config: GatewayConfig, index: int, base_dir: Path) -> P
 
 
 def compile_destination(
-    config: GatewayConfig, destination: AnyDestination, where: str, base_dir: Path
+    config: GatewayConfig,
+    destination: AnyDestination,
+    where: str,
+    base_dir: Path,
+    replace_api: ReplaceApiFactory | None = None,
 ) -> CompiledDestination:
-    """Check the destination's transfer syntax, load its project's profile and compile its engine."""
+    """Check the destination's transfer syntax, load its project's profile and compile its engine.
+
+    A profile with ``action.replace.api`` elements needs `replace_api` to run; without it (a check) the
+    elements are checked against the auth configs and the engine is built with a caller that refuses."""
     try:
         check_requested_syntax(destination.transfer_syntax)
     except KarnakError as exc:
@@ -62,16 +98,36 @@ def compile_destination(
     index = next(i for i, p in enumerate(config.projects) if p.name == settings.project)
     project = config.projects[index]
     profile = load_project_profile(config, index, base_dir)
+    caller = _replace_api_caller(config, index, profile, replace_api)
     try:
         secret = parse_project_secret(project.secret.get_secret_value())
         deidentifier = Deidentifier.for_project(
-            profile, project.name, secret, tag_morphing=destination.tag_morphing is not None
+            profile, project.name, secret, tag_morphing=destination.tag_morphing is not None, replace_api=caller
         )
     except ConfigError as exc:
         raise ConfigError([f"{where}.{field}: {p}" for p in exc.problems]) from None
     if destination.deidentification is not None:
         _compile_pseudonym_templates(destination.deidentification.pseudonym, f"{where}.deidentification.pseudonym")
     return CompiledDestination(project, profile, secret, deidentifier)
+
+
+def _replace_api_caller(
+    config: GatewayConfig, index: int, profile: Profile, replace_api: ReplaceApiFactory | None
+) -> ReplaceApiCall | None:
+    """The caller of the profile's API elements, once each names an auth config that exists."""
+    elements = [e for e in profile.elements if isinstance(e, ReplaceApiElement)]
+    if not elements:
+        return None
+    codes = {auth.code for auth in config.auth_configs}
+    field = f"projects[{index}].profile"
+    problems = [
+        f"{field}: {e.label}: arguments.authConfig: no auth config '{e.auth_config}' in auth_configs"
+        for e in elements
+        if e.auth_config and e.auth_config not in codes
+    ]
+    if problems:
+        raise ConfigError(problems)
+    return _checking_only if replace_api is None else replace_api(profile, config.auth_configs)
 
 
 def _compile_pseudonym_templates(pseudonym: Pseudonym, where: str) -> None:

@@ -291,6 +291,11 @@ def _column_key(name: str) -> str:
     return re.sub(r"[\s_\-]", "", name).lower()
 
 
+def recognised_field(column: str) -> str | None:
+    """The field a CSV header names by itself (`Patient ID`, `issuer`, `pseudonym`...), or None."""
+    return _COLUMNS.get(_column_key(column))
+
+
 def _dialect(text: str) -> type[csv.Dialect] | csv.Dialect:
     header = text.split("\n", 1)[0]
     try:
@@ -328,7 +333,7 @@ def _parse(
                 columns[wanted] = names.index(column.strip())
     else:
         for index, name in enumerate(header):
-            field_name = _COLUMNS.get(_column_key(name))
+            field_name = recognised_field(name)
             if field_name is None:
                 continue
             if field_name in columns:

@@ -145,7 +145,7 @@ class Topology:
         the channel with 404): a service's own broker user may not declare them (`karnak broker setup` does).
         """
         if not self.declare_topology:
-            for exchange in self.exchanges():
+            for exchange in (*self.exchanges(), self.config_exchange, self.status_exchange):
                 channel.exchange_declare(exchange, passive=True)
             for queue in self.all_queues():
                 channel.queue_declare(queue, passive=True)
@@ -156,6 +156,9 @@ class Topology:
         channel.exchange_declare(self.events_exchange, exchange_type="topic", durable=True)
         channel.exchange_declare(self.dead_exchange, exchange_type="fanout", durable=True)
         channel.exchange_declare(self.config_exchange, exchange_type="fanout", durable=True)
+        # Every instance's control connection declares it too, but one whose user may not (declare_topology
+        # false) only checks it: `karnak broker setup` must have declared it.
+        channel.exchange_declare(self.status_exchange, exchange_type="topic", durable=True)
 
         channel.queue_declare(
             self.dead_queue,

@@ -64,3 +64,22 @@ def test_a_viewer_sees_no_patient_identifier(app: ConsoleUnderTest) -> None:
     assert app.get(base, role="viewer").status_code == 403
     entries = app.get("/api/v1/audit").json()
     assert "PAT-1" not in str(entries)
+
+
+def test_editing_an_entry_replaces_its_key_and_refuses_a_pseudonym_of_another_patient(app: ConsoleUnderTest) -> None:
+    base = project(app)
+    app.post(f"{base}:import?{MAPPING}", content=CSV, headers={"content-type": "text/csv"})
+    taken = {
+        "key": {"patient_id": "PAT-1", "issuer_of_patient_id": "HOSP"},
+        "entry": {"patient_id": "PAT-1", "issuer_of_patient_id": "HOSP", "pseudonym": "SUBJ-002"},
+    }
+    refused = app.post(f"{base}:edit", role="operator", json=taken)
+    assert refused.status_code == 409 and refused.json()["errors"][0]["field"] == "pseudonym"
+    moved = {
+        "key": {"patient_id": "PAT-1", "issuer_of_patient_id": "HOSP"},
+        "entry": {"patient_id": "PAT-9", "pseudonym": "SUBJ-009"},
+    }
+    assert app.post(f"{base}:edit", role="operator", json=moved).json() == {"count": 1}
+    entries = app.get(base, role="operator").json()
+    assert [(e["patient_id"], e["pseudonym"]) for e in entries] == [("PAT-2", "SUBJ-002"), ("PAT-9", "SUBJ-009")]
+    assert app.post(f"{base}:edit", role="viewer", json=moved).status_code == 403

@@ -17,7 +17,7 @@ import pika
 import pika.exceptions
 import pytest
 
-from karnak_shared.broker_users import OPERATOR, SERVICE_USERS, permissions
+from karnak_shared.broker_users import ALL_USERS, OPERATOR, SERVICE_USERS, permissions
 from karnak_shared.topology import Topology
 from tests.support.faults import _rabbitmqctl
 
@@ -31,6 +31,7 @@ PUBLISHES = {
     "stow-sender": {"events", "retry", "dead"},
     "kheops-sharer": {"events", "retry", "dead"},
     "notifier": {"dead"},
+    "monitor": {"dead"},
 }
 CONSUMES = {
     "receiver": set(),
@@ -39,8 +40,10 @@ CONSUMES = {
     "stow-sender": {"send.stow.web"},
     "kheops-sharer": {"kheops"},
     "notifier": {"notifier"},
+    "monitor": {"monitor"},
 }
 EXCHANGES = ("ingest", "send", "retry", "events", "dead")
+MONITOR_QUEUE = "{prefix}.monitor"
 
 
 @pytest.fixture
@@ -56,9 +59,14 @@ def topology(prefix: str, amqp_url: str) -> Iterator[Topology]:
     )
     connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
     try:
-        declared.declare(connection.channel())
+        channel = connection.channel()
+        declared.declare(channel)
+        # The monitor's queue (services/monitor declares it with the topology), bound as design card 16 says.
+        channel.queue_declare(MONITOR_QUEUE.format(prefix=prefix), durable=True, arguments={"x-queue-type": "quorum"})
+        channel.queue_bind(MONITOR_QUEUE.format(prefix=prefix), declared.events_exchange, routing_key="transfer.#")
         yield dataclasses.replace(declared, declare_topology=False)
-        declared.delete(connection.channel())
+        channel.queue_delete(MONITOR_QUEUE.format(prefix=prefix))
+        declared.delete(channel)
     finally:
         connection.close()
 
@@ -75,7 +83,7 @@ def users(amqp_url: str, prefix: str) -> Iterator[dict[str, str]]:
     parts = urlsplit(amqp_url)
     vhost = parts.path.lstrip("/") or "/"
     try:
-        for user in (*SERVICE_USERS, OPERATOR):
+        for user in ALL_USERS:
             name, password = f"{prefix}-{user}", secrets.token_hex(16)
             _ctl(amqp_url, "add_user", name, password)
             urls[user] = urlunsplit(
@@ -126,6 +134,27 @@ def _can_consume(url: str, queue: str) -> bool:
         connection.close()
 
 
+def _control_traffic(connection: pika.BlockingConnection, topology: Topology) -> None:
+    """What every instance's control connection does: a queue of its own on config and status, a report out.
+
+    And no more: binding that queue to a work exchange (to read what goes to the PACS) is refused.
+    """
+    channel = connection.channel()
+    for exchange in (topology.config_exchange, topology.status_exchange):
+        channel.exchange_declare(exchange, passive=True)
+    own = channel.queue_declare("", exclusive=True, auto_delete=True).method.queue
+    channel.queue_bind(own, topology.config_exchange)
+    channel.queue_bind(own, topology.status_exchange, routing_key="request.status")
+    channel.confirm_delivery()
+    channel.basic_publish(topology.status_exchange, "status.test", b"{}")
+    for exchange in (topology.send_exchange, topology.events_exchange, topology.ingest_exchange):
+        tap = connection.channel()
+        own = tap.queue_declare("", exclusive=True, auto_delete=True).method.queue
+        with pytest.raises(pika.exceptions.ChannelClosedByBroker) as refused:
+            tap.queue_bind(own, exchange, routing_key="#")
+        assert refused.value.reply_code == 403, f"a service's own queue bound to {exchange}"
+
+
 def _routing_key(topology: Topology, exchange: str) -> str:
     return {
         "ingest": topology.received_queue,
@@ -147,11 +176,12 @@ def test_each_service_user_declares_the_topology_and_publishes_and_consumes_only
         with pytest.raises(pika.exceptions.ChannelClosedByBroker) as refused:
             connection.channel().queue_declare(f"{topology.prefix}.its-own", durable=True)
         assert refused.value.reply_code == 403, "a service user may declare nothing"
+        _control_traffic(connection, topology)
     finally:
         connection.close()
     published = {e for e in EXCHANGES if _can_publish(url, f"{topology.prefix}.{e}", _routing_key(topology, e))}
     assert published == PUBLISHES[service]
-    queues = {"received", "send.dicom.pacs", "send.stow.web", "notifier", "kheops", "retry.5", "dead"}
+    queues = {"received", "send.dicom.pacs", "send.stow.web", "notifier", "kheops", "monitor", "retry.5", "dead"}
     consumed = {q for q in queues if _can_consume(url, f"{topology.prefix}.{q}")}
     assert consumed == CONSUMES[service]
     # Nobody but the operator publishes by queue name through the default exchange.

@@ -59,8 +59,10 @@ def _load_compose() -> dict[str, Any]:
 
 COMPOSE = _load_compose()
 SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
-# The gateway's own services are the ones built from this repository's Dockerfile.
-GATEWAY = sorted(name for name, service in SERVICES.items() if "build" in service)
+# The one-shot that declares the topology and creates the broker users (tests/deploy/test_compose_broker_users.py).
+BROKER_SETUP = "broker-setup"
+# The gateway's own services are the ones built from this repository's Dockerfile (but the one-shot).
+GATEWAY = sorted(name for name, service in SERVICES.items() if "build" in service and name != BROKER_SETUP)
 INSTALLED = sorted(set(GATEWAY) & set(services()))
 
 
@@ -168,12 +170,26 @@ def secrets_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return directory
 
 
+def service_config(name: str, secrets_dir: Path) -> GatewayConfig:
+    """The compose configuration as service `name` reads it: its own environment and secret files.
+
+    A `${file:/run/secrets/T}` reads the file of the secret the service mounts at T (as make-secrets.sh
+    wrote it); a `${VARIABLE}` the service's environment (a variable it lacks stays, and fails).
+    """
+    service = SERVICES[name]
+    text = CONFIG_TEXT
+    for secret, target in _secret_targets(service).items():
+        source = ROOT / COMPOSE["secrets"][secret]["file"]
+        text = text.replace("${file:" + target + "}", "${file:" + str(secrets_dir / source.name) + "}")
+    for variable, value in _environment(service).items():
+        text = text.replace("${" + variable + "}", value)
+    return parse_config(text, str(CONFIG_FILE))
+
+
 @pytest.fixture(scope="module")
 def config(secrets_dir: Path) -> GatewayConfig:
-    """The compose configuration, its /run/secrets/ files read from what make-secrets.sh wrote."""
-    return parse_config(
-        CONFIG_TEXT.replace("${file:" + SECRETS_DIR, "${file:" + str(secrets_dir) + "/"), str(CONFIG_FILE)
-    )
+    """The compose configuration as the receiver reads it (the others differ in their broker user only)."""
+    return service_config("receiver", secrets_dir)
 
 
 # --- which services run ------------------------------------------------------------------------------
@@ -321,9 +337,7 @@ def test_make_secrets_keeps_existing_secrets(secrets_dir: Path) -> None:
     assert {path.name: path.read_text() for path in secrets_dir.iterdir()} == before
 
 
-def test_rabbitmq_creates_the_user_and_password_that_the_gateway_connects_with(
-    config: GatewayConfig, secrets_dir: Path
-) -> None:
+def test_rabbitmq_creates_the_administrator_that_the_broker_setup_connects_with(secrets_dir: Path) -> None:
     rabbitmq = SERVICES["rabbitmq"]
     credentials = {target: name for name, target in _secret_targets(rabbitmq).items()}
     conf_d = [target for target in credentials if target.startswith("/etc/rabbitmq/conf.d/")]
@@ -331,7 +345,7 @@ def test_rabbitmq_creates_the_user_and_password_that_the_gateway_connects_with(
     settings = dict(
         line.split(" = ", 1) for line in (secrets_dir / credentials[conf_d[0]]).read_text().splitlines() if line
     )
-    url = urlsplit(config.broker.url.get_secret_value())
+    url = urlsplit(service_config(BROKER_SETUP, secrets_dir).broker.url.get_secret_value())
     assert url.hostname == "rabbitmq" and url.port == 5672
     assert (url.username, url.password) == (settings["default_user"], settings["default_pass"])
 

@@ -384,7 +384,7 @@ def test_every_namespaced_object_of_the_overlay_is_in_its_namespace(keda: list[d
             assert obj["metadata"].get("namespace") == namespace, f"{obj['kind']} {obj['metadata']['name']}"
 
 
-def test_the_gateway_connects_to_the_rabbitmq_cluster_with_the_operators_credentials(
+def test_the_gateway_connects_to_the_rabbitmq_cluster_and_only_the_setup_job_as_its_administrator(
     keda: list[dict[str, Any]], config: GatewayConfig
 ) -> None:
     cluster = rabbitmq_cluster(keda)
@@ -394,7 +394,10 @@ def test_the_gateway_connects_to_the_rabbitmq_cluster_with_the_operators_credent
     for name in SERVICES:
         volume = _mounts(keda, name)["/run/secrets/karnak"]
         secrets = {source["secret"]["name"] for source in volume["projected"]["sources"]}
-        assert default_user in secrets, name
+        assert default_user not in secrets, name
+    (job,) = of_kind(keda, "Job")
+    sources = next(v for v in job["spec"]["template"]["spec"]["volumes"] if v["name"] == "secrets")
+    assert default_user in {source["secret"]["name"] for source in sources["projected"]["sources"]}
 
 
 def test_the_rabbitmq_cluster_keeps_a_quorum_and_exports_one_series_per_queue(keda: list[dict[str, Any]]) -> None:

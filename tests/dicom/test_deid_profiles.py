@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import jsonschema
 import pytest
+import yaml
 
 from karnak_dicom.deid import Deidentifier, ProfileError, load_profile
 from karnak_dicom.deid.profile import (
@@ -17,9 +19,11 @@ from karnak_dicom.deid.profile import (
     ExpressionElement,
     Mask,
     PrivateTagsElement,
+    ProfileProblem,
     ReplaceApiElement,
     ReplaceUidElement,
     TagActionElement,
+    profile_json_schema,
 )
 from karnak_shared.errors import ConfigError
 
@@ -59,7 +63,8 @@ def _problems(text: str) -> list[str]:
 def test_karnak_sample_profiles_load_with_their_elements_in_order(sample: str, kinds: list[type]) -> None:
     profile = load_profile(SAMPLES / sample)
 
-    assert [type(element) for element in profile.elements] == kinds
+    # action.on.dates has one model per option, all of them DatesElement.
+    assert [DatesElement if isinstance(e, DatesElement) else type(e) for e in profile.elements] == kinds
     assert [element.index for element in profile.elements] == list(range(len(kinds)))
     assert profile.name
 
@@ -79,8 +84,8 @@ def test_the_sample_metadata_is_read() -> None:
 def test_the_sample_masks_are_read_as_rectangles_per_station() -> None:
     profile = load_profile(SAMPLES / "profileByPixel.yml")
     assert profile.masks == (
-        Mask("*", ((25, 15, 150, 50), (350, 15, 150, 50)), "ff0000"),
-        Mask("VIVID7-003467", ((25, 25, 150, 50), (350, 15, 150, 50)), "00ff00"),
+        Mask(stationName="*", rectangles=((25, 15, 150, 50), (350, 15, 150, 50)), color="ff0000"),
+        Mask(stationName="VIVID7-003467", rectangles=((25, 25, 150, 50), (350, 15, 150, 50)), color="00ff00"),
     )
 
 
@@ -367,3 +372,52 @@ def test_a_secret_that_is_not_16_bytes_is_refused() -> None:
 def test_the_engine_never_shows_its_secret() -> None:
     engine = Deidentifier.for_project(load_profile(SAMPLES / "profileByDefault.yml"), "p", SECRET)
     assert SECRET.hex() not in repr(engine) and str(SECRET) not in repr(engine)
+
+
+def test_the_json_schema_of_profiles_accepts_the_samples_the_loader_accepts_and_refuses_the_others() -> None:
+    schema = profile_json_schema()
+    jsonschema.Draft202012Validator.check_schema(schema)
+    validator = jsonschema.Draft202012Validator(schema)
+    for path in sorted(SAMPLES.glob("*.yml")):
+        try:
+            load_profile(path)
+            loads = True
+        except ProfileError:
+            loads = False
+        assert validator.is_valid(yaml.safe_load(path.read_text())) == loads, path.name
+
+
+def test_the_json_schema_names_every_codename_in_its_discriminator() -> None:
+    items = profile_json_schema()["properties"]["profileElements"]["items"]
+    assert set(items["discriminator"]["mapping"]) == {
+        "basic.dicom.profile",
+        "action.on.specific.tags",
+        "action.on.privatetags",
+        "action.on.dates",
+        "expression.on.tags",
+        "action.add.tag",
+        "action.add.private.tag",
+        "replace.uid",
+        "clean.pixel.data",
+        "action.replace.api",
+    }
+    assert all(isinstance(target, str) for target in items["discriminator"]["mapping"].values())
+
+
+def test_problems_carry_the_element_index_field_and_line_apart() -> None:
+    with pytest.raises(ProfileError) as caught:
+        load_profile((SAMPLES / "profileChain.yml").read_text())
+    first = caught.value.located[0]
+    assert isinstance(first, ProfileProblem)
+    assert (first.element, first.field, first.line) == (2, "tags", 23)
+    assert str(first) == caught.value.problems[0]
+
+
+@pytest.mark.parametrize("sample", ["profileByPixel.yml", "profileDate.yml", "profileExpression.yml"])
+def test_a_profile_written_back_with_karnaks_keys_loads_as_the_same_profile(sample: str) -> None:
+    profile = load_profile(SAMPLES / sample)
+
+    written = yaml.safe_dump(profile.model_dump(by_alias=True, exclude_none=True), sort_keys=False)
+
+    assert "profileElements:" in written and "profile_elements" not in written
+    assert load_profile(written) == profile

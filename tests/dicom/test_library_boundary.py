@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
+from pathlib import Path
+
+import karnak_dicom
 
 MODULES = [
     "karnak_dicom",
@@ -31,3 +35,19 @@ def test_importing_the_dicom_library_imports_neither_pika_nor_karnak_shared() ->
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
 
     assert result.returncode == 0, result.stderr + result.stdout
+
+
+# pydicom itself imports urllib and requests (to fetch its test data), so what matters is the library's code;
+# its DICOM sockets (pynetdicom internals) are not HTTP.
+HTTP_MODULES = ("urllib.request", "http.", "httpx", "requests", "aiohttp", "urllib3")
+
+
+def test_the_dicom_library_calls_no_http_itself_its_users_inject_callers() -> None:
+    found = []
+    for path in Path(karnak_dicom.__file__).parent.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            found += [f"{path.name}: {n}" for n in names if n in ("urllib", "http") or n.startswith(HTTP_MODULES)]
+    assert found == []

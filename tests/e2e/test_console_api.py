@@ -27,10 +27,10 @@ import psycopg
 import pytest
 from pydicom import dcmread
 
+from karnak_dicom.testing import PATIENT_ID, PATIENT_NAME, StudyFiles, make_study
 from karnak_shared.config import parse_config
 from karnak_shared.revisions import RevisionStore
 from tests.conftest import gateway_config, register_topology
-from tests.support.dicomdata import PATIENT_ID, PATIENT_NAME, StudyFiles, make_study
 from tests.support.servers import Gateway, StoreSCP, free_port, storescu, wait_until
 
 pytestmark = pytest.mark.e2e

@@ -27,7 +27,7 @@ from tests.support.faults import queue_depths, serve_again
 from tests.support.kheops import FakeKheops, Token
 from tests.support.servers import TEST_SECRETS_KEY, Gateway, free_port, metric_value, wait_until
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.fault]
 
 SOURCE, ALBUM = "source-token-77aa", "album-token-31cf"
 STUDY = "2.25.4242"

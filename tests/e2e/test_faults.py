@@ -35,7 +35,7 @@ from tests.support.faults import (
 )
 from tests.support.servers import Gateway, free_port, metric_value, resident_bytes, wait_for_port, wait_until
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.fault]
 
 INSTANCES = 300
 DESTINATIONS = ("pacs-a", "pacs-b")

@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 import yaml
 
+from karnak_dicom.testing import StudyFiles, make_study
 from tests.conftest import gateway_config, register_topology
-from tests.support.dicomdata import StudyFiles, make_study
 from tests.support.faults import CountingStoreSCP, Modality, queue_depths, service_pid
 from tests.support.servers import Gateway, ScriptedSCP, free_port, metric_value, wait_until
 

@@ -277,3 +277,22 @@ def test_the_kheops_queue_is_declared_only_with_the_flag_and_takes_shares_and_re
         ("karnak.send", "karnak.kheops"),
     }
     assert "karnak.kheops" in flagged.all_queues()
+
+
+# --- the runtime's contract, as the sharer lives it ------------------------------------------------
+
+
+def test_a_message_that_is_not_a_share_request_is_parked_unread(sharer: Sharing, kheops: ScriptedKheops) -> None:
+    handled = sharer.handle(Message({header_names.ATTEMPT: 0}, b"{not json", "karnak.events", "kheops.share"))
+    assert handled.settlement is Settlement.ACK and handled.cause == "invalid-share-request"
+    assert kheops.calls == []
+
+
+def test_a_crash_while_sharing_requeues_the_message_and_parks_it_once_it_keeps_crashing(
+    sharer: Sharing, kheops: ScriptedKheops, message: Callable[..., Message]
+) -> None:
+    kheops.share_answers = [RuntimeError("a bug"), RuntimeError("a bug")]
+    first = sharer.handle(message())
+    assert first.settlement is Settlement.REQUEUE and first.published == []
+    again = sharer.harness.deliver(message(), delivery_count=50)  # past the runtime's crash limit
+    assert again.settlement is Settlement.ACK and again.cause == "handler-crashed"

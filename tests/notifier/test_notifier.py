@@ -29,8 +29,11 @@ import yaml
 from prometheus_client import REGISTRY
 
 from karnak_notifier.main import NotifierService
+from karnak_notifier.main import Notifying as NotifierState
 from karnak_shared.config import GatewayConfig, parse_config
 from karnak_shared.envelope import TransferEvent
+from karnak_shared.service import ServiceRunner
+from karnak_shared.service.authentication import Signer
 from karnak_shared.topology import Topology
 from tests.conftest import gateway_config
 from tests.support.servers import free_port, metric_value, wait_until
@@ -217,9 +220,10 @@ class EventBus:
     A connection per call, so the bus works on after the test closed the broker's connections.
     """
 
-    def __init__(self, url: str, topology: Topology) -> None:
+    def __init__(self, url: str, topology: Topology, signer: Signer) -> None:
         self.url = url
         self.topology = topology
+        self.signer = signer  # events signed as the senders sign them: the runtime parks unsigned ones
 
     def _channel(self) -> tuple[pika.BlockingConnection, Any]:
         connection = pika.BlockingConnection(pika.URLParameters(self.url))
@@ -235,7 +239,7 @@ class EventBus:
                     self.topology.events_exchange,
                     event.routing_key,
                     event.to_body(),
-                    properties=pika.BasicProperties(delivery_mode=2),
+                    properties=pika.BasicProperties(delivery_mode=2, headers=self.signer.sign({}, event.to_body())),
                     mandatory=True,  # the notifier's queue must exist: nothing may be dropped unseen
                 )
         finally:
@@ -244,7 +248,8 @@ class EventBus:
     def publish_raw(self, body: bytes, routing_key: str) -> None:
         connection, channel = self._channel()
         try:
-            channel.basic_publish(self.topology.events_exchange, routing_key, body, mandatory=True)
+            properties = pika.BasicProperties(headers=self.signer.sign({}, body))
+            channel.basic_publish(self.topology.events_exchange, routing_key, body, properties, mandatory=True)
         finally:
             connection.close()
 
@@ -296,7 +301,11 @@ def setup(amqp_url: str, prefix: str, tmp_path: Path) -> Iterator[Callable[..., 
         connection = pika.BlockingConnection(pika.URLParameters(url))
         topology.declare(connection.channel())  # as the notifier will: events published first are kept
         connection.close()
-        made.append(Setup(raw, config, topology, EventBus(url, topology), mail_port, tmp_path))
+        made.append(
+            Setup(
+                raw, config, topology, EventBus(url, topology, Signer(config.secrets.key_bytes())), mail_port, tmp_path
+            )
+        )
         return made[-1]
 
     yield make
@@ -309,20 +318,27 @@ def setup(amqp_url: str, prefix: str, tmp_path: Path) -> Iterator[Callable[..., 
         connection.close()
 
 
-@pytest.fixture
-def running() -> Iterator[Callable[[GatewayConfig], NotifierService]]:
-    """Starts notifiers in-process (metrics on a free port) and stops them after the test."""
-    services: list[NotifierService] = []
+Notifying = ServiceRunner[NotifierState]
 
-    def start(config: GatewayConfig) -> NotifierService:
-        service = NotifierService.start(config, metrics_port=0)
-        services.append(service)
-        wait_until(lambda: service.ready, 15, "notifier ready (consuming its queue)")
-        return service
+
+@pytest.fixture
+def running() -> Iterator[Callable[[GatewayConfig], Notifying]]:
+    """Starts notifiers on the runtime in-process (metrics on a free port) and stops them after the test."""
+    runners: list[Notifying] = []
+
+    def start(config: GatewayConfig) -> Notifying:
+        runner: Notifying = ServiceRunner(NotifierService(), config, metrics_port=0).start()
+        runners.append(runner)
+        wait_until(lambda: ready(runner), 15, "notifier ready (consuming its queue)")
+        return runner
 
     yield start
-    for service in services:
-        service.stop()
+    for runner in runners:
+        runner.stop()
+
+
+def ready(runner: Notifying) -> bool:
+    return runner.ops is not None and not runner.ops.failing_checks()
 
 
 @pytest.fixture
@@ -363,7 +379,7 @@ def counter(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
-def stop_and_count_left(service: NotifierService, s: Setup) -> int:
+def stop_and_count_left(service: Notifying, s: Setup) -> int:
     """Stop the notifier (its unacked deliveries go back to the queue) and count the messages left."""
     service.stop()
     return s.bus.depth(s.topology.notifier_queue)
@@ -373,7 +389,7 @@ def stop_and_count_left(service: NotifierService, s: Setup) -> int:
 
 
 def test_a_study_of_three_series_with_failures_and_rejections_gives_exactly_one_email(
-    setup: Callable[..., Setup], running: Callable[[GatewayConfig], NotifierService]
+    setup: Callable[..., Setup], running: Callable[[GatewayConfig], Notifying]
 ) -> None:
     s = setup(interval=1)
     mail = MailServer(s.mail_port).start()
@@ -408,7 +424,7 @@ def test_a_study_of_three_series_with_failures_and_rejections_gives_exactly_one_
 
 
 def test_only_rejections_give_the_rejection_prefix_and_a_configured_pattern(
-    setup: Callable[..., Setup], running: Callable[[GatewayConfig], NotifierService]
+    setup: Callable[..., Setup], running: Callable[[GatewayConfig], Notifying]
 ) -> None:
     s = setup(
         interval=1,
@@ -427,7 +443,7 @@ def test_only_rejections_give_the_rejection_prefix_and_a_configured_pattern(
 
 
 def test_two_studies_in_one_window_give_two_emails_each_with_its_own_counts(
-    setup: Callable[..., Setup], running: Callable[[GatewayConfig], NotifierService]
+    setup: Callable[..., Setup], running: Callable[[GatewayConfig], Notifying]
 ) -> None:
     s = setup(interval=2)
     mail = MailServer(s.mail_port).start()
@@ -457,7 +473,7 @@ def test_two_studies_in_one_window_give_two_emails_each_with_its_own_counts(
 
 
 def test_events_arriving_after_the_window_closed_open_a_new_window(
-    setup: Callable[..., Setup], running: Callable[[GatewayConfig], NotifierService]
+    setup: Callable[..., Setup], running: Callable[[GatewayConfig], Notifying]
 ) -> None:
     s = setup(interval=1)
     mail = MailServer(s.mail_port).start()
@@ -478,7 +494,7 @@ def test_events_arriving_after_the_window_closed_open_a_new_window(
 
 
 def test_with_the_smtp_server_down_the_events_wait_and_one_email_goes_once_it_is_up(
-    setup: Callable[..., Setup], running: Callable[[GatewayConfig], NotifierService]
+    setup: Callable[..., Setup], running: Callable[[GatewayConfig], Notifying]
 ) -> None:
     s = setup(interval=1)
     service = running(s.config)
@@ -506,7 +522,7 @@ def test_with_the_smtp_server_down_the_events_wait_and_one_email_goes_once_it_is
 
 
 def test_a_connection_lost_mid_window_loses_no_event_and_sends_one_email(
-    setup: Callable[..., Setup], running: Callable[[GatewayConfig], NotifierService], private_vhost: str
+    setup: Callable[..., Setup], running: Callable[[GatewayConfig], Notifying], private_vhost: str
 ) -> None:
     s = setup(interval=4, url=private_vhost)
     mail = MailServer(s.mail_port).start()
@@ -526,7 +542,7 @@ def test_a_connection_lost_mid_window_loses_no_event_and_sends_one_email(
 
 
 def test_a_message_that_is_not_an_event_is_dead_lettered(
-    setup: Callable[..., Setup], running: Callable[[GatewayConfig], NotifierService]
+    setup: Callable[..., Setup], running: Callable[[GatewayConfig], Notifying]
 ) -> None:
     s = setup(interval=1)
     running(s.config)
@@ -608,14 +624,14 @@ def test_a_notifier_with_no_notified_destination_declares_no_queue_and_is_ready(
     amqp_url: str,
     prefix: str,
     tmp_path: Path,
-    running: Callable[[GatewayConfig], NotifierService],
+    running: Callable[[GatewayConfig], Notifying],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     config = _config_without_notifications(amqp_url, prefix, tmp_path)
 
     service = running(config)
 
-    assert service.ready and service.consumer is None
+    assert ready(service) and service.consumer is not None and service.consumer.queues == []
     # Finding that no queue is left from an earlier configuration is not a warning (pika said one: 404).
     assert not [r for r in caplog.records if r.name.startswith("pika") or "Channel.Close" in r.getMessage()]
     connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
@@ -630,7 +646,7 @@ def test_a_notifier_with_no_notified_destination_declares_no_queue_and_is_ready(
 
 
 def test_an_idle_notifier_drains_a_queue_left_by_an_earlier_configuration(
-    amqp_url: str, prefix: str, tmp_path: Path, running: Callable[[GatewayConfig], NotifierService]
+    amqp_url: str, prefix: str, tmp_path: Path, running: Callable[[GatewayConfig], Notifying]
 ) -> None:
     config = _config_without_notifications(amqp_url, prefix, tmp_path)
     earlier = replace(Topology.from_config(config), notifier=True)
@@ -643,4 +659,4 @@ def test_an_idle_notifier_drains_a_queue_left_by_an_earlier_configuration(
     service = running(config)
 
     # Left alone, the queue would fill up until RabbitMQ blocks every publisher, the receiver included.
-    assert service.consumer is not None
+    assert service.consumer is not None and service.consumer.queues == [Topology.from_config(config).notifier_queue]

@@ -17,11 +17,11 @@ NOTIFIED = {"pacs": Notifications(emails=["team@hospital.org"], interval=10)}
 
 def body(
     sop: str,
-    kind: Literal["sent", "failed", "rejected"] = "sent",
+    kind: Literal["sent", "failed", "rejected", "retried", "duplicate"] = "sent",
     study: str = "2.25.1",
     destination: str = "pacs",
     reason: str | None = None,
-) -> bytes:
+) -> TransferEvent:
     return TransferEvent(
         kind=kind,
         destination=destination,
@@ -34,7 +34,7 @@ def body(
         reason=reason,
         received_at=0.0,
         display={"PatientID": "PSEUDO-1", "StudyDescription": f"STUDY {study}", "SeriesDescription": "AX"},
-    ).to_body()
+    )
 
 
 @dataclass
@@ -118,11 +118,28 @@ def test_events_of_destinations_without_notifications_are_settled_at_once() -> N
     assert mail.taken == []
 
 
-def test_a_message_that_is_not_a_transfer_event_is_dead_lettered() -> None:
-    settled = Settled()
-    n = notifier(MailRoom(), settled)
-    n.receive(b"{not json", "bad", now=0.0)
-    assert settled.log == [("bad", Disposition.POISON)]
+def test_a_retried_event_is_settled_at_once_and_the_final_outcome_is_what_the_email_counts() -> None:
+    mail, settled = MailRoom(), Settled()
+    n = notifier(mail, settled)
+    n.receive(body("1", "retried", reason="HTTP 503"), "retry", now=0.0)
+    assert settled.tokens() == ["retry"]
+    n.receive(body("1"), "sent", now=1.0)
+    n.flush(11.0)
+    (email,) = mail.taken
+    assert "Sent: 1, failed: 0, rejected: 0" in email.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert "HTTP 503" not in email.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+
+
+def test_an_instance_the_destination_had_already_counts_as_sent_never_as_failed() -> None:
+    mail, settled = MailRoom(), Settled()
+    n = notifier(mail, settled)
+    n.receive(body("1", "duplicate", reason="answered HTTP 409 Conflict"), "dup", now=0.0)
+    n.receive(body("2"), "sent", now=0.0)
+    n.flush(11.0)
+    (email,) = mail.taken
+    assert not str(email["Subject"]).startswith("ERROR")
+    assert "Sent: 2, failed: 0, rejected: 0" in email.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert settled.tokens() == ["dup", "sent"]
 
 
 def test_an_smtp_failure_keeps_the_events_and_retries_with_back_off() -> None:

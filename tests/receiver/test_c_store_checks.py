@@ -9,9 +9,9 @@ from pathlib import Path
 from pydicom import dcmread
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 
+from karnak_dicom.testing import dataset_bytes, make_study
 from karnak_receiver.checks import STATUS_CANNOT_UNDERSTAND, STATUS_DATASET_DOES_NOT_MATCH, check_dataset
 from tests.receiver.conftest import ReceiverProcess
-from tests.support.dicomdata import dataset_bytes, make_study
 from tests.support.servers import dcmtk_env, dcmtk_tool
 
 

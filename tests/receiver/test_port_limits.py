@@ -18,9 +18,9 @@ import pytest
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
+from karnak_dicom.testing import make_study
 from tests.receiver.conftest import ReceiverProcess
 from tests.receiver.rawpdus import associate_rq, closed_by_peer, pdu_header, read_pdu
-from tests.support.dicomdata import make_study
 from tests.support.servers import resident_bytes, storescu
 
 MiB = 1024 * 1024

@@ -1,24 +1,31 @@
-"""Back-off tiers, retries through the delay queues and parking in the dead-letter queue."""
+"""Back-off tiers, retries through the delay queues and parking in the dead-letter queue (the one path)."""
 
 from __future__ import annotations
 
 import re
-from typing import Any
 
 import pytest
 
 from karnak_shared import header_names
 from karnak_shared.envelope import Envelope
-from karnak_shared.retry import MAX_REASON_LENGTH, park, schedule_retry
-from karnak_shared.service.redelivery import RetryPolicy
+from karnak_shared.service.authentication import Signer
+from karnak_shared.service.messages import Received
+from karnak_shared.service.outcomes import Park, Retry
+from karnak_shared.service.redelivery import MAX_REASON_LENGTH, Redelivery, RetryPolicy
 from karnak_shared.topology import Topology
 
 SEND_QUEUE = "karnak.send.dicom.research-pacs"
+KEY = bytes.fromhex("ab" * 32)
 
 
 @pytest.fixture
 def topology() -> Topology:
     return Topology(prefix="karnak", retry_delays=(5, 30, 120), delivery_limit=20, send_queues=(SEND_QUEUE,))
+
+
+@pytest.fixture
+def redelivery(topology: Topology) -> Redelivery:
+    return Redelivery(topology, RetryPolicy(topology.retry_delays), Signer(KEY))
 
 
 @pytest.fixture
@@ -31,6 +38,10 @@ def envelope() -> Envelope:
         transfer_syntax="1.2.840.10008.1.2.1",
         attempt=1,
     )
+
+
+def received(envelope: Envelope, body: bytes = b"DICM-body", **extra: object) -> Received:
+    return Received(SEND_QUEUE, {**envelope.to_headers(), **extra}, body, "karnak.send", SEND_QUEUE)
 
 
 # --- RetryPolicy ---------------------------------------------------------------------------------
@@ -53,111 +64,88 @@ def test_a_policy_without_tiers_never_retries() -> None:
     assert RetryPolicy(()).delay_for(0) is None
 
 
-# --- schedule_retry --------------------------------------------------------------------------------
+# --- retry ---------------------------------------------------------------------------------------
 
 
-def test_retry_goes_to_the_retry_exchange_under_the_original_routing_key(
-    publisher: Any, topology: Topology, envelope: Envelope
+def test_retry_goes_to_the_retry_exchange_under_the_queue_of_the_message(
+    redelivery: Redelivery, envelope: Envelope
 ) -> None:
-    schedule_retry(publisher, topology, SEND_QUEUE, envelope, b"DICM-body", 30)
+    (publish,) = redelivery.action(Retry("busy"), received(envelope)).publishes
 
-    (call,) = publisher.calls
-    assert call.exchange == "karnak.retry"
-    assert call.routing_key == SEND_QUEUE
-    assert call.body == b"DICM-body"
-    assert call.mandatory is True  # an unbound tier must be an error, not a silent drop
+    assert publish.exchange == "karnak.retry"
+    assert publish.routing_key == SEND_QUEUE
+    assert publish.body == b"DICM-body"
+    assert publish.mandatory is True  # an unbound tier must be an error, not a silent drop
 
 
-def test_retry_increments_the_attempt_and_sets_the_tier_header(
-    publisher: Any, topology: Topology, envelope: Envelope
+def test_retry_increments_the_attempt_signs_again_and_sets_the_tier_of_the_attempt(
+    redelivery: Redelivery, envelope: Envelope
 ) -> None:
-    schedule_retry(publisher, topology, SEND_QUEUE, envelope, b"", 30)
+    (publish,) = redelivery.action(Retry("busy"), received(envelope)).publishes
 
-    headers = publisher.calls[0].headers
-    assert headers[header_names.RETRY_TIER] == "30"
+    headers = publish.headers
+    assert headers[header_names.RETRY_TIER] == "30"  # attempt 1 waits the second tier
     assert Envelope.from_headers(headers).attempt == 2
     assert Envelope.from_headers(headers).instance_id == envelope.instance_id
+    assert redelivery.signer.check(headers, publish.body)
     assert envelope.attempt == 1  # the original envelope is left as it was
 
 
-def test_retry_tier_header_matches_the_binding_of_its_delay_queue(
-    publisher: Any, topology: Topology, envelope: Envelope
-) -> None:
-    for delay in topology.retry_delays:
-        schedule_retry(publisher, topology, SEND_QUEUE, envelope, b"", delay)
+def test_retry_tier_header_matches_the_binding_of_its_delay_queue(redelivery: Redelivery, topology: Topology) -> None:
+    tiers = [
+        redelivery.retry({}, b"", SEND_QUEUE, n, d).headers[header_names.RETRY_TIER] for n, d in enumerate((5, 30, 120))
+    ]
 
-    assert [c.headers[header_names.RETRY_TIER] for c in publisher.calls] == [str(d) for d in topology.retry_delays]
+    assert tiers == [str(d) for d in topology.retry_delays]
+
+
+def test_a_retry_past_the_last_tier_is_parked_as_retries_exhausted(redelivery: Redelivery, envelope: Envelope) -> None:
+    last = envelope.model_copy(update={"attempt": 3})
+    action = redelivery.action(Retry("HTTP 503"), received(last))
+
+    assert action.parked == Park("gave up after 4 attempts: HTTP 503", "retries-exhausted")
+    assert action.publishes[0].exchange == "karnak.dead"
 
 
 # --- park ----------------------------------------------------------------------------------------
 
 
-def test_park_publishes_to_the_dead_exchange_with_reason_and_origin(
-    publisher: Any, topology: Topology, envelope: Envelope
+def test_park_publishes_to_the_dead_exchange_with_reason_cause_and_origin(
+    redelivery: Redelivery, envelope: Envelope
 ) -> None:
-    headers = {**envelope.to_headers(), header_names.RETRY_TIER: "30"}
+    action = redelivery.action(Park("0x0122 (SOP Class not supported)", "refused"), received(envelope))
 
-    park(
-        publisher,
-        topology,
-        exchange="karnak.send",
-        routing_key=SEND_QUEUE,
-        headers=headers,
-        body=b"DICM-body",
-        reason="0x0122 (SOP Class not supported)",
-    )
-
-    (call,) = publisher.calls
-    assert call.exchange == "karnak.dead"
-    assert call.routing_key == "karnak.dead"
-    assert call.body == b"DICM-body"
-    assert call.headers[header_names.REASON] == "0x0122 (SOP Class not supported)"
-    assert call.headers[header_names.ORIGIN_EXCHANGE] == "karnak.send"
-    assert call.headers[header_names.ORIGIN_ROUTING_KEY] == SEND_QUEUE
-    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", call.headers[header_names.PARKED_AT])
+    (publish,) = action.publishes
+    assert publish.exchange == "karnak.dead"
+    assert publish.routing_key == "karnak.dead"
+    assert publish.body == b"DICM-body"
+    assert publish.headers[header_names.REASON] == "0x0122 (SOP Class not supported)"
+    assert publish.headers[header_names.CAUSE] == "refused"
+    assert publish.headers[header_names.ORIGIN_EXCHANGE] == "karnak.send"
+    assert publish.headers[header_names.ORIGIN_ROUTING_KEY] == SEND_QUEUE
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", publish.headers[header_names.PARKED_AT])
 
 
-def test_park_keeps_the_envelope_and_drops_the_retry_tier(
-    publisher: Any, topology: Topology, envelope: Envelope
-) -> None:
-    headers = {**envelope.to_headers(), header_names.RETRY_TIER: "30"}
+def test_park_keeps_the_envelope_and_drops_the_retry_tier(redelivery: Redelivery, envelope: Envelope) -> None:
+    message = received(envelope, b"", **{header_names.RETRY_TIER: "30"})
 
-    park(
-        publisher,
-        topology,
-        exchange="karnak.send",
-        routing_key=SEND_QUEUE,
-        headers=headers,
-        body=b"",
-        reason="x",
-    )
+    (publish,) = redelivery.action(Park("x"), message).publishes
 
-    parked = publisher.calls[0].headers
-    assert header_names.RETRY_TIER not in parked
-    assert Envelope.from_headers(parked) == envelope
-    assert header_names.RETRY_TIER in headers  # the caller's headers are not modified
+    assert header_names.RETRY_TIER not in publish.headers
+    assert Envelope.from_headers(publish.headers) == envelope
+    assert header_names.RETRY_TIER in message.headers  # the delivered headers are not modified
 
 
-def test_park_truncates_the_reason_to_1000_characters(publisher: Any, topology: Topology) -> None:
+def test_park_truncates_the_reason_to_1000_characters(redelivery: Redelivery, envelope: Envelope) -> None:
     reason = "association aborted: " + "x" * 5000
 
-    park(
-        publisher,
-        topology,
-        exchange="karnak.send",
-        routing_key=SEND_QUEUE,
-        headers={},
-        body=b"",
-        reason=reason,
-    )
+    (publish,) = redelivery.action(Park(reason), received(envelope)).publishes
 
-    parked_reason = publisher.calls[0].headers[header_names.REASON]
     assert MAX_REASON_LENGTH == 1000
-    assert len(parked_reason) == 1000
-    assert parked_reason == reason[:1000]
+    assert publish.headers[header_names.REASON] == reason[:1000]
 
 
-def test_park_keeps_a_short_reason_whole(publisher: Any, topology: Topology) -> None:
-    park(publisher, topology, exchange="e", routing_key="k", headers={}, body=b"", reason="short")
+def test_park_keeps_a_short_reason_whole(redelivery: Redelivery, envelope: Envelope) -> None:
+    (publish,) = redelivery.action(Park("short"), received(envelope)).publishes
 
-    assert publisher.calls[0].headers[header_names.REASON] == "short"
+    assert publish.headers[header_names.REASON] == "short"

@@ -12,10 +12,10 @@ import pika
 import pytest
 import yaml
 
+from karnak_shared import header_names
 from karnak_shared.config import parse_config
 from karnak_shared.logs import JsonFormatter, KeyValueFormatter
 from karnak_shared.safe_text import escape_controls
-from karnak_shared import header_names
 from tests.conftest import gateway_config, register_topology
 
 CRAFTED = "1.2.3\r\n- instance forged destination=pacs\x1b[2K\u202etxt.exe\u2028\x85"
@@ -92,5 +92,5 @@ def test_karnak_dead_list_shows_a_crafted_value_escaped_on_its_own_line(
     assert lines[0] == f"1 parked message(s) in {topology.dead_queue}"
     assert len(lines) == 3, lines  # the header, the message, its reason: nothing forged
     assert "sop_instance=1.2.3\\r\\n- instance forged destination=pacs\\x1b[2K\\u202etxt.exe\\u2028\\x85 " in lines[1]
-    assert lines[2] == "  reason: bad\\nreason"
+    assert lines[2] == "  cause: -  reason: bad\\nreason"
     assert not any(c in listing.stdout for c in "\r\x1b\u202e\u2028\x85")

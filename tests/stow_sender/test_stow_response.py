@@ -80,11 +80,18 @@ def test_202_that_lists_others_but_not_this_instance_retries_it_rather_than_gues
     assert settle(response, [A, B], WHERE)[B].outcome is Outcome.TRANSIENT
 
 
-def test_409_refuses_every_instance_for_good() -> None:
+def test_a_409_settles_the_listed_failures_from_their_reasons_and_the_unlisted_as_duplicates() -> None:
     response = answer(409, dicom_json(failed=[_item(A, "00081197", 0x0122)]))
     results = settle(response, [A, B], WHERE)
     assert results[A] == InstanceResult(Outcome.PERMANENT, f"{WHERE} refused it: 0x0122 (SOP Class not supported)")
-    assert results[B] == InstanceResult(Outcome.PERMANENT, f"{WHERE} answered HTTP 409 Reason")
+    assert results[B] == InstanceResult(Outcome.DUPLICATE, f"{WHERE} answered HTTP 409 Reason")
+
+
+def test_a_duplicate_sop_instance_failure_is_a_duplicate_not_a_failure() -> None:
+    response = answer(409, dicom_json(failed=[_item(A, "00081197", 0x0111)]))
+    assert settle(response, [A], WHERE)[A] == InstanceResult(
+        Outcome.DUPLICATE, f"{WHERE} had it already: 0x0111 (Duplicate SOP Instance)"
+    )
 
 
 @pytest.mark.parametrize("status", [500, 502, 503, 504, 429, 408])
@@ -152,7 +159,7 @@ def test_an_unreadable_body_is_an_empty_report(body: bytes) -> None:
         (0xA700, Outcome.TRANSIENT),
         (0xA7FF, Outcome.TRANSIENT),
         (0x0110, Outcome.TRANSIENT),
-        (0x0111, Outcome.STORED),
+        (0x0111, Outcome.DUPLICATE),
         (0xB007, Outcome.STORED),
         (0xA900, Outcome.PERMANENT),
         (0xC000, Outcome.PERMANENT),

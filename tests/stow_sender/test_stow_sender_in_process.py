@@ -1,4 +1,4 @@
-"""The stow-sender in-process against RabbitMQ, Orthanc (DICOMweb, basic auth) and scripted STOW-RS servers."""
+"""The stow-sender on the runtime, in-process: RabbitMQ, Orthanc (DICOMweb, basic auth), scripted STOW-RS servers."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from pydicom import dcmread
 
 from karnak_dicom.testing import StudyFiles, dataset_bytes, make_study
@@ -24,13 +25,17 @@ from karnak_shared.blobstore import BlobStore
 from karnak_shared.broker import Publisher
 from karnak_shared.config import GatewayConfig, parse_config
 from karnak_shared.deadletters import DeadLetterQueue, ParkedMessage
-from karnak_shared.envelope import Envelope
+from karnak_shared.envelope import Envelope, TransferOrigin
 from karnak_shared.errors import TransientDeliveryError
 from karnak_shared.headers import basic_authorization, karnak_form
 from karnak_shared.payload import store_payload
+from karnak_shared.service import ServiceRunner
+from karnak_shared.service.authentication import digest_of
+from karnak_shared.service.providers import SignedPublisher
+from karnak_shared.service.testing import wait_for
 from karnak_shared.topology import Topology
 from karnak_stow_sender.client import StowClient
-from karnak_stow_sender.main import StowSenderService
+from karnak_stow_sender.sender import Destinations, StowSenderService
 from karnak_stow_sender.settings import StowSenderSettings
 from tests.conftest import gateway_config, register_topology
 from tests.e2e.test_backbone import EventTap
@@ -141,11 +146,17 @@ class RunningSender:
     config: GatewayConfig
     topology: Topology
     blobs: BlobStore
-    service: StowSenderService
-    publisher: Publisher
+    runner: ServiceRunner[Destinations]
+    publisher: SignedPublisher  # signed as the processor signs: the runtime parks unsigned messages
     events: EventTap
 
-    def send(self, destination: str, paths: list[Path], albums: list[int] | None = None) -> None:
+    def send(
+        self,
+        destination: str,
+        paths: list[Path],
+        albums: list[int] | None = None,
+        origin: TransferOrigin | None = None,
+    ) -> None:
         """Publish the instances as the processor would to the destination's stow queue."""
         for path in paths:
             data = path.read_bytes()
@@ -160,8 +171,10 @@ class RunningSender:
                 series_instance_uid=str(ds.SeriesInstanceUID),
                 transfer_syntax=str(ds.file_meta.TransferSyntaxUID),
                 blob=blob,
+                digest=digest_of([data]) if blob else None,
                 size=len(data),
                 kheops_albums=albums or [],
+                origin=origin,
             )
             queue = self.topology.send_queue("stow", destination)
             self.publisher.publish(self.topology.send_exchange, queue, body, envelope.to_headers())
@@ -183,20 +196,20 @@ def start_sender(amqp_url: str, prefix: str, tmp_path: Path) -> Iterator[Callabl
         raw["broker"]["retry_delays"] = [1, 2]
         config = parse_config(json.dumps(raw))
         topology = register_topology(amqp_url, config)
-        blobs = BlobStore(config.blob_store.path)
-        blobs.ensure()
         defaults: dict[str, Any] = {"batch_size": 10, "max_wait": 0.2, "read_timeout": 10}
-        service = StowSenderService(config, topology, blobs, StowSenderSettings(**{**defaults, **settings})).start()
-        publisher = Publisher(amqp_url, topology, confirm_timeout=10).start()
-        running = RunningSender(config, topology, blobs, service, publisher, EventTap(amqp_url, f"{prefix}.events"))
+        service = StowSenderService(StowSenderSettings(**{**defaults, **settings}))
+        events = EventTap(amqp_url, f"{prefix}.events")
+        runner = ServiceRunner(service, config, metrics_port=0).start()
+        publisher = SignedPublisher(Publisher(amqp_url, topology, confirm_timeout=10).start(), runner.providers.signer)
+        running = RunningSender(config, topology, runner.providers.blobs, runner, publisher, events)
         started.append(running)
-        wait_until(lambda: service.connected, 15, "stow-sender connected to RabbitMQ")
+        wait_until(lambda: runner.connected, 15, "stow-sender connected to RabbitMQ")
         return running
 
     yield start
     for running in started:
-        running.service.stop()
-        running.publisher.stop()
+        running.runner.stop()
+        running.publisher.publisher.stop()
         running.events.close()
 
 
@@ -275,7 +288,7 @@ def test_a_wrong_password_is_refused_by_orthanc_and_parked_with_the_status(
     assert all("wrong-password" not in p.reason and "Basic" not in p.reason for p in parked)
 
 
-def test_orthanc_stores_the_readable_instances_of_a_batch_and_the_unreadable_one_is_parked(
+def test_orthanc_stores_the_instances_of_a_batch_and_one_that_is_not_dicom_is_parked_before_the_request(
     start_sender: Callable[..., RunningSender], orthanc: Orthanc, tmp_path: Path
 ) -> None:
     header = {"Authorization": basic_authorization(orthanc.user, orthanc.password)}
@@ -295,13 +308,94 @@ def test_orthanc_stores_the_readable_instances_of_a_batch_and_the_unreadable_one
     sender.publisher.publish(sender.topology.send_exchange, queue, b"not DICOM", garbage.to_headers())
     sender.send("orthanc-mixed", study.paths)
     wait_until(lambda: len(sender.events.of("sent", "orthanc-mixed")) >= 3, 30, "the readable ones sent")
-    wait_until(lambda: len(sender.events.of("failed", "orthanc-mixed")) >= 1, 30, "the unreadable one failed")
     assert uids_of(study.paths) <= orthanc.sop_instance_uids()
-    (parked,) = [p for p in sender.parked() if p.destination == "orthanc-mixed"]
-    assert parked.sop_instance_uid == "2.25.404"
-    assert parked.reason.endswith("answered HTTP 400 Bad Request")
-    requests = metric_value(_metrics(), "karnak_stow_requests_total", destination="orthanc-mixed", status="400")
-    assert requests == 1, "the four instances did not go in one request"
+    # The runtime's poison-message rule: bytes that are not DICOM never reach the destination.
+    parked = wait_for(lambda: [p for p in sender.parked() if p.destination == "orthanc-mixed"], 10)
+    assert [(p.sop_instance_uid, p.cause) for p in parked] == [("2.25.404", "not-dicom")]
+    requests = metric_value(_metrics(), "karnak_stow_requests_total", destination="orthanc-mixed", status="200")
+    assert requests == 1, "the three instances did not go in one request"
+
+
+@dataclass
+class FlakyFront:
+    """A proxy in front of Orthanc's STOW-RS URL that answers 503 to its first `failures` requests."""
+
+    target: str
+    failures: int
+    answered: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        front = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                if len(front.answered) < front.failures:
+                    status, content_type, payload = 503, "text/plain", b"busy"
+                else:
+                    headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
+                    answer = requests.post(front.target, data=body, headers=headers, timeout=30)
+                    status, payload = answer.status_code, answer.content
+                    content_type = answer.headers.get("Content-Type", "application/dicom+json")
+                front.answered.append(status)
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/dicom-web/studies"
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+ORIGIN = TransferOrigin(
+    study_instance_uid="2.25.9001",
+    series_instance_uid="2.25.9002",
+    modality="CT",
+    study_description="HEAD",
+    deidentified=True,
+)
+
+
+def test_orthanc_busy_for_a_moment_gives_retried_then_sent_events_with_the_origin(
+    start_sender: Callable[..., RunningSender], orthanc: Orthanc, study: StudyFiles
+) -> None:
+    front = FlakyFront(orthanc.stow_url, failures=1)
+    try:
+        header = {"Authorization": basic_authorization(orthanc.user, orthanc.password)}
+        sender = start_sender([stow("orthanc-busy", front.url, headers=header)])
+        paths = study.paths[:3]
+        sender.send("orthanc-busy", paths, origin=ORIGIN)
+        wait_until(lambda: len(sender.events.of("sent", "orthanc-busy")) >= 3, 30, "sent after the retry")
+        expected = uids_of(paths)
+        assert expected <= orthanc.sop_instance_uids()
+        retried = sender.events.of("retried", "orthanc-busy")
+        assert {e["sop_instance_uid"] for e in retried} == expected
+        assert all(e["reason"].endswith("answered HTTP 503 Service Unavailable") and e["attempt"] == 0 for e in retried)
+        sent = sender.events.of("sent", "orthanc-busy")
+        assert all(e["attempt"] == 1 for e in sent)
+        for uid in expected:  # each instance's retry is reported before its delivery
+            kinds = [e["routing_key"].split(".")[1] for e in sender.events.events if e["sop_instance_uid"] == uid]
+            assert kinds == ["retried", "sent"]
+        assert all(TransferOrigin.model_validate(e["origin"]) == ORIGIN for e in retried + sent)
+        assert sender.events.of("failed", "orthanc-busy") == [] and sender.parked() == []
+        assert front.answered[0] == 503 and front.answered[1:] == [200]
+    finally:
+        front.stop()
 
 
 # --- scripted servers ------------------------------------------------------------------------------------
@@ -320,6 +414,27 @@ def test_a_503_is_retried_through_the_delay_queues_until_the_server_stores_it(
         assert sorted(server.requests[0].uids) == sorted(server.requests[1].uids) == sorted(uids_of(paths))
         assert sender.events.of("failed", "busy") == []
         assert sender.parked() == []
+    finally:
+        server.stop()
+
+
+def test_a_409_is_reported_as_a_duplicate_acked_and_never_as_sent_or_failed(
+    start_sender: Callable[..., RunningSender], study: StudyFiles
+) -> None:
+    server = ScriptedStow([lambda uids: (409, b"")])
+    try:
+        sender = start_sender([stow("has-it", server.url)])
+        paths = study.paths[:2]
+        sender.send("has-it", paths, origin=ORIGIN)
+        wait_until(lambda: len(sender.events.of("duplicate", "has-it")) >= 2, 30, "duplicate events")
+        duplicates = sender.events.of("duplicate", "has-it")
+        assert {e["sop_instance_uid"] for e in duplicates} == uids_of(paths)
+        assert all(e["reason"] == f"has-it ({server.url}) answered HTTP 409 Conflict" for e in duplicates)
+        assert all(TransferOrigin.model_validate(e["origin"]) == ORIGIN for e in duplicates)
+        time.sleep(1.0)  # a retry or a park would have shown by now
+        assert sender.events.of("sent", "has-it") == [] and sender.events.of("failed", "has-it") == []
+        assert sender.parked() == [] and len(server.requests) == 1
+        wait_until(lambda: not any(sender.blobs.root.rglob("*.dcm")), 10, "blobs deleted after the acks")
     finally:
         server.stop()
 

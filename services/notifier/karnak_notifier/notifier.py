@@ -4,7 +4,8 @@ Every event stays unsettled until the email that counts it was accepted by the S
 token is settled (for the service, the broker delivery is acked). An SMTP failure keeps the email and
 its events and tries again with back-off; only when the events have been held for nearly RabbitMQ's
 consumer timeout are they handed back to the queue, to come again as a new window. Nothing here speaks
-AMQP: the service hands in each event body with a token and is called back to settle it.
+AMQP: the service hands in each event with a token and is called back to settle it. A `retried` event
+is settled at once: the instance's final outcome (sent, failed, duplicate) is what an email counts.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from karnak_notifier.summary import StudySummary, split_by_study, summarize_stud
 from karnak_notifier.window import Held, Windows
 from karnak_shared.config import Notifications
 from karnak_shared.envelope import TransferEvent
-from karnak_shared.errors import DeliveryError, EnvelopeError
+from karnak_shared.errors import DeliveryError
 from karnak_shared.logs import EventLogger
 
 log = EventLogger("karnak.notifier")
@@ -71,7 +72,7 @@ class Disposition(enum.Enum):
 
     DONE = "done"  # counted in an email the SMTP server accepted, or not to be emailed at all
     RETURN = "return"  # its email could not go for too long: back to the queue, to come again
-    POISON = "poison"  # not a transfer event: dead-lettered, not dropped
+    POISON = "poison"  # an event this code cannot take: parked, not dropped
 
 
 class Mailer(Protocol):
@@ -98,7 +99,7 @@ class PendingEmail(Generic[T]):
 
 @dataclass(frozen=True)
 class _Arrival(Generic[T]):
-    body: bytes
+    event: TransferEvent
     token: T
 
 
@@ -140,9 +141,9 @@ class Notifier(Generic[T]):
 
     # --- from any thread ---------------------------------------------------------------------------
 
-    def offer(self, body: bytes, token: T) -> None:
-        """Hand in an event body and the token that settles it (returns at once)."""
-        self._inbox.put(_Arrival(body, token))
+    def offer(self, event: TransferEvent, token: T) -> None:
+        """Hand in an event and the token that settles it (returns at once)."""
+        self._inbox.put(_Arrival(event, token))
 
     def connection_lost(self) -> None:
         """The tokens handed in so far can no longer be settled: their events will be delivered again."""
@@ -163,15 +164,9 @@ class Notifier(Generic[T]):
 
     # --- the notifier's own thread (or a test) -----------------------------------------------------
 
-    def receive(self, body: bytes, token: T, now: float) -> None:
+    def receive(self, event: TransferEvent, token: T, now: float) -> None:
         """Take one event: into its destination's window, or settled at once when it is not emailed."""
-        try:
-            event = TransferEvent.from_body(body)
-        except EnvelopeError as exc:
-            log.warning("event.invalid", reason=str(exc))
-            self._settle(token, Disposition.POISON)
-            return
-        if not self._windows.accepts(event.destination):
+        if event.kind == "retried" or not self._windows.accepts(event.destination):
             self._settle(token, Disposition.DONE)
             return
         EVENTS.labels(event.destination, event.kind).inc()
@@ -291,7 +286,7 @@ class Notifier(Generic[T]):
             self.forget_held()
             return
         try:
-            self.receive(item.body, item.token, self._clock())
+            self.receive(item.event, item.token, self._clock())
         except Exception:  # an event this code cannot take is parked, never left unsettled
             log.error("event.crashed", exc_info=True)
             self._settle(item.token, Disposition.POISON)

@@ -117,11 +117,13 @@ def summarize_study(events: Sequence[TransferEvent]) -> StudySummary:
         tally = series.setdefault(event.series_instance_uid, _SeriesTally())
         if not tally.description and event.display.get("SeriesDescription"):
             tally.description = event.display["SeriesDescription"]
-        key = (event.kind, event.sop_instance_uid)
-        if key in seen:
+        # An instance the destination had already (a STOW 409) is there: counted with the sent ones.
+        kind = "sent" if event.kind == "duplicate" else event.kind
+        key = (kind, event.sop_instance_uid)
+        if key in seen or kind not in tally.counts:
             continue
         seen.add(key)
-        tally.counts[event.kind] += 1
+        tally.counts[kind] += 1
         if event.reason:
             tally.reasons.setdefault(Reason(event.kind, event.reason[:MAX_REASON_LENGTH]), None)
     return StudySummary(

@@ -19,20 +19,15 @@ URLs with their query (which may carry a patient id), nor secrets.
 
 from __future__ import annotations
 
-import base64
 import hmac
-import http.client
 import json
 import re
 import threading
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 from pydicom import Dataset
@@ -43,6 +38,15 @@ from sqlalchemy.orm import Session
 from karnak_dicom.attributes import attribute_text
 from karnak_dicom.deid.expressions import Expression, ExpressionError, split_template
 from karnak_dicom.language import DatasetValues
+from karnak_processor.http_api import (
+    ApiCallFailed,
+    ClientCredentials,
+    HttpApi,
+    TokenCache,
+    json_string,
+    origin,
+    quote_url_value,
+)
 from karnak_shared.config import Pseudonym
 from karnak_shared.errors import ConfigError, KarnakError
 from karnak_shared.pseudonym_store import PSEUDONYM_MAX_LENGTH, lookup_pseudonym
@@ -66,8 +70,6 @@ Placeholder = Callable[[Dataset], object]
 PlaceholderCompiler = Callable[[str], Placeholder]
 """Turns the text of a ``{{ expression }}`` into a function of the instance; raises ConfigError if invalid."""
 
-_MAX_ANSWER_BYTES: Final = 1 << 20
-_TOKEN_DEFAULT_LIFETIME: Final = 60.0
 _ANSWER_CACHE_SIZE: Final = 10_000
 _ANSWER_CACHE_SECONDS: Final = 600.0
 
@@ -262,16 +264,6 @@ class CachedPseudonyms(PseudonymSource):
 
 
 @dataclass(frozen=True)
-class ClientCredentials:
-    """OAuth2 client-credentials grant: the token endpoint and the client's id and secret."""
-
-    token_url: str
-    client_id: str
-    client_secret: str = field(repr=False)
-    scope: str | None = None
-
-
-@dataclass(frozen=True)
 class ApiSettings:
     """How to ask a pseudonym service; `url` and `body` may hold ``{{ expression }}`` placeholders."""
 
@@ -289,14 +281,15 @@ class ApiPseudonyms(PseudonymSource):
     def __init__(self, settings: ApiSettings, placeholders: PlaceholderCompiler | None = None) -> None:
         compile_placeholder = placeholders or compile_get_string
         self._settings = settings
-        self._url = _Template(settings.url, compile_placeholder, "pseudonym.url", _quote_url_value)
+        self._url = _Template(settings.url, compile_placeholder, "pseudonym.url", quote_url_value)
         body = settings.body or ""
         as_json = body.lstrip().startswith(("{", "["))
-        self._body = _Template(body, compile_placeholder, "pseudonym.body", _json_string if as_json else str)
+        self._body = _Template(body, compile_placeholder, "pseudonym.body", json_string if as_json else str)
         self._content_type = "application/json" if as_json else "text/plain; charset=utf-8"
         self._path = JsonPath(settings.response_path) if settings.response_path else None
-        self._where = _origin(settings.url)
-        self._tokens = _TokenCache(settings.credentials, settings.timeout) if settings.credentials else None
+        self._where = origin(settings.url)
+        tokens = TokenCache(settings.credentials, settings.timeout) if settings.credentials else None
+        self._api = HttpApi(f"the pseudonym service {self._where}", settings.timeout, tokens)
         self._answers: OrderedDict[tuple[str, bytes | None], tuple[float, str]] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -318,26 +311,11 @@ class ApiPseudonyms(PseudonymSource):
         return pseudonym
 
     def _ask(self, url: str, data: bytes | None) -> str:
-        for attempt in (1, 2):
-            headers = {"Accept": "application/json"}
-            if data is not None:
-                headers["Content-Type"] = self._content_type
-            token = self._tokens.token() if self._tokens else None
-            if token:
-                headers["Authorization"] = f"Bearer {token}"
-            request = urllib.request.Request(url, data=data, headers=headers, method=self._settings.method)
-            try:
-                answer = _exchange(request, self._settings.timeout)
-            except _HttpStatus as exc:
-                if exc.status == 401 and self._tokens and attempt == 1:
-                    # The token may have been revoked before its announced expiry: get a fresh one once.
-                    self._tokens.invalidate(token)
-                    continue
-                raise _status_error(exc.status, f"the pseudonym service {self._where}") from None
-            except _Unreachable as exc:
-                raise PseudonymUnavailable(f"the pseudonym service {self._where} is unreachable: {exc}") from None
-            return self._read(answer)
-        raise AssertionError("unreachable")  # pragma: no cover
+        try:
+            answer = self._api.call(url, self._settings.method, data, self._content_type)
+        except ApiCallFailed as exc:
+            raise (PseudonymUnavailable if exc.transient else PseudonymMissing)(exc.reason) from None
+        return self._read(answer)
 
     def _read(self, answer: bytes) -> str:
         text = answer.decode("utf-8", errors="replace").strip()
@@ -357,105 +335,6 @@ class ApiPseudonyms(PseudonymSource):
         if value is None or isinstance(value, bool | dict | list):
             raise PseudonymMissing(f"{where} answered without a pseudonym at {self._path.text}")
         return _checked(str(value), where)
-
-
-class _HttpStatus(Exception):
-    def __init__(self, status: int) -> None:
-        self.status = status
-        super().__init__(f"HTTP {status}")
-
-
-class _Unreachable(Exception):
-    pass
-
-
-def _exchange(request: urllib.request.Request, timeout: float) -> bytes:
-    """Send the request; returns the body of a 2xx answer, raises _HttpStatus or _Unreachable otherwise."""
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return bytes(response.read(_MAX_ANSWER_BYTES))
-    except urllib.error.HTTPError as exc:
-        exc.close()
-        raise _HttpStatus(exc.code) from None
-    except urllib.error.URLError as exc:
-        reason = exc.reason
-        text = f"no answer within {timeout:g} s" if isinstance(reason, TimeoutError) else str(reason)
-        raise _Unreachable(text[:200]) from None
-    except TimeoutError:
-        raise _Unreachable(f"no answer within {timeout:g} s") from None
-    except (OSError, http.client.HTTPException) as exc:
-        raise _Unreachable(type(exc).__name__) from None
-
-
-def _status_error(status: int, who: str) -> KarnakError:
-    if status >= 500 or status in (408, 429):
-        return PseudonymUnavailable(f"{who} answered HTTP {status}")
-    return PseudonymMissing(f"{who} answered HTTP {status}")
-
-
-class _TokenCache:
-    """An OAuth2 access token from the client-credentials grant, reused until shortly before it expires."""
-
-    def __init__(self, credentials: ClientCredentials, timeout: float, clock: Callable[[], float] = time.monotonic):
-        self._credentials = credentials
-        self._timeout = timeout
-        self._clock = clock
-        self._token: str | None = None
-        self._expires = 0.0
-        self._lock = threading.Lock()
-        self._where = f"the OAuth2 token endpoint {_origin(credentials.token_url)}"
-
-    def token(self) -> str:
-        with self._lock:
-            if self._token is None or self._clock() >= self._expires:
-                self._token, lifetime = self._fetch()
-                # Renew a little early so a token does not expire between here and the service.
-                self._expires = self._clock() + lifetime - min(30.0, lifetime / 10)
-            return self._token
-
-    def invalidate(self, token: str | None) -> None:
-        with self._lock:
-            if token is not None and token == self._token:
-                self._token = None
-
-    def _fetch(self) -> tuple[str, float]:
-        credentials = self._credentials
-        form = {"grant_type": "client_credentials"}
-        if credentials.scope:
-            form["scope"] = credentials.scope
-        # RFC 6749 2.3.1: the id and secret are form-encoded, then sent with HTTP Basic authentication.
-        user = urllib.parse.quote(credentials.client_id, safe="")
-        password = urllib.parse.quote(credentials.client_secret, safe="")
-        basic = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
-        request = urllib.request.Request(
-            credentials.token_url,
-            data=urllib.parse.urlencode(form).encode("ascii"),
-            headers={
-                "Authorization": f"Basic {basic}",
-                "Content-Type": "application/x-www-form-urlencoded",
-                "Accept": "application/json",
-            },
-            method="POST",
-        )
-        try:
-            answer = _exchange(request, self._timeout)
-        except _HttpStatus as exc:
-            raise _status_error(exc.status, self._where) from None
-        except _Unreachable as exc:
-            raise PseudonymUnavailable(f"{self._where} is unreachable: {exc}") from None
-        try:
-            document = json.loads(answer)
-            token = document["access_token"]
-        except (ValueError, KeyError, TypeError):
-            raise PseudonymMissing(f"{self._where} answered without an access_token") from None
-        if not isinstance(token, str) or not token:
-            raise PseudonymMissing(f"{self._where} answered without an access_token")
-        lifetime = document.get("expires_in")
-        try:
-            seconds = float(lifetime) if lifetime is not None else _TOKEN_DEFAULT_LIFETIME
-        except (TypeError, ValueError):
-            seconds = _TOKEN_DEFAULT_LIFETIME
-        return token, max(seconds, 0.0)
 
 
 # --- templates and JSON paths ----------------------------------------------------------------------------
@@ -492,15 +371,6 @@ class _Template:
                 value = part(dataset)
                 pieces.append("" if value is None else self._escape(str(value)))
         return "".join(pieces)
-
-
-def _quote_url_value(value: str) -> str:
-    return urllib.parse.quote(value, safe="")
-
-
-def _json_string(value: str) -> str:
-    # The placeholder sits inside a JSON string of the template: escape, without the surrounding quotes.
-    return json.dumps(value, ensure_ascii=False)[1:-1]
 
 
 def compile_get_string(expression: str) -> Placeholder:
@@ -569,11 +439,3 @@ def _checked(pseudonym: str, source: str) -> str:
     if "\\" in value or any(ord(c) < 32 for c in value):
         raise PseudonymMissing(f"the pseudonym from {source} contains a backslash or a control character")
     return value
-
-
-def _origin(url: str) -> str:
-    """scheme://host[:port] of a URL: enough to say which service, without a path or query to leak."""
-    parts = urllib.parse.urlsplit(url)
-    host = parts.hostname or "?"
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{host}{port}"

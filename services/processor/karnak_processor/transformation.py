@@ -5,7 +5,8 @@ source opened) and applied to each instance. Its outcomes are the processor's to
 - `Transformed`: the bytes to send, with the UIDs and display values as sent, and `syntax_fallback` saying
   why it is in Explicit VR Little Endian when the destination's syntax cannot carry its pixel data;
 - `PseudonymMissing`, `InstanceExcluded` (and `NoPixelMask`): the instance is rejected for this destination;
-- `PseudonymUnavailable`: transient, the instance is retried later;
+- `PseudonymUnavailable`, and `ReplaceApiFailed` when transient (an ``action.replace.api`` service answering
+  5xx or unreachable): the instance is retried later;
 - any other `KarnakError` (a profile action or a codec that fails on this instance): the destination's copy
   is parked, and the original is never sent in its place.
 """
@@ -21,6 +22,7 @@ from karnak_dicom.deid import Deidentifier, uid_hash
 from karnak_dicom.instance import DISPLAY_KEYWORDS, Instance
 from karnak_dicom.transcoding import SyntaxNotCarried, encode_part10, plan_syntax, transcode
 from karnak_processor.pseudonyms import PseudonymSource, SessionFactory, pseudonym_source
+from karnak_processor.replace_api import replace_api_caller
 from karnak_shared.config import DicomDestination, GatewayConfig, StowDestination
 from karnak_shared.envelope import TransferOrigin
 from karnak_shared.errors import BlobStoreError, ConfigError
@@ -168,7 +170,7 @@ def build_transformation(
     session_factory: SessionFactory | None,
 ) -> Transformation:
     """The transformation of a destination; raises `ConfigError` naming the field (`where`) when it cannot work."""
-    compiled = compile_destination(config, destination, where, base_dir)
+    compiled = compile_destination(config, destination, where, base_dir, replace_api_caller)
     deidentifier, profile, project = compiled.deidentifier, compiled.profile, compiled.project
     if deidentifier is None or profile is None or project is None:
         return Transformation(

@@ -4,6 +4,8 @@
   (DICOM JSON, or DICOM XML) lists the stored instances in the Referenced SOP Sequence (0008,1199), with a
   Warning Reason (0008,1196) when the server changed something, and the others in the Failed SOP Sequence
   (0008,1198) with a Failure Reason (0008,1197). Each instance is settled on its own from these lists.
+- An instance the server already has (Failure Reason 0x0111, or not listed in a 409 Conflict) is a
+  duplicate: neither sent nor failed (Karnak counts a 409 as both), acked and reported as `duplicate`.
 - Other statuses settle the instances the body does not list: 5xx, 429 and 408 are transient (retried
   through the delay queues); other 4xx and 3xx permanent (parked); anything else is transient.
 """
@@ -40,6 +42,7 @@ _REASONS = {
 
 class Outcome(enum.Enum):
     STORED = "stored"
+    DUPLICATE = "duplicate"  # the server had it already
     TRANSIENT = "transient"
     PERMANENT = "permanent"
 
@@ -91,7 +94,9 @@ def classify_failure(code: int | None) -> Outcome:
         return Outcome.PERMANENT
     if code & 0xFF00 == 0xA700 or code == 0x0110:
         return Outcome.TRANSIENT
-    if code == 0x0111 or code & 0xF000 == 0xB000:
+    if code == 0x0111:
+        return Outcome.DUPLICATE
+    if code & 0xF000 == 0xB000:
         return Outcome.STORED
     return Outcome.PERMANENT
 
@@ -226,7 +231,7 @@ def settle(response: StowResponse, sop_instance_uids: Iterable[str], where: str)
         if uid in report.failed:
             code = report.failed[uid]
             outcome = classify_failure(code)
-            verb = "stored it with" if outcome is Outcome.STORED else "refused it:"
+            verb = {Outcome.STORED: "stored it with", Outcome.DUPLICATE: "had it already:"}.get(outcome, "refused it:")
             results[uid] = InstanceResult(outcome, f"{where} {verb} {describe_reason(code)}")
         elif uid in report.referenced:
             warning = report.referenced[uid]
@@ -240,7 +245,8 @@ def settle(response: StowResponse, sop_instance_uids: Iterable[str], where: str)
             hint = " (redirects are not followed: configure the final URL)" if 300 <= response.status < 400 else ""
             results[uid] = InstanceResult(whole, answered + hint)
         elif response.status == 409:
-            results[uid] = InstanceResult(Outcome.PERMANENT, answered)
+            # Conflict, and no failure listed for this instance: the server has it already.
+            results[uid] = InstanceResult(Outcome.DUPLICATE, answered)
         elif response.status == 202 and not report.empty:
             # Some instances are listed and this one is not: whether it was stored is unknown. Sending it
             # again is harmless, losing it is not.

@@ -1,42 +1,59 @@
-"""Handling a batch of send messages: one STOW-RS request, then each instance settled on its own.
+"""The stow-sender on the service runtime: batches of one study, one STOW-RS request, each instance settled.
 
-An instance the server stored is acked (and its blob deleted) after its `transfer.sent` event and, for a
-destination with Kheops albums, the `kheops.share` messages of its series are confirmed. One that failed
-transiently goes to the delay queues with its own attempt count; one refused for good, or out of attempts,
-is parked with the reason and reported by a `transfer.failed` event.
+The runtime forms the batches (up to `batch_size` instances of one study, `max_wait` s, `max_batch_bytes`)
+with `concurrency` threads per destination queue, each posting on a client of its own while the next
+batch forms. An instance the server stored is acked (and its blob deleted) after its `transfer.sent`
+event and, for a destination with Kheops albums, the `kheops.share` messages of its series are confirmed.
+One the server had already (0x0111, a 409) is a `duplicate`: acked, neither sent nor failed. One that
+failed transiently goes to the delay queues with its own attempt count and a `transfer.retried` event;
+one refused for good, or out of attempts, is parked with the reason and a `transfer.failed` event.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import queue
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
 from prometheus_client import Counter, Histogram
 
-from karnak_shared.blobstore import BlobStore
-from karnak_shared.broker import ConfirmingPublisher, Delivery, Settlement, Verdict
-from karnak_shared.envelope import SHARE_ROUTING_KEY, Envelope, ShareRequest
+from karnak_shared.config import GatewayConfig, StowDestination
+from karnak_shared.envelope import SHARE_ROUTING_KEY, ShareRequest
 from karnak_shared.errors import (
     BlobMissing,
     BlobStoreError,
-    BrokerUnavailable,
-    DeliveryError,
-    EnvelopeError,
-    InvalidInstance,
     PermanentDeliveryError,
     TransientDeliveryError,
 )
+from karnak_shared.headers import parse_headers
 from karnak_shared.logs import EventLogger
-from karnak_shared.payload import read_payload
-from karnak_shared.retry import SenderFailures
 from karnak_shared.sender_metrics import LATENCY_BUCKETS, SENT, SENT_BYTES, TRANSIT_SECONDS
-from karnak_shared.service.redelivery import RetryPolicy
+from karnak_shared.service import (
+    Ack,
+    Batching,
+    BatchLimits,
+    InstanceMessage,
+    Outcome,
+    Park,
+    Providers,
+    Requeue,
+    Service,
+    Work,
+    consume,
+)
+from karnak_shared.service.delivery import delivery_failed, transfer_event
 from karnak_shared.topology import Topology
-from karnak_stow_sender.response import InstanceResult, Outcome, StowResponse, settle
+from karnak_stow_sender.client import StowClient
+from karnak_stow_sender.response import InstanceResult, StowResponse, settle
+from karnak_stow_sender.response import Outcome as StowOutcome
+from karnak_stow_sender.settings import StowSenderSettings, load_settings
 
 log = EventLogger("karnak.stow-sender")
+SERVICE = "stow-sender"
 
 REQUESTS = Counter(
     "karnak_stow_requests_total",
@@ -70,139 +87,219 @@ class StowTransport(Protocol):
 
     def post(self, parts: list[bytes]) -> StowResponse: ...
 
+    def close(self) -> None: ...
+
+
+TransportFactory = Callable[[StowDestination, StowSenderSettings], StowTransport]
+
+
+def http_client(destination: StowDestination, settings: StowSenderSettings) -> StowTransport:
+    return StowClient(destination.id, destination.url, parse_headers(destination.headers), settings)
+
+
+class Clients:
+    """A destination's clients, one per request in flight: a worker borrows one for a batch."""
+
+    def __init__(self, clients: list[StowTransport]) -> None:
+        self.destination_id = clients[0].destination_id
+        self._all = clients
+        self._free: queue.Queue[StowTransport] = queue.Queue()
+        for client in clients:
+            self._free.put(client)
+
+    @contextmanager
+    def borrow(self) -> Iterator[StowTransport]:
+        client = self._free.get()
+        try:
+            yield client
+        finally:
+            self._free.put(client)
+
+    def close(self) -> None:
+        for client in self._all:
+            client.close()
+
 
 @dataclass(frozen=True)
+class Destinations:
+    """What the sender works with for one configuration: the clients of each stow send queue."""
+
+    by_queue: dict[str, Clients]
+    settings: StowSenderSettings
+
+    @property
+    def limits(self) -> BatchLimits:
+        s = self.settings
+        return BatchLimits(s.batch_size, s.max_wait, s.max_batch_bytes)
+
+
+def stow_destinations(config: GatewayConfig) -> list[StowDestination]:
+    """The STOW-RS destinations of the configuration."""
+    return [dest for _, dest in config.destinations() if isinstance(dest, StowDestination)]
+
+
+def stow_queues(config: GatewayConfig, topology: Topology) -> list[str]:
+    return [topology.send_queue("stow", dest.id) for dest in stow_destinations(config)]
+
+
+def _study(message: InstanceMessage) -> str | None:
+    return message.envelope.study_instance_uid
+
+
+def _size(message: InstanceMessage) -> int:
+    return message.envelope.size or len(message.body)
+
+
+def _prefetch(config: GatewayConfig) -> int:
+    # A batch can only fill from what the broker has handed over: one batch per request in flight, and
+    # one more forming behind them.
+    settings = load_settings(config)
+    return (settings.concurrency + 1) * settings.batch_size
+
+
+@dataclass
 class _Instance:
     position: int
-    delivery: Delivery
-    envelope: Envelope
+    message: InstanceMessage
     part10: bytes
 
     @property
     def uid(self) -> str:
-        return self.envelope.sop_instance_uid
+        return self.message.envelope.sop_instance_uid
 
 
-class StowSender:
-    """Delivers batches from the stow send queues and says how to settle each delivery."""
+class StowSenderService(Service[Destinations]):
+    """Delivers the messages of the stow send queues in batches, one STOW-RS request each."""
 
-    def __init__(
-        self, publisher: ConfirmingPublisher, topology: Topology, blobs: BlobStore, policy: RetryPolicy
-    ) -> None:
-        self._publisher = publisher
-        self._topology = topology
-        self._blobs = blobs
-        self._failures = SenderFailures(
-            publisher,
-            topology,
-            policy,
-            "stow",
-            lambda destination, outcome: SENT.labels(destination, outcome).inc(),
-            log,
+    name = SERVICE
+
+    def __init__(self, settings: StowSenderSettings | None = None, transport: TransportFactory = http_client) -> None:
+        self._settings = settings
+        self._transport = transport
+
+    def topology(self, config: GatewayConfig) -> Topology:
+        # This sender feeds the sharer's queue, so it declares it when any destination shares into albums.
+        albums = any(dest.kheops_albums for dest in stow_destinations(config))
+        return dataclasses.replace(Topology.from_config(config), kheops=albums)
+
+    def configure(self, config: GatewayConfig, providers: Providers) -> Destinations:
+        settings = self._settings or load_settings(config)
+        destinations = stow_destinations(config)
+        if not settings.verify_tls and destinations:
+            log.warning("tls.verification-off", reason="stow_sender.verify_tls is false: certificates are not checked")
+        if not destinations:
+            log.info("sender.idle", reason="the configuration has no stow destination")
+        topology = self.topology(config)
+        return Destinations(
+            {
+                topology.send_queue("stow", dest.id): Clients(
+                    [self._transport(dest, settings) for _ in range(settings.concurrency)]
+                )
+                for dest in destinations
+            },
+            settings,
         )
 
-    def handle_batch(self, deliveries: list[Delivery], transport: StowTransport) -> list[tuple[Delivery, Verdict]]:
-        """Send `deliveries` (one study, one destination) in one request; one verdict per delivery, in order."""
-        verdicts: dict[int, Verdict] = {}
-        instances: list[_Instance] = []
-        for position, delivery in enumerate(deliveries):
-            try:
-                envelope = Envelope.from_headers(delivery.headers)
-            except EnvelopeError as exc:
-                verdicts[position] = self._failures.park(delivery, None, f"invalid envelope: {exc}")
-                continue
-            try:
-                part10 = read_payload(envelope, delivery.body, self._blobs)
-            except BlobMissing as exc:
-                # Each send message has a blob of its own, deleted once it was delivered: a copy arriving
-                # without it is a duplicate (at-least-once delivery) of a delivered message.
-                SENT.labels(transport.destination_id, "duplicate").inc()
-                log.warning("instance.duplicate-skipped", reason=str(exc), **envelope.log_fields())
-                verdicts[position] = Verdict(Settlement.ACK)
-                continue
-            except (BlobStoreError, InvalidInstance) as exc:
-                verdicts[position] = self._failures.park(delivery, envelope, str(exc))
-                continue
-            instances.append(_Instance(position, delivery, envelope, part10))
-        if instances:
-            results = self._deliver(instances, transport)
-            verdicts.update(self._settle(instances, results, transport))
-        return [(delivery, verdicts[position]) for position, delivery in enumerate(deliveries)]
+    def release(self, state: Destinations) -> None:
+        for clients in state.by_queue.values():
+            clients.close()
 
-    def delete_blob(self, reference: str) -> None:
-        """Delete a delivered message's blob once its ack is on its way (a retried or parked one keeps it)."""
-        try:
-            self._blobs.delete(reference)
-        except BlobStoreError as exc:
-            log.warning("blob.delete-failed", blob=reference, reason=str(exc))
+    @consume(
+        stow_queues,
+        message=InstanceMessage,
+        batch=Batching(limits=lambda state: state.limits, key=_study, weight=_size),
+        workers=lambda state: state.settings.concurrency,
+        prefetch=_prefetch,
+    )
+    def send(self, messages: list[InstanceMessage], work: Work[Destinations]) -> list[Outcome]:
+        """Send a batch (one study, one destination) in one request; one outcome per message, in order."""
+        clients = work.state.by_queue.get(messages[0].queue)
+        if clients is None:
+            # Its destination was removed since: back to its queue, which is no longer consumed, to wait.
+            return [Requeue("the destination is no longer configured") for _ in messages]
+        outcomes: dict[int, Outcome] = {}
+        instances: list[_Instance] = []
+        for position, message in enumerate(messages):
+            try:
+                instances.append(_Instance(position, message, message.read_bytes()))
+            except BlobMissing as exc:
+                outcomes[position] = Park(str(exc), "missing-blob")
+            except BlobStoreError as exc:
+                outcomes[position] = Requeue(str(exc))
+        if instances:
+            with clients.borrow() as client:
+                results = self._deliver(instances, client)
+            outcomes.update(self._settle(instances, results, client, work))
+        return [outcomes[position] for position in range(len(messages))]
 
     # --- the request -------------------------------------------------------------------------------
 
-    def _deliver(self, instances: list[_Instance], transport: StowTransport) -> dict[str, InstanceResult]:
+    def _deliver(self, instances: list[_Instance], client: StowTransport) -> dict[str, InstanceResult]:
         # A duplicate delivery of an instance already in the batch is sent once and settled like it.
         parts: dict[str, bytes] = {}
         for instance in instances:
             parts.setdefault(instance.uid, instance.part10)
-        status, results = self._post(parts, transport)
+        status, results = self._post(parts, client)
         if status == 413 and len(parts) > 1:
             # Too large for the server or a proxy in front of it (e.g. nginx's client_max_body_size): one
             # instance per request instead.
-            log.warning("stow.batch-too-large", destination=transport.destination_id, instances=len(parts))
+            log.warning("stow.batch-too-large", destination=client.destination_id, instances=len(parts))
             results = {}
             for uid, part in parts.items():
-                results.update(self._post({uid: part}, transport)[1])
+                results.update(self._post({uid: part}, client)[1])
         return results
 
-    def _post(self, parts: dict[str, bytes], transport: StowTransport) -> tuple[int | None, dict[str, InstanceResult]]:
-        destination = transport.destination_id
+    def _post(self, parts: dict[str, bytes], client: StowTransport) -> tuple[int | None, dict[str, InstanceResult]]:
+        destination = client.destination_id
         BATCH_INSTANCES.labels(destination).observe(len(parts))
         started = time.perf_counter()
         try:
-            response = transport.post(list(parts.values()))
+            response = client.post(list(parts.values()))
         except TransientDeliveryError as exc:
             REQUESTS.labels(destination, "error").inc()
-            return None, dict.fromkeys(parts, InstanceResult(Outcome.TRANSIENT, exc.reason))
+            return None, dict.fromkeys(parts, InstanceResult(StowOutcome.TRANSIENT, exc.reason))
         DELIVERY_SECONDS.labels(destination).observe(time.perf_counter() - started)
         REQUESTS.labels(destination, str(response.status)).inc()
-        return response.status, settle(response, parts, transport.where)
+        return response.status, settle(response, parts, client.where)
 
     # --- settling ----------------------------------------------------------------------------------
 
     def _settle(
-        self, instances: list[_Instance], results: dict[str, InstanceResult], transport: StowTransport
-    ) -> dict[int, Verdict]:
-        verdicts: dict[int, Verdict] = {}
-        stored: dict[tuple[str, str], list[tuple[_Instance, str | None]]] = {}
+        self,
+        instances: list[_Instance],
+        results: dict[str, InstanceResult],
+        client: StowTransport,
+        work: Work[Destinations],
+    ) -> dict[int, Outcome]:
+        outcomes: dict[int, Outcome] = {}
+        on_server: dict[tuple[str, str], list[tuple[_Instance, InstanceResult]]] = {}
         for instance in instances:
             result = results[instance.uid]
-            if result.outcome is Outcome.STORED:
-                key = (instance.envelope.study_instance_uid or "", instance.envelope.series_instance_uid or "")
-                stored.setdefault(key, []).append((instance, result.reason))
-            elif result.outcome is Outcome.TRANSIENT:
-                error: DeliveryError = TransientDeliveryError(result.reason or "transient failure")
-                verdicts[instance.position] = self._failures.failed(instance.delivery, instance.envelope, error)
+            if result.outcome in (StowOutcome.STORED, StowOutcome.DUPLICATE):
+                envelope = instance.message.envelope
+                key = (envelope.study_instance_uid or "", envelope.series_instance_uid or "")
+                on_server.setdefault(key, []).append((instance, result))
+            elif result.outcome is StowOutcome.TRANSIENT:
+                error = TransientDeliveryError(result.reason or "transient failure")
+                outcomes[instance.position] = delivery_failed(work, instance.message, error)
             else:
-                error = PermanentDeliveryError(result.reason or "refused by the destination")
-                verdicts[instance.position] = self._failures.failed(instance.delivery, instance.envelope, error)
-        for (study, series), group in stored.items():
-            try:
-                self._request_shares(study, series, [instance for instance, _ in group], transport.destination_id)
-            except BrokerUnavailable as exc:
-                # Stored, but the sharer cannot be told: requeue; sending the instances again is harmless.
-                for instance, _ in group:
-                    log.warning("kheops.share-unpublished", reason=str(exc), **instance.envelope.log_fields())
-                    verdicts[instance.position] = Verdict(Settlement.REQUEUE)
-                continue
-            for instance, reason in group:
-                verdicts[instance.position] = self._sent(instance, reason, transport.destination_id)
-        return verdicts
+                refused = PermanentDeliveryError(result.reason or "refused by the destination")
+                outcomes[instance.position] = delivery_failed(work, instance.message, refused)
+        for (study, series), group in on_server.items():
+            # The share requests go out first: the runner acks nothing before every publish is confirmed.
+            self._request_shares(study, series, [instance for instance, _ in group], client.destination_id, work)
+            for instance, result in group:
+                outcomes[instance.position] = self._on_server(instance, result, client.destination_id, work)
+        return outcomes
 
-    def _request_shares(self, study: str, series: str, instances: Iterable[_Instance], destination: str) -> None:
+    def _request_shares(
+        self, study: str, series: str, instances: list[_Instance], destination: str, work: Work[Destinations]
+    ) -> None:
         albums: set[int] = set()
         forward_node = ""
         for instance in instances:
-            albums.update(instance.envelope.kheops_albums)
-            forward_node = instance.envelope.forward_node
+            albums.update(instance.message.envelope.kheops_albums)
+            forward_node = instance.message.envelope.forward_node
         if not albums:
             return
         if not study or not series:
@@ -216,25 +313,25 @@ class StowSender:
                 series_instance_uid=series,
                 forward_node=forward_node,
             )
-            self._publisher.publish(
-                self._topology.events_exchange, SHARE_ROUTING_KEY, request.to_body(), request.to_headers()
-            )
+            work.publish(work.topology.events_exchange, SHARE_ROUTING_KEY, request.to_body(), request.to_headers())
             SHARES_REQUESTED.labels(destination).inc()
 
-    def _sent(self, instance: _Instance, reason: str | None, destination: str) -> Verdict:
-        envelope = instance.envelope
-        try:
-            self._failures.event(envelope, "sent", reason)
-        except BrokerUnavailable as exc:
-            # Delivered, but the event cannot be published: requeue; a second STOW of the same instance is
-            # harmless, a missing event in the notification is not.
-            log.warning("event.unpublished", reason=str(exc), **envelope.log_fields())
-            return Verdict(Settlement.REQUEUE)
+    def _on_server(
+        self, instance: _Instance, result: InstanceResult, destination: str, work: Work[Destinations]
+    ) -> Outcome:
+        message = instance.message
+        envelope = message.envelope
+        if result.outcome is StowOutcome.DUPLICATE:
+            transfer_event(work, message, "duplicate", result.reason)
+            SENT.labels(destination, "duplicate").inc()
+            log.info("instance.duplicate", reason=result.reason or "-", **envelope.log_fields())
+            return Ack()
+        transfer_event(work, message, "sent", result.reason)
         SENT.labels(destination, "sent").inc()
         SENT_BYTES.labels(destination).inc(len(instance.part10))
         TRANSIT_SECONDS.labels(destination).observe(max(0.0, time.time() - envelope.received_at))
-        if reason:
-            log.info("instance.sent-with-warning", reason=reason, **envelope.log_fields())
+        if result.reason:
+            log.info("instance.sent-with-warning", reason=result.reason, **envelope.log_fields())
         else:
             log.debug("instance.sent", **envelope.log_fields())
-        return Verdict(Settlement.ACK, delete_blob=envelope.blob)
+        return Ack()

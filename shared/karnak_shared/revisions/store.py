@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
 import threading
@@ -485,7 +486,9 @@ class RevisionStore:
 
         body = RevisionNotice(revision=revision.number, checksum=revision.checksum).model_dump_json().encode()
         config = self.gateway_config(revision)
-        topology = Topology.from_config(config)
+        # Declared whatever broker.declare_topology says: that setting is the services' (whose users may
+        # not declare); who publishes a revision is an operator (the console, `karnak config apply`).
+        topology = dataclasses.replace(Topology.from_config(config), declare_topology=True)
         if publisher is not None:
             publisher.publish(topology.config_exchange, "", body, {}, mandatory=False)
             return

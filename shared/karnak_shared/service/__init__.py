@@ -1,5 +1,6 @@
 """One service runtime for every service (DESIGN.md section 13): runner, entrypoints, providers, outcomes."""
 
+from karnak_shared.service.batching import BatchLimits
 from karnak_shared.service.entrypoints import Batching, consume, timer
 from karnak_shared.service.messages import EventMessage, InstanceMessage, ShareMessage, Unreadable
 from karnak_shared.service.outcomes import Ack, Outcome, Park, Requeue, Retry
@@ -8,6 +9,7 @@ from karnak_shared.service.runner import Service, ServiceRunner
 
 __all__ = [
     "Ack",
+    "BatchLimits",
     "Batching",
     "Deferred",
     "EventMessage",

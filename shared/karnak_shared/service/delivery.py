@@ -1,15 +1,16 @@
 """What both senders do with a transfer's result: its `transfer.*` event, and the outcome of a failure.
 
-A transient failure waits in the next delay tier (`Retry`); a permanent one, or a transient one past the
-last tier, is parked with its reason and reported by a `transfer.failed` event, published (and confirmed
-by the runner) before the message is settled.
+A transient failure waits in the next delay tier (`Retry`) and is reported by a `transfer.retried` event
+with its reason; a permanent one, or a transient one past the last tier, is parked with its reason and
+reported by a `transfer.failed` event. Every event is published (and confirmed by the runner) before the
+message is settled, and carries the instance's origin as the processor filled it (DESIGN.md section 16).
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
-from karnak_shared.envelope import TransferEvent
+from karnak_shared.envelope import EventKind, TransferEvent
 from karnak_shared.errors import DeliveryError
 from karnak_shared.sender_metrics import SENT
 from karnak_shared.service.messages import InstanceMessage
@@ -17,9 +18,7 @@ from karnak_shared.service.outcomes import Outcome, Park, Retry
 from karnak_shared.service.providers import Work
 
 
-def transfer_event(
-    work: Work[Any], message: InstanceMessage, kind: Literal["sent", "failed"], reason: str | None
-) -> None:
+def transfer_event(work: Work[Any], message: InstanceMessage, kind: EventKind, reason: str | None) -> None:
     """Publish the `transfer.<kind>.<destination>` event of a message's transfer."""
     envelope = message.envelope
     event = TransferEvent.for_envelope(envelope, kind, envelope.destination or "-", reason)
@@ -30,6 +29,7 @@ def delivery_failed(work: Work[Any], message: InstanceMessage, error: DeliveryEr
     """Retry a transient failure through the delay queues; park a permanent one, or one past the last tier."""
     destination = message.envelope.destination or "-"
     if error.transient and work.redelivery.policy.delay_for(message.attempt) is not None:
+        transfer_event(work, message, "retried", error.reason)
         SENT.labels(destination, "retried").inc()
         return Retry(error.reason)
     reason, cause = error.reason, "refused"

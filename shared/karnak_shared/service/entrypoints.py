@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from karnak_shared.config import GatewayConfig
+from karnak_shared.service.batching import BatchLimits
 from karnak_shared.service.messages import MessageReader
 from karnak_shared.topology import Topology
 
@@ -28,16 +29,16 @@ _TIMER = "__karnak_timer__"
 
 @dataclass(frozen=True)
 class Batching:
-    """How a batching consumer groups messages: up to `size` with the same `key`, waiting `max_wait` s.
+    """How a batching consumer groups a queue's messages (see `karnak_shared.service.batching`).
 
-    `weight` and `max_weight` bound a batch by another measure (the bytes of a STOW request).
+    `limits(state)`: the size, weight and wait limits of the next batch, from the state (configuration)
+    it starts on; `key(message)`: messages of one key go together (None: alone); `weight(message)`
+    bounds a batch by another measure than its count (the bytes of a STOW request).
     """
 
-    size: int
-    max_wait: float
-    key: Callable[[Any], str] = lambda message: ""
+    limits: Callable[[Any], BatchLimits]
+    key: Callable[[Any], str | None] = lambda message: ""
     weight: Callable[[Any], int] = lambda message: 0
-    max_weight: int = 0
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,9 @@ class ConsumeSpec:
 
     queues: QueueSelector
     message: MessageReader[Any]
-    workers: int = 1
+    # Threads handling at once; per queue with `per_queue` or `batch`, where it may be read from the
+    # state (`workers(state)`: a STOW destination's requests in flight) when the queue's threads start.
+    workers: int | Callable[[Any], int] = 1
     # One set of `workers` threads per queue (a destination's messages go one after another), and an
     # `idle(queue, state)` call on the service after `idle_seconds` without a message for that queue.
     per_queue: bool = False
@@ -67,7 +70,7 @@ def consume(
     queues: QueueSelector,
     *,
     message: MessageReader[Any],
-    workers: int = 1,
+    workers: int | Callable[[Any], int] = 1,
     per_queue: bool = False,
     idle_seconds: float | None = None,
     batch: Batching | None = None,

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from prometheus_client import Counter, Gauge
 
 from karnak_shared.broker import Broadcast, ControlConnection
+from karnak_shared.broker_users import check_service_access
 from karnak_shared.config import GatewayConfig
 from karnak_shared.errors import ConfigError, KarnakError
 from karnak_shared.logs import EventLogger
@@ -33,7 +34,6 @@ from karnak_shared.service.status import REQUEST_ROUTING_KEY, STATUS_INTERVAL_SE
 
 if TYPE_CHECKING:
     from karnak_shared.revisions import RevisionStore
-    from karnak_shared.runtime import ServiceContext
 
 log = EventLogger("karnak.config")
 
@@ -143,6 +143,7 @@ def run_live(service: Service[Any], config: GatewayConfig, metrics_port: int | N
         current = revisions.current()
         config = revisions.config(current.number)  # a revision stored since `karnak run` read one
         runner: ServiceRunner[Any] = ServiceRunner(service, config, metrics_port=metrics_port, revision=current.number)
+        check_service_access(config.broker.url.get_secret_value(), service.topology(config))
 
         def apply(new: GatewayConfig, revision: int) -> None:
             if not runner.apply_config(new, revision):
@@ -159,6 +160,7 @@ def run_live(service: Service[Any], config: GatewayConfig, metrics_port: int | N
             ready=lambda: runner.ops is not None and not runner.ops.failing_checks(),
             broker_connected=lambda: runner.connected,
             heartbeat=config.broker.heartbeat,
+            declare_exchanges=config.broker.declare_topology,
         ).start()
         if runner.ops is not None:
             # Without it the instance hears of no revision: not ready, even with nothing else to do.
@@ -168,84 +170,6 @@ def run_live(service: Service[Any], config: GatewayConfig, metrics_port: int | N
         finally:
             listener.stop()
             runner.stop()
-    finally:
-        revisions.close()
-
-
-class Running(Protocol):
-    """A service's moving parts built for one configuration (consumers, workers, publisher)."""
-
-    @property
-    def connected(self) -> bool: ...
-
-    def stop(self) -> None: ...
-
-
-def run_swapping(
-    name: str,
-    config: GatewayConfig,
-    metrics_port: int | None,
-    build: Callable[[GatewayConfig, ServiceContext], Running],
-    relevant: Callable[[GatewayConfig], object] = lambda config: config,
-) -> None:
-    """Run a service not (yet) on the runner until SIGTERM/SIGINT, following the configuration's revisions.
-
-    A new revision is applied by building the service's parts anew for it (`build` raises to refuse it,
-    changing nothing), then stopping the old ones: work in progress finishes on the parts it started on,
-    and what they had taken but not begun goes back to its queue, for the new parts to take. A revision
-    whose `relevant` part equals the running one's (a change of another service's destinations) is
-    applied without touching the parts: a notifier's open windows, say, are not re-formed for nothing.
-    """
-    from karnak_shared.runtime import prepare_service, wait_for_signal
-
-    revisions = StoreRevisions.open(config.source_path, upgrade=False)
-    try:
-        current = revisions.current()
-        config = revisions.config(current.number)
-        ctx = prepare_service(name, config, metrics_port)
-        parts = [build(config, ctx)]
-        running = [relevant(config)]
-        ctx.ops.add_check("broker", lambda: parts[-1].connected)
-        CONFIG_REVISION.labels(name).set(current.number)
-        swap_lock = threading.Lock()
-
-        def apply(new: GatewayConfig, revision: int) -> None:
-            with swap_lock:
-                if relevant(new) == running[0]:
-                    log.info("config.applied", revision=revision, rebuilt=False)
-                    return
-                try:
-                    fresh = build(new, ctx)
-                except Exception as exc:  # noqa: BLE001 - refused: the running parts stay
-                    log.error("config.refused", revision=revision, error_type=type(exc).__name__, reason=_reason(exc))
-                    raise ConfigRefused(_reason(exc)) from None
-                old = parts[-1]
-                parts.append(fresh)
-                old.stop()
-                parts.remove(old)
-                running[0] = relevant(new)
-                log.info("config.applied", revision=revision, rebuilt=True)
-
-        listener = ConfigListener(
-            name,
-            broker_url=config.broker.url.get_secret_value(),
-            prefix=config.broker.prefix,
-            revisions=revisions,
-            apply=apply,
-            status=InstanceStatus(name, revision=current.number),
-            ready=lambda: not ctx.ops.failing_checks(),
-            broker_connected=lambda: parts[-1].connected,
-            heartbeat=config.broker.heartbeat,
-        ).start()
-        # Without it the instance hears of no revision: not ready, even with nothing else to do.
-        ctx.ops.add_check("control", lambda: listener.control.connected)
-        try:
-            wait_for_signal(ctx.stopping)
-        finally:
-            log.info("service.stopping")
-            listener.stop()
-            parts[-1].stop()
-            ctx.ops.stop()
     finally:
         revisions.close()
 
@@ -271,6 +195,7 @@ class ConfigListener:
         ready: Callable[[], bool],
         broker_connected: Callable[[], bool],
         heartbeat: int = 30,
+        declare_exchanges: bool = True,
         check_interval: float = CHECK_INTERVAL_SECONDS,
         report_interval: float = STATUS_INTERVAL_SECONDS,
     ) -> None:
@@ -300,6 +225,7 @@ class ConfigListener:
             heartbeat=heartbeat,
             name=f"karnak-{service}-control",
             on_connected=self._on_connected,
+            declare_exchanges=declare_exchanges,
         )
         if status.revision is not None:
             CONFIG_REVISION.labels(service).set(status.revision)

@@ -27,7 +27,6 @@ import queue
 import re
 import signal
 import threading
-import time
 import traceback
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -53,6 +52,7 @@ from karnak_shared.errors import (
 from karnak_shared.logs import EventLogger, configure_logging
 from karnak_shared.ops import OpsServer, broker_state_recorder
 from karnak_shared.service.authentication import Signer
+from karnak_shared.service.batching import Batcher
 from karnak_shared.service.entrypoints import ConsumeSpec, declared_consumers, declared_timers
 from karnak_shared.service.messages import Reading, Received, Unreadable
 from karnak_shared.service.outcomes import Ack, Outcome, Park, Requeue, Retry
@@ -65,6 +65,8 @@ S = TypeVar("S")
 
 PARKED = Counter("karnak_instances_parked_total", "Messages parked in the dead-letter queue", ["service", "cause"])
 
+# How often an idle batching worker looks again (it also wakes at once for a message or the stop mark).
+_BATCH_IDLE_POLL_SECONDS = 5.0
 _QUOTED = re.compile(r"""'[^']*'|"[^"]*"|b'[^']*'""")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -110,6 +112,13 @@ class Service(Generic[S]):
 
     def release(self, state: S) -> None:
         """A state replaced by a newer one is no longer used by any work: close what it holds."""
+
+    def connection_lost(self) -> None:
+        """The consumer lost its connection: what it handed over and is not settled yet comes back.
+
+        A service holding deliveries (the notifier's windows) drops them here: settling them is no
+        longer possible, and their messages will be delivered again.
+        """
 
 
 class _Snapshot(Generic[S]):
@@ -175,7 +184,9 @@ class _Consumption(Generic[S]):
         self._pool = (
             None
             if spec.per_queue or spec.batch
-            else ThreadPoolExecutor(max_workers=spec.workers, thread_name_prefix=f"{runner.service.name}-{method}")
+            else ThreadPoolExecutor(
+                max_workers=_fixed(spec.workers), thread_name_prefix=f"{runner.service.name}-{method}"
+            )
         )
         self._per_queue: dict[str, _QueueWorkers] = {}
         self._lock = threading.Lock()
@@ -207,9 +218,23 @@ class _Consumption(Generic[S]):
 
     def _start_workers(self, name: str) -> _QueueWorkers:
         workers = _QueueWorkers(queue.Queue())
-        target = self._batch_loop if self.spec.batch else self._queue_loop
-        for n in range(self.spec.workers):
-            thread = threading.Thread(target=target, args=(name, workers.inbox), name=f"{name}-{n}", daemon=True)
+        count = self.spec.workers if isinstance(self.spec.workers, int) else self.spec.workers(self.runner.state)
+        if self.spec.batch is not None:
+            # One batcher for the queue's threads: one forms its batch while the others handle theirs.
+            batching = self.spec.batch
+            batcher: Batcher[Delivery, _Handling[S]] = Batcher(
+                workers.inbox,
+                lambda delivery: self.runner._prepare(self, delivery),
+                lambda handling: batching.key(handling.message),
+                lambda handling: batching.weight(handling.message),
+                lambda: batching.limits(self.runner.state),
+            )
+            args: tuple[Any, ...] = (batcher,)
+            target: Callable[..., None] = self._batch_loop
+        else:
+            args, target = (name, workers.inbox), self._queue_loop
+        for n in range(max(1, count)):
+            thread = threading.Thread(target=target, args=args, name=f"{name}-{n}", daemon=True)
             workers.threads.append(thread)
             thread.start()
         return workers
@@ -228,43 +253,10 @@ class _Consumption(Generic[S]):
         if idle is not None:
             self.runner._idle(name)
 
-    def _batch_loop(self, name: str, inbox: queue.Queue[Delivery | None]) -> None:
-        batching = self.spec.batch
-        assert batching is not None
-        pending: list[_Handling[S]] = []
-        stopping = False
-        while not stopping:
-            deadline = time.monotonic() + batching.max_wait if pending else None
-            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-            try:
-                delivery = inbox.get(timeout=timeout if pending else 5.0)
-            except queue.Empty:
-                if pending:
-                    self.runner._handle_batch(self, pending)
-                    pending = []
-                continue
-            if delivery is None:
-                stopping = True
-                continue
-            handling = self.runner._prepare(self, delivery)
-            if handling is None:
-                continue
-            if pending and (
-                batching.key(handling.message) != batching.key(pending[0].message)
-                or (
-                    batching.max_weight
-                    and sum(batching.weight(h.message) for h in pending) + batching.weight(handling.message)
-                    > batching.max_weight
-                )
-            ):
-                self.runner._handle_batch(self, pending)
-                pending = []
-            pending.append(handling)
-            if len(pending) >= batching.size:
-                self.runner._handle_batch(self, pending)
-                pending = []
-        if pending:
-            self.runner._handle_batch(self, pending)
+    def _batch_loop(self, batcher: Batcher[Delivery, _Handling[S]]) -> None:
+        while (batch := batcher.next_batch(_BATCH_IDLE_POLL_SECONDS)) is not None:
+            if batch:
+                self.runner._handle_batch(self, batch)
 
     def settle_later(self, handling: _Handling[S]) -> None:
         if self._settler.is_alive():
@@ -404,7 +396,7 @@ class ServiceRunner(Generic[S]):
                 prefetch=self._prefetch(config),
                 heartbeat=config.broker.heartbeat,
                 name=f"karnak-{name}-consumer",
-                on_state=broker_state_recorder(name, "consumer"),
+                on_state=self._consumer_state(broker_state_recorder(name, "consumer")),
             ).start()
         for method, spec in declared_timers(self.service):
             thread = threading.Thread(target=self._timer_loop, args=(method, spec.interval), daemon=True)
@@ -416,6 +408,14 @@ class ServiceRunner(Generic[S]):
             self.ops.add_check(check, probe)
         log.info("service.started", service=name, revision=self._revision)
         return self
+
+    def _consumer_state(self, record: Callable[[bool], None]) -> Callable[[bool], None]:
+        def on_state(connected: bool) -> None:
+            record(connected)
+            if not connected:
+                self.service.connection_lost()
+
+        return on_state
 
     def run(self) -> None:
         """Start, then serve until SIGTERM/SIGINT; stop in the reverse order."""
@@ -581,6 +581,9 @@ class ServiceRunner(Generic[S]):
             handling.work = shared
         handler = getattr(self.service, consumption.method)
         outcomes = self._call(lambda: handler([h.message for h in batch], shared), batch)
+        if len(outcomes) != len(batch):  # a bug: the messages come back rather than be settled wrongly
+            log.error("batch.outcomes-mismatch", messages=len(batch), outcomes=len(outcomes))
+            outcomes = [Requeue("the handler gave no outcome for each message")] * len(batch)
         for handling, outcome in zip(batch, outcomes, strict=True):
             self._finish(consumption, handling, outcome)
 
@@ -718,6 +721,12 @@ class ServiceRunner(Generic[S]):
                 log.error("timer.crashed", timer=method, error_type=type(exc).__name__, error=masked(exc))
             finally:
                 self._release(snapshot)
+
+
+def _fixed(workers: int | Callable[[Any], int]) -> int:
+    if not isinstance(workers, int):
+        raise TypeError("workers read from the state need per_queue or batch (a pool is sized before any state)")
+    return workers
 
 
 def _header(received: Received, name: str) -> str:

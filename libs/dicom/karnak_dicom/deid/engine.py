@@ -34,42 +34,22 @@ from karnak_dicom._internals import copy_element_dictionary, element_dictionary,
 from karnak_dicom.attributes import attribute_text
 from karnak_dicom.deid import dates
 from karnak_dicom.deid.actions import (
-    ASCII_VRS,
-    DUMMY,
     EMPTY,
     KEEP,
     REMOVE,
-    UID,
     Action,
     code_sequence_bytes,
     raw_sequence,
     raw_text,
-    raw_values,
-    replace,
     set_empty,
     set_text,
     set_uid_hashes,
-    text_values,
 )
-from karnak_dicom.deid.basic_profile import BasicProfileTable, basic_profile_table
-from karnak_dicom.deid.errors import InstanceExcluded, NoPixelMask, ProfileError
-from karnak_dicom.deid.expressions import ExprAction
+from karnak_dicom.deid.errors import NoPixelMask, ProfileError
+from karnak_dicom.deid.expressions import ExpressionContext
 from karnak_dicom.deid.keyed_hashes import SECRET_BYTES, patient_id_from_pseudonym, scale_hash, uid_hash
-from karnak_dicom.deid.profile import (
-    AddPrivateTagElement,
-    AddTagElement,
-    BasicProfileElement,
-    CleanPixelDataElement,
-    DatesElement,
-    ExpressionElement,
-    Mask,
-    PrivateTagsElement,
-    Profile,
-    ProfileElement,
-    ReplaceApiElement,
-    ReplaceUidElement,
-    TagActionElement,
-)
+from karnak_dicom.deid.profile import CleanPixelDataElement, Mask, Profile, ReplaceApiElement
+from karnak_dicom.deid.rules import Dynamic, ReplaceApiRule, Rule, attribute_values
 from karnak_dicom.errors import ConfigError
 
 __all__ = ["DeidOutcome", "Deidentifier", "ReplaceApiCall"]
@@ -131,125 +111,6 @@ class DeidOutcome:
     mask_station: str | None = None
 
 
-# --- Rules: profile elements compiled for the attribute walk ----------------------------------------------
-
-
-class _Dynamic:
-    """A candidate whose action depends on the instance (dates, expressions, API values)."""
-
-    def resolve(self, run: _Run, dataset: Dataset, tag: BaseTag, vr: str) -> Action | None:
-        raise NotImplementedError
-
-
-class _Rule:
-    def __init__(self, index: int, element: ProfileElement) -> None:
-        self.index = index
-        self.element = element
-
-    def lookup(self, tag: int, vr: str) -> Action | _Dynamic | None:
-        """What the element does to (tag, VR), as far as the profile alone decides it."""
-        raise NotImplementedError
-
-
-def _static_action(action: str, dummy: str | None) -> Action:
-    if action == "D":
-        return DUMMY if dummy is None else replace(dummy)
-    return {"K": KEEP, "X": REMOVE, "Z": EMPTY, "U": UID}[action]
-
-
-class _BasicRule(_Rule):
-    def __init__(self, index: int, element: ProfileElement, table: BasicProfileTable) -> None:
-        super().__init__(index, element)
-        self._table = table
-
-    def lookup(self, tag: int, vr: str) -> Action | _Dynamic | None:
-        return self._table.action_for(tag)
-
-
-class _TagRule(_Rule):
-    def __init__(self, index: int, element: TagActionElement | ReplaceUidElement) -> None:
-        super().__init__(index, element)
-        self._selector = element.selector
-        self._action = _static_action(element.action, getattr(element, "dummy", None))
-
-    def lookup(self, tag: int, vr: str) -> Action | _Dynamic | None:
-        return self._action if self._selector.matches(tag) else None
-
-
-class _PrivateRule(_Rule):
-    def __init__(self, index: int, element: PrivateTagsElement) -> None:
-        super().__init__(index, element)
-        self._selector = element.selector
-        self._action = _static_action(element.action, element.dummy)
-
-    def lookup(self, tag: int, vr: str) -> Action | _Dynamic | None:
-        return self._action if tag & 0x10000 and self._selector.matches(tag) else None
-
-
-class _DatesRule(_Rule, _Dynamic):
-    def __init__(self, index: int, element: DatesElement) -> None:
-        super().__init__(index, element)
-        self.dates = element
-
-    def lookup(self, tag: int, vr: str) -> Action | _Dynamic | None:
-        return self if vr in dates.DATE_VRS and self.dates.selector.matches(tag) else None
-
-    def resolve(self, run: _Run, dataset: Dataset, tag: BaseTag, vr: str) -> Action | None:
-        element = self.dates
-        text = "\\".join(_values(dataset, tag, vr))
-        if not text:
-            return None  # nothing to shift: the next elements decide
-        if element.option == "date_format":
-            if vr not in ("DA", "DT"):
-                return None
-            value = dates.truncate_value(vr, text, element.remove or "day")
-        else:
-            days, seconds = run.shift_for(self)
-            value = dates.shift_value(vr, text, days, seconds)
-        # An unreadable date falls back to X/Z/D, which keeps it present with a dummy.
-        return replace(dates.dummy_value(vr) if value is None else value)
-
-
-class _ExpressionRule(_Rule, _Dynamic):
-    def __init__(self, index: int, element: ExpressionElement) -> None:
-        super().__init__(index, element)
-        self._selector = element.selector
-        self._expression = element.expression
-
-    def lookup(self, tag: int, vr: str) -> Action | _Dynamic | None:
-        return self if self._selector.matches(tag) else None
-
-    def resolve(self, run: _Run, dataset: Dataset, tag: BaseTag, vr: str) -> Action | None:
-        string_value = None
-        if vr not in _BINARY_VRS:
-            string_value = "\\".join(_values(dataset, tag, vr)) or None
-        chosen = self._expression.evaluate_action(_AttributeContext(run, int(tag), vr, string_value))
-        if chosen is None:
-            return None
-        return _expression_action(chosen, self.element)
-
-
-def _expression_action(chosen: ExprAction, element: ProfileElement) -> Action:
-    if chosen.kind == "E":
-        raise InstanceExcluded(f"Instance excluded by profile: {element.name}")
-    if chosen.kind == "D":
-        return replace(chosen.value)
-    return {"K": KEEP, "X": REMOVE, "Z": EMPTY, "U": UID}[chosen.kind]
-
-
-class _ReplaceApiRule(_Rule, _Dynamic):
-    def __init__(self, index: int, element: ReplaceApiElement) -> None:
-        super().__init__(index, element)
-        self.api = element
-
-    def lookup(self, tag: int, vr: str) -> Action | _Dynamic | None:
-        return self if self.api.selector.matches(tag) else None
-
-    def resolve(self, run: _Run, dataset: Dataset, tag: BaseTag, vr: str) -> Action | None:
-        value = run.api_values(self).get(tag)
-        return None if value is None else replace(str(value))
-
-
 # --- One instance -----------------------------------------------------------------------------------------
 
 
@@ -292,8 +153,9 @@ class _Run:
             element.condition is None or element.condition.evaluate(self.original)
             for element in engine.profile.elements
         ]
+        self.secret = engine.secret
         self.claimed: set[int] = set()
-        self._shifts: dict[int, tuple[int, int]] = {}
+        self.shifts: dict[int, tuple[int, int]] = {}
         self._api: dict[int, Mapping[int, str]] = {}
         self._deep_tags: frozenset[int] | None = None
         if engine._indexes_nested_tags:
@@ -324,45 +186,20 @@ class _Run:
             self._deep_tags = frozenset(found)
         return self._deep_tags
 
-    def shift_for(self, rule: _DatesRule) -> tuple[int, int]:
-        shift = self._shifts.get(rule.index)
-        if shift is None:
-            element = rule.dates
-            if element.option == "shift":
-                shift = (element.days, element.seconds)
-            elif element.option == "shift_range":
-                secret = self.engine.secret
-                shift = (
-                    scale_hash(secret, self.patient_id, element.min_days, element.max_days),
-                    scale_hash(secret, self.patient_id, element.min_seconds, element.max_seconds),
-                )
-            else:  # shift_by_tag
-                shift = (self._number_at(element.days_tag), self._number_at(element.seconds_tag))
-            self._shifts[rule.index] = shift
-        return shift
-
-    def _number_at(self, tag: int | None) -> int:
-        text = None if tag is None else self.original_text(tag)
-        if text is None:
-            return 0
-        text = text.split("\\", 1)[0].strip()
-        digits = text[1:] if text[:1] in "+-" else text
-        return int(text) if digits.isdigit() and digits.isascii() else 0
-
     def dummy_date(self, vr: str, text: str) -> str:
         """Karnak's dummy for a date or time: the value moved back by up to a year and a day, by an amount
         drawn from the patient's id. A zero draw would keep the value, so it becomes the longest shift; an
         age is not moved by less than a year, so its dummy is a fixed one."""
         if vr == "AS":
             return dates.dummy_value(vr)
-        shift = self._shifts.get(-1)
+        shift = self.shifts.get(-1)
         if shift is None:
             secret = self.engine.secret
             shift = (
                 scale_hash(secret, self.patient_id, 0, _DUMMY_DATE_RANGE[0]) or _DUMMY_DATE_RANGE[0],
                 scale_hash(secret, self.patient_id, 0, _DUMMY_DATE_RANGE[1]) or _DUMMY_DATE_RANGE[1] - 1,
             )
-            self._shifts[-1] = shift
+            self.shifts[-1] = shift
         return dates.shift_value(vr, text, *shift) or dates.dummy_value(vr)
 
     def patient_age(self) -> str | None:
@@ -375,7 +212,10 @@ class _Run:
                 return None if birth is None else dates.patient_age(birth, at)
         return None
 
-    def api_values(self, rule: _ReplaceApiRule) -> Mapping[int, str]:
+    def attribute_context(self, tag: int, vr: str, string_value: str | None) -> ExpressionContext:
+        return _AttributeContext(self, tag, vr, string_value)
+
+    def api_values(self, rule: ReplaceApiRule) -> Mapping[int, str]:
         values = self._api.get(rule.index)
         if values is None:
             caller = self.engine.replace_api
@@ -403,16 +243,6 @@ def _new(tag: int, vr: str, value: Any) -> DataElement:
     return DataElement(tag, vr, value, validation_mode=config.IGNORE)
 
 
-def _values(dataset: Dataset, tag: BaseTag, vr: str) -> list[str]:
-    """The attribute's values as text; ASCII attributes still raw are read without decoding the element."""
-    element = element_dictionary(dataset)[tag]
-    if isinstance(element, RawDataElement) and vr in ASCII_VRS:
-        values = raw_values(element)
-        if values is not None:
-            return values
-    return text_values(dataset[tag].value)
-
-
 # --- The engine -------------------------------------------------------------------------------------------
 
 
@@ -428,8 +258,9 @@ class Deidentifier:
     secret: bytes = field(repr=False)
     tag_morphing: bool = False
     replace_api: ReplaceApiCall | None = field(default=None, repr=False, compare=False)
-    _rules: tuple[_Rule, ...] = field(init=False, repr=False, compare=False)
-    _plans: dict[tuple[int, str], tuple[tuple[int, Action | _Dynamic], ...]] = field(
+    _rules: tuple[Rule, ...] = field(init=False, repr=False, compare=False)
+    _adders: tuple[Rule, ...] = field(init=False, repr=False, compare=False)
+    _plans: dict[tuple[int, str], tuple[tuple[int, Action | Dynamic], ...]] = field(
         init=False, repr=False, compare=False
     )
     _conditional: frozenset[int] = field(init=False, repr=False, compare=False)
@@ -465,24 +296,10 @@ class Deidentifier:
         return cls(profile, project_name, secret, tag_morphing, replace_api)
 
     def __post_init__(self) -> None:
-        table = basic_profile_table()
-        rules: list[_Rule] = []
-        nested_tags = False
-        for index, element in enumerate(self.profile.elements):
-            if isinstance(element, BasicProfileElement):
-                rules.append(_BasicRule(index, element, table))
-            elif isinstance(element, TagActionElement | ReplaceUidElement):
-                rules.append(_TagRule(index, element))
-            elif isinstance(element, PrivateTagsElement):
-                rules.append(_PrivateRule(index, element))
-            elif isinstance(element, DatesElement):
-                rules.append(_DatesRule(index, element))
-            elif isinstance(element, ExpressionElement):
-                rules.append(_ExpressionRule(index, element))
-                nested_tags = nested_tags or "tagIsPresent" in element.expression.uses
-            elif isinstance(element, ReplaceApiElement):
-                rules.append(_ReplaceApiRule(index, element))
-        object.__setattr__(self, "_rules", tuple(rules))
+        rules = tuple(element.rule() for element in self.profile.elements)
+        nested_tags = any(rule.reads_nested_tags for rule in rules)
+        object.__setattr__(self, "_rules", rules)
+        object.__setattr__(self, "_adders", tuple(rule for rule in rules if rule.adds))
         object.__setattr__(self, "_plans", {})
         object.__setattr__(
             self, "_conditional", frozenset(i for i, e in enumerate(self.profile.elements) if e.condition)
@@ -513,10 +330,10 @@ class Deidentifier:
 
     # --- the attribute walk ---
 
-    def _plan(self, tag: int, vr: str) -> tuple[tuple[int, Action | _Dynamic], ...]:
+    def _plan(self, tag: int, vr: str) -> tuple[tuple[int, Action | Dynamic], ...]:
         plan = self._plans.get((tag, vr))
         if plan is None:
-            candidates: list[tuple[int, Action | _Dynamic]] = []
+            candidates: list[tuple[int, Action | Dynamic]] = []
             for rule in self._rules:
                 found = rule.lookup(tag, vr)
                 if found is not None:
@@ -534,7 +351,7 @@ class Deidentifier:
         run: _Run,
         dataset: Dataset,
         tag: BaseTag,
-        plan: tuple[tuple[int, Action | _Dynamic], ...],
+        plan: tuple[tuple[int, Action | Dynamic], ...],
         vr: str,
         limit: int,
         limit_action: Action | None,
@@ -609,15 +426,15 @@ class Deidentifier:
         elif kind == "R":
             set_text(elements, tag, vr, action.value or "")
         elif kind == "U":
-            set_uid_hashes(elements, tag, _values(dataset, tag, vr), run.uid_hash)
+            set_uid_hashes(elements, tag, attribute_values(dataset, tag, vr), run.uid_hash)
         elif vr == "PN":  # D: a dummy of the VR
             set_text(elements, tag, vr, "UNKNOWN")
         elif vr in _NUMBER_VRS:
             set_text(elements, tag, vr, "0")
         elif vr == "UI":
-            set_uid_hashes(elements, tag, _values(dataset, tag, vr), run.uid_hash)
+            set_uid_hashes(elements, tag, attribute_values(dataset, tag, vr), run.uid_hash)
         elif vr in dates.DATE_VRS:
-            text = "\\".join(_values(dataset, tag, vr))
+            text = "\\".join(attribute_values(dataset, tag, vr))
             if text:
                 set_text(elements, tag, vr, run.dummy_date(vr, text))
         else:
@@ -626,22 +443,9 @@ class Deidentifier:
     # --- added attributes ---
 
     def _add_tags(self, run: _Run, dataset: Dataset) -> None:
-        for index, element in enumerate(self.profile.elements):
-            if not run.active[index] or not isinstance(element, AddTagElement | AddPrivateTagElement):
-                continue
-            tag = BaseTag(element.tag)
-            if tag in run.claimed or (tag in element_dictionary(dataset) and text_values(dataset[tag].value)):
-                continue  # present with a value: the add does nothing and later elements decide
-            if isinstance(element, AddPrivateTagElement):
-                creator_tag = BaseTag(element.creator_tag)
-                if creator_tag in element_dictionary(dataset):
-                    if [v.strip() for v in text_values(dataset[creator_tag].value)] != [element.private_creator]:
-                        continue  # the block belongs to another creator: never add under it
-                else:
-                    element_dictionary(dataset)[creator_tag] = raw_text(creator_tag, "LO", element.private_creator)
-                    run.claimed.add(int(creator_tag))
-            set_text(element_dictionary(dataset), tag, element.vr, element.value)
-            run.claimed.add(int(tag))
+        for rule in self._adders:
+            if run.active[rule.index]:
+                rule.add(run, dataset)
 
     # --- clean pixel data ---
 
@@ -656,7 +460,7 @@ class Deidentifier:
         burned_in = {
             (run.original_text(_BURNED_IN_ANNOTATION) or "").strip().upper(),
             (
-                "\\".join(_values(dataset, BaseTag(_BURNED_IN_ANNOTATION), "CS")).strip().upper()
+                "\\".join(attribute_values(dataset, BaseTag(_BURNED_IN_ANNOTATION), "CS")).strip().upper()
                 if _BURNED_IN_ANNOTATION in element_dictionary(dataset)
                 else ""
             ),
@@ -742,8 +546,8 @@ class Deidentifier:
             meta_key, key = BaseTag(meta_tag), BaseTag(tag)
             if meta_key not in element_dictionary(file_meta) or key not in element_dictionary(dataset):
                 continue
-            value = "\\".join(_values(dataset, key, "UI"))
-            if value and "\\".join(_values(file_meta, meta_key, "UI")) != value:
+            value = "\\".join(attribute_values(dataset, key, "UI"))
+            if value and "\\".join(attribute_values(file_meta, meta_key, "UI")) != value:
                 set_text(element_dictionary(file_meta), meta_key, "UI", value)
 
 

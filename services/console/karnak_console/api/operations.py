@@ -315,18 +315,56 @@ def list_project_pseudonyms(
 )
 def add_pseudonym(project: str, body: Pseudonym, caller: PseudonymKeeper, console: ConsoleDep) -> Count:
     _project_or_404(console, project)
-    existing = list_pseudonyms(console.pseudonyms, project, pseudonym=body.pseudonym, limit=1)
-    if existing and (existing[0].patient_id, existing[0].issuer_of_patient_id) != (
-        body.patient_id,
-        body.issuer_of_patient_id,
-    ):
-        raise ApiProblem(409, "this pseudonym is already given to another patient of the project")
+    _refuse_taken_pseudonym(console, project, body, None)
     if lookup_pseudonym(console.pseudonyms, project, body.patient_id, body.issuer_of_patient_id) is not None:
         raise ApiProblem(409, "this patient already has a pseudonym in the project: delete it first to change it")
     count = store_pseudonyms(console.pseudonyms, project, [PseudonymEntry(**body.model_dump())])
     # The audit names no patient: the object is the project's cache.
     _audit_operation(console, caller, "add", f"projects/{project}/pseudonyms", {"count": count})
     return Count(count=count)
+
+
+def _refuse_taken_pseudonym(console: Console, project: str, body: Pseudonym, replacing: PseudonymKey | None) -> None:
+    """409 when the pseudonym belongs to another patient of the project (than `body`'s or the one replaced)."""
+    existing = list_pseudonyms(console.pseudonyms, project, pseudonym=body.pseudonym, limit=1)
+    owners = {(body.patient_id, body.issuer_of_patient_id)}
+    if replacing is not None:
+        owners.add((replacing.patient_id, replacing.issuer_of_patient_id))
+    if existing and (existing[0].patient_id, existing[0].issuer_of_patient_id) not in owners:
+        raise ApiProblem(
+            409,
+            "this pseudonym is already given to another patient of the project",
+            [FieldProblem(field="pseudonym", message="is already given to another patient of the project")],
+        )
+
+
+class PseudonymEdit(Strict):
+    """One entry changed: `key` names the patient as stored, `entry` is what it becomes."""
+
+    key: PseudonymKey
+    entry: Pseudonym
+
+
+@router.post("/projects/{project}/pseudonyms:edit", tags=["pseudonyms"], summary="Change one patient's entry")
+def edit_pseudonym(project: str, body: PseudonymEdit, caller: PseudonymKeeper, console: ConsoleDep) -> Count:
+    _project_or_404(console, project)
+    old = (body.key.patient_id, body.key.issuer_of_patient_id)
+    new = (body.entry.patient_id, body.entry.issuer_of_patient_id)
+    if lookup_pseudonym(console.pseudonyms, project, *old) is None:
+        raise ApiProblem(404, "no such patient in the project's pseudonyms")
+    _refuse_taken_pseudonym(console, project, body.entry, body.key)
+    if new != old and lookup_pseudonym(console.pseudonyms, project, *new) is not None:
+        raise ApiProblem(
+            409,
+            "this patient already has a pseudonym in the project",
+            [FieldProblem(field="patient_id", message="already has a pseudonym in the project")],
+        )
+    # The new entry is stored before the old key goes, so a failure in between loses nothing.
+    store_pseudonyms(console.pseudonyms, project, [PseudonymEntry(**body.entry.model_dump())])
+    if new != old:
+        delete_pseudonyms(console.pseudonyms, project, [old])
+    _audit_operation(console, caller, "edit", f"projects/{project}/pseudonyms", {"count": 1})
+    return Count(count=1)
 
 
 @router.post(
@@ -348,13 +386,10 @@ async def import_pseudonyms(
     delimiter: Annotated[str | None, Query(min_length=1, max_length=1)] = None,
     from_line: Annotated[int, Query(ge=1, description="the line of the header (lines before it are skipped)")] = 1,
 ) -> ImportResult:
-    _project_or_404(console, project)
     try:
         text = (await request.body()).decode("utf-8-sig")
     except UnicodeDecodeError:
         raise ApiProblem(422, "the file is not UTF-8 text") from None
-    if from_line > 1:
-        text = "".join(io.StringIO(text).readlines()[from_line - 1 :])
     given = {
         "pseudonym": pseudonym,
         "patient_id": patient_id,
@@ -363,6 +398,22 @@ async def import_pseudonyms(
         "last_name": last_name,
     }
     mapping = {k: v for k, v in given.items() if v is not None} or None
+    return import_pseudonym_text(project, text, mapping, delimiter, from_line, caller, console)
+
+
+def import_pseudonym_text(
+    project: str,
+    text: str,
+    mapping: dict[str, str] | None,
+    delimiter: str | None,
+    from_line: int,
+    caller: Caller,
+    console: Console,
+) -> ImportResult:
+    """Import a CSV text into a project's cache (the API's and the Pseudonyms page's one way)."""
+    _project_or_404(console, project)
+    if from_line > 1:
+        text = "".join(io.StringIO(text).readlines()[from_line - 1 :])
     if mapping is not None:
         missing = [f for f in ("pseudonym", "patient_id") if f not in mapping]
         if missing:

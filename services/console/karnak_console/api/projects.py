@@ -11,18 +11,19 @@ import re
 import secrets
 from typing import Annotated, Any
 
-import yaml
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, TypeAdapter
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from karnak_console.api.common import BasedOn, ConsoleDep, Reader, Writer, json_object, register_schema
 from karnak_console.api.routing import Item, Listing
 from karnak_console.context import Console
 from karnak_console.editor import WriteResult
 from karnak_console.masking import is_masked
-from karnak_console.problems import ApiProblem, FieldProblem, field_problems
-from karnak_dicom.deid import load_profile
+from karnak_console.problems import ApiProblem, FieldProblem
+from karnak_console.security import Caller
+from karnak_dicom.deid.profile import Profile, profile_json_schema, profile_problems
+from karnak_dicom.located_yaml import load_located_yaml
 from karnak_shared.config import AuthConfig
 from karnak_shared.errors import ConfigError
 from karnak_shared.revisions import Document
@@ -138,7 +139,11 @@ def list_projects(caller: Reader, console: ConsoleDep) -> Listing:
 
 @router.post("/projects", status_code=201, tags=["projects"], openapi_extra=PROJECT_BODY, summary="Create a project")
 async def create_project(request: Request, caller: Writer, console: ConsoleDep, based_on: BasedOn) -> SecretWriteResult:
-    body = await json_object(request)
+    return add_project(await json_object(request), caller, console, based_on)
+
+
+def add_project(body: dict[str, Any], caller: Caller, console: Console, based_on: int | None) -> SecretWriteResult:
+    """Create a project from its JSON body (the API's and the Projects page's one way)."""
     name = str(body.get("name", ""))
     generated = None
     if body.get("secret") in (None, ""):
@@ -170,7 +175,13 @@ def get_project(name: str, caller: Reader, console: ConsoleDep) -> Item:
 async def replace_project(
     name: str, request: Request, caller: Writer, console: ConsoleDep, based_on: BasedOn, confirm: Confirm = False
 ) -> WriteResult:
-    body = await json_object(request)
+    return update_project(name, await json_object(request), caller, console, based_on, confirm)
+
+
+def update_project(
+    name: str, body: dict[str, Any], caller: Caller, console: Console, based_on: int | None, confirm: bool = False
+) -> WriteResult:
+    """Replace a project from its JSON body; a new secret for a used project needs `confirm`."""
     current = _real_secret(console, name)
 
     def mutate(document: Document) -> None:
@@ -245,20 +256,19 @@ class ProfileCheck(BaseModel):
     errors: list[FieldProblem]
 
 
-_ELEMENT = re.compile(r"^profileElements\[(\d+)\]")
+_UNREADABLE = "Unable to read uploaded YAML file. Please make sure it is a YAML file and respects the YAML structure."
 
 
 def check_profile(text: str) -> ProfileCheck:
+    """Validate the profile with its models; each problem goes to its element (by index), fields as paths."""
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError:
-        data = None
-    if not isinstance(data, dict):
-        message = (
-            "Unable to read uploaded YAML file. Please make sure it is a YAML file and respects the YAML structure."
-        )
+        document = load_located_yaml(text, "profile")
+    except ConfigError:
+        document = None
+    data = document.data if document is not None else None
+    if document is None or not isinstance(data, dict):
         return ProfileCheck(
-            valid=False, name=None, version=None, elements=[], errors=[FieldProblem(field="", message=message)]
+            valid=False, name=None, version=None, elements=[], errors=[FieldProblem(field="", message=_UNREADABLE)]
         )
     raw = data.get("profileElements")
     elements = [
@@ -272,13 +282,16 @@ def check_profile(text: str) -> ProfileCheck:
     ]
     problems: list[FieldProblem] = []
     try:
-        load_profile(text if "\n" in text else text + "\n")
-    except ConfigError as exc:
-        problems = field_problems(exc.problems)
-    for problem in problems:
-        match = _ELEMENT.match(problem.field)
-        if match and int(match.group(1)) < len(elements):
-            elements[int(match.group(1))].errors.append(problem.message)
+        Profile.model_validate(data)
+    except ValidationError as exc:
+        for problem in profile_problems(exc, document):
+            if problem.element is not None and problem.element < len(elements):
+                elements[problem.element].errors.append(f"{problem.field}: {problem.message}".removeprefix(": "))
+                where = f"profileElements[{problem.element}]"
+                field = f"{where}.{problem.field}" if problem.field else where
+            else:
+                field = problem.where if not problem.field else f"{problem.where}.{problem.field}"
+            problems.append(FieldProblem(field=field, message=problem.message))
     name, version = data.get("name"), data.get("version")
     return ProfileCheck(
         valid=not problems,
@@ -348,6 +361,15 @@ def list_profiles(caller: Reader, console: ConsoleDep) -> Listing:
     return Listing(revision=number, items=[_summary(document, p) for p in _profiles(document)])
 
 
+@router.get(
+    "/profiles:schema",
+    tags=["profiles"],
+    summary="The JSON schema of a Karnak profile: its elements, one model per codename, with Karnak's keys",
+)
+def profile_schema(caller: Reader) -> dict[str, Any]:
+    return profile_json_schema()
+
+
 @router.post(
     "/profiles:validate",
     tags=["profiles"],
@@ -372,7 +394,11 @@ async def upload_profile(
     based_on: BasedOn,
     name: Annotated[str | None, Query(max_length=128)] = None,
 ) -> WriteResult:
-    text = await _yaml_body(request)
+    return store_profile(await _yaml_body(request), name, caller, console, based_on)
+
+
+def store_profile(text: str, name: str | None, caller: Caller, console: Console, based_on: int | None) -> WriteResult:
+    """Store a new profile (its YAML, checked element by element) under `name` or its own name."""
     check = _checked(text)
     chosen = name or check.name
     if not chosen:
@@ -479,7 +505,10 @@ def list_auth_configs(caller: Reader, console: ConsoleDep) -> Listing:
     summary="Add an auth config",
 )
 async def create_auth_config(request: Request, caller: Writer, console: ConsoleDep, based_on: BasedOn) -> WriteResult:
-    body = await json_object(request)
+    return add_auth_config(await json_object(request), caller, console, based_on)
+
+
+def add_auth_config(body: dict[str, Any], caller: Caller, console: Console, based_on: int | None) -> WriteResult:
     code = str(body.get("code", ""))
 
     def mutate(document: Document) -> None:
@@ -511,7 +540,13 @@ def get_auth_config(code: str, caller: Reader, console: ConsoleDep) -> Item:
 async def replace_auth_config(
     code: str, request: Request, caller: Writer, console: ConsoleDep, based_on: BasedOn
 ) -> WriteResult:
-    body = await json_object(request)
+    return update_auth_config(code, await json_object(request), caller, console, based_on)
+
+
+def update_auth_config(
+    code: str, body: dict[str, Any], caller: Caller, console: Console, based_on: int | None
+) -> WriteResult:
+    """Replace an auth config; a secret left out (or sent back masked) keeps the stored one."""
 
     def mutate(document: Document) -> None:
         index = _auth_index(document, code)

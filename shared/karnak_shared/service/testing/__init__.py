@@ -151,34 +151,72 @@ class Harness(Generic[S]):
         self, message: Message, *, queue: str | None = None, entrypoint: str | None = None, delivery_count: int = 0
     ) -> Handled:
         """Run `message` through the runner as if taken from `queue` (default: the entrypoint's first)."""
+        return self.deliver_batch([message], queue=queue, entrypoint=entrypoint, delivery_count=delivery_count)[0]
+
+    def deliver_batch(
+        self,
+        messages: Sequence[Message],
+        *,
+        queue: str | None = None,
+        entrypoint: str | None = None,
+        delivery_count: int = 0,
+    ) -> list[Handled]:
+        """Run `messages` through the runner together, as one batch of a batching entrypoint would go.
+
+        Each `Handled` has its own settlement; `published` is what the whole batch published.
+        """
         consumptions = self.runner._consumptions
         consumption = next((c for c in consumptions if entrypoint in (None, c.method)), None)
         assert consumption is not None, f"{type(self.runner.service).__name__} has no entrypoint {entrypoint}"
         if not consumption.queues:
             self.runner._assign_queues(self.runner.config, self.runner.topology)
         queue = queue or (consumption.queues[0] if consumption.queues else "")
-        headers = dict(message.headers)
-        if delivery_count:
-            headers[header_names.DELIVERY_COUNT] = delivery_count
-        self._tag += 1
-        routing_key = message.routing_key or queue
-        delivery = Delivery(
-            queue, routing_key, self._tag, delivery_count > 0, headers, message.body, 1, message.exchange
-        )
+        deliveries = []
+        for message in messages:
+            headers = dict(message.headers)
+            if delivery_count:
+                headers[header_names.DELIVERY_COUNT] = delivery_count
+            self._tag += 1
+            deliveries.append(
+                Delivery(
+                    queue,
+                    message.routing_key or queue,
+                    self._tag,
+                    delivery_count > 0,
+                    headers,
+                    message.body,
+                    1,
+                    message.exchange,
+                )
+            )
         before = len(self.publisher.calls)
         blob_before = set(_blob_files(self.blobs))
         settled = len(self.settlements)
         if consumption.spec.batch is not None:
-            handling = self.runner._prepare(consumption, delivery)
-            if handling is not None:
-                self.runner._handle_batch(consumption, [handling])
+            handlings = [h for d in deliveries if (h := self.runner._prepare(consumption, d)) is not None]
+            if handlings:
+                self.runner._handle_batch(consumption, handlings)
         else:
-            self.runner._handle_one(consumption, delivery)
+            for delivery in deliveries:
+                self.runner._handle_one(consumption, delivery)
         self.runner._cleanup.shutdown(wait=True)  # the blob deletions that follow acks, done now
         self.runner._cleanup = ThreadPoolExecutor(max_workers=1)
-        gone = sorted(blob_before - set(_blob_files(self.blobs)))
-        settlement = self.settlements[settled][1] if len(self.settlements) > settled else None
-        return Handled(settlement, self.publisher.calls[before:], gone[0] if gone else None)
+        gone = set(blob_before - set(_blob_files(self.blobs)))
+        by_tag = {d.delivery_tag: s for d, s in self.settlements[settled:]}
+        published = self.publisher.calls[before:]
+        handled = []
+        for delivery in deliveries:
+            blob = _header_text(delivery.headers.get(header_names.BLOB))
+            # A message's own blob; with one message, any blob that went (one its refused publish named).
+            deleted = blob if blob in gone else (sorted(gone)[0] if gone and len(deliveries) == 1 else None)
+            handled.append(Handled(by_tag.get(delivery.delivery_tag), published, deleted))
+        return handled
+
+
+def _header_text(value: Any) -> str | None:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return None if value is None else str(value)
 
 
 def _blob_files(blobs: BlobStore) -> list[str]:

@@ -246,6 +246,18 @@ class ScriptedSCP:
 # --- the gateway as processes ---------------------------------------------------------------------
 
 
+def _started_services(arguments: tuple[str, ...]) -> list[str] | None:
+    """The services `karnak up ... --only a b` starts, or None when it starts them all."""
+    if "--only" not in arguments:
+        return None
+    named = []
+    for argument in arguments[arguments.index("--only") + 1 :]:
+        if argument.startswith("-"):
+            break
+        named.append(argument)
+    return named
+
+
 @dataclass
 class Gateway:
     """The gateway started with `karnak up` on a configuration written for the test."""
@@ -279,11 +291,12 @@ class Gateway:
             cwd=self.workdir,
         )
         if wait_ready:
-            self.wait_ready(timeout)
+            self.wait_ready(timeout, _started_services(extra))
         return self
 
-    def wait_ready(self, timeout: float = 30.0) -> None:
-        for service in self.config["metrics"]["ports"]:
+    def wait_ready(self, timeout: float = 30.0, services: list[str] | None = None) -> None:
+        """Wait until each of `services` (default: every service with a metrics port) answers /readyz."""
+        for service in services or list(self.config["metrics"]["ports"]):
             wait_until(functools.partial(self.ready, service), timeout, f"{service} ready (see {self.log_path})")
 
     def ready(self, service: str) -> bool:
