@@ -19,15 +19,17 @@ import json
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pika
 import pytest
 from playwright.sync_api import Browser, Page, Playwright, sync_playwright
 
 from karnak_shared.config import parse_config
-from tests.conftest import gateway_config, register_topology
+from karnak_shared.topology import Topology
+from tests.conftest import gateway_config
 from tests.support.databases import postgres_database
 from tests.support.servers import Gateway, StoreSCP, free_port
 
@@ -68,6 +70,8 @@ class ConsoleServer:
     database_url: str
     pacs: StoreSCP
     config: dict[str, Any]
+    # Deleted when the server stops: its own topology and those of the destinations tests made.
+    topologies: list[Topology] = field(default_factory=list)
 
     def add_user(self, name: str, role: str, password: str) -> None:
         from karnak_console.accounts import AccountStore
@@ -81,10 +85,37 @@ class ConsoleServer:
             engine.dispose()
 
     def register_destinations(self, amqp_url: str, destinations: list[dict[str, Any]]) -> None:
-        """Have the run's end delete the queues of destinations the browser made (tests/conftest.py)."""
+        """Have the server's end delete the queues of destinations the browser made."""
         config = json.loads(json.dumps(self.config))
-        config["forward_nodes"][0]["destinations"] = destinations
-        register_topology(amqp_url, parse_config(json.dumps(config)))
+        # Only the queues matter, and they are named by id and type: nothing else of a destination is kept
+        # (what it refers to, a project, is not in this configuration; its stored secrets are encrypted).
+        config["forward_nodes"][0]["destinations"] = [_queue_skeleton(d) for d in destinations]
+        self.topologies.append(Topology.from_config(parse_config(json.dumps(config))))
+
+    def delete_topologies(self, amqp_url: str) -> None:
+        """Delete the server's queues and exchanges, once it has stopped (best effort, as tests/conftest.py).
+
+        Not through tests/conftest.py's `register_topology`: that deletes at the end of each test module,
+        and this server outlives modules (its services would lose their queues under them).
+        """
+        try:
+            connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+        except Exception:  # noqa: BLE001 - cleanup is best effort
+            return
+        try:
+            for topology in self.topologies:
+                topology.delete(connection.channel())
+        except Exception:  # noqa: BLE001
+            pass
+        finally:
+            if connection.is_open:
+                connection.close()
+
+
+def _queue_skeleton(destination: dict[str, Any]) -> dict[str, Any]:
+    if destination.get("type") == "stow":
+        return {"id": destination["id"], "type": "stow", "url": "http://127.0.0.1/"}
+    return {"id": destination["id"], "type": "dicom", "ae_title": "Q", "hostname": "127.0.0.1", "port": 104}
 
 
 @contextmanager
@@ -96,17 +127,32 @@ def running_console(amqp_url: str, workdir: Path, services: tuple[str, ...], dat
     config["database"] = {"url": database}
     ports = config["metrics"]["ports"]
     config["metrics"]["ports"] = {name: port for name, port in ports.items() if name in services}
-    register_topology(amqp_url, parse_config(json.dumps(config)))
     gateway = Gateway(config, workdir)
+    server = ConsoleServer(f"http://127.0.0.1:{config['console']['port']}", gateway, database, pacs, config)
+    server.topologies.append(Topology.from_config(parse_config(json.dumps(config))))
     try:
         gateway.start("--only", *services, timeout=120)
-        server = ConsoleServer(f"http://127.0.0.1:{config['console']['port']}", gateway, database, pacs, config)
         for role, (name, password) in ACCOUNTS.items():
             server.add_user(name, role, password)
         yield server
     finally:
         gateway.stop()
         pacs.stop()
+        server.register_destinations(amqp_url, stored_destinations(gateway.config_path))
+        server.delete_topologies(amqp_url)
+
+
+def stored_destinations(config_path: Path) -> list[dict[str, Any]]:
+    """Every destination of the latest revision (made in the browser or by the API during the run)."""
+    from karnak_shared.revisions import RevisionStore
+
+    store = RevisionStore.open(config_path)
+    try:
+        latest = store.latest()
+        nodes = latest.document.get("forward_nodes") or [] if latest is not None else []
+        return [dict(d) for node in nodes for d in node.get("destinations") or []]
+    finally:
+        store.close()
 
 
 @pytest.fixture(scope="session")

@@ -17,6 +17,7 @@ from typing import Any
 
 from playwright.sync_api import Browser, Page, expect
 
+from karnak_dicom.testing import make_study
 from tests.console.browser.conftest import (
     PACS_AE_TITLE,
     ConsoleServer,
@@ -24,7 +25,6 @@ from tests.console.browser.conftest import (
     screenshot,
     sign_in,
 )
-from tests.support.dicomdata import make_study
 from tests.support.kheops import FakeKheops, Token
 from tests.support.servers import storescu, wait_until
 
@@ -286,7 +286,7 @@ def test_kheops_album_rows_are_added_and_a_missing_token_is_said_at_its_cell(pag
 
 
 def test_a_saved_kheops_album_has_its_tokens_checked_by_introspection_and_the_destination_is_deleted(
-    page: Page,
+    page: Page, console_server: ConsoleServer, amqp_url: str
 ) -> None:
     kheops = FakeKheops(tokens={"album-token": Token(frozenset({"write"})), "read-only": Token(frozenset({"read"}))})
     try:
@@ -303,6 +303,8 @@ def test_a_saved_kheops_album_has_its_tokens_checked_by_introspection_and_the_de
         page.get_by_label("Enable destination").uncheck()  # no stow-sender runs here: nothing is sent to it
         page.get_by_role("button", name="Save").click()
         expect(enabled_dot(page, destination)).to_have_css("background-color", RED)
+        # Deleting a destination keeps its queue (and what waits in it): the run's end deletes it.
+        console_server.register_destinations(amqp_url, [{"id": destination, "type": "stow"}])
 
         page.get_by_role("link", name=destination).click()
         expect(page.get_by_label("Valid token of destination")).to_have_value(re.compile("^••••"))  # masked
