@@ -26,7 +26,7 @@ from karnak_console import pages
 from karnak_console.api import accounts, configuration, operations, projects, routing, session
 from karnak_console.api.common import BODY_SCHEMAS
 from karnak_console.context import Console
-from karnak_console.problems import ApiProblem, http_response, problem_response, validation_response
+from karnak_console.problems import ApiProblem, http_response, validation_response
 from karnak_console.roles import Permission
 from karnak_console.security import SESSION_COOKIE, Guard, SecurityHeaders
 
@@ -68,7 +68,7 @@ def create_app(console: Console) -> FastAPI:
         https_only=settings.secure_cookies,
     )
     app.add_middleware(SecurityHeaders)
-    app.add_exception_handler(ApiProblem, problem_response)
+    app.add_exception_handler(ApiProblem, pages.problem_page)
     app.add_exception_handler(RequestValidationError, validation_response)
     app.add_exception_handler(StarletteHTTPException, http_response)
     app.add_exception_handler(pages.SignInFirst, pages.sign_in_first)

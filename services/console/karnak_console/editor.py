@@ -122,16 +122,21 @@ class RoutingEditor:
 
     def masked(self, revision: Revision | None = None) -> tuple[int, Document]:
         """The document as the API shows it: every secret `••••cdef` (its real last four), references kept."""
+        number, view = self.masked_view(revision)
+        return number, copy.deepcopy(view)
+
+    def masked_view(self, revision: Revision | None = None) -> tuple[int, Document]:
+        """`masked` without the copy, for a reader that only reads it (the pages): never change it."""
         revision = revision or self.store.latest()
         if revision is None:
-            return 0, copy.deepcopy(EMPTY_DOCUMENT)
+            return 0, EMPTY_DOCUMENT
         with self._lock:
             cached = self._views.get(revision.number)
         if cached is None:
             cached = self._mask(revision.document)
             with self._lock:
                 self._views[revision.number] = cached
-        return revision.number, copy.deepcopy(cached)
+        return revision.number, cached
 
     def _mask(self, document: Document) -> Document:
         out = copy.deepcopy(document)

@@ -15,6 +15,7 @@ from karnak_console.api.common import BasedOn, ConsoleDep, Reader, Writer, json_
 from karnak_console.context import Console
 from karnak_console.editor import WriteResult
 from karnak_console.problems import ApiProblem, FieldProblem
+from karnak_console.security import Caller
 from karnak_shared.config import Destination, ForwardNode, Source, has_reference
 from karnak_shared.headers import AUTHORIZATION, HeaderError, basic_authorization, bearer_authorization, karnak_form
 from karnak_shared.headers import parse_headers as parse_stow_headers
@@ -115,7 +116,11 @@ def list_nodes(caller: Reader, console: ConsoleDep) -> Listing:
 
 @router.post("/forward-nodes", status_code=201, openapi_extra=NODE_BODY, summary="Create a forward node")
 async def create_node(request: Request, caller: Writer, console: ConsoleDep, based_on: BasedOn) -> WriteResult:
-    body = await json_object(request)
+    return store_new_node(console, caller, await json_object(request), based_on)
+
+
+def store_new_node(console: Console, caller: Caller, body: dict[str, Any], based_on: int | None) -> WriteResult:
+    """Add a forward node (the API's POST and the Gateway page's "New forward node")."""
     ae_title = str(body.get("ae_title", "")).strip()
 
     def mutate(document: Document) -> None:
@@ -146,7 +151,13 @@ def get_node(ae_title: str, caller: Reader, console: ConsoleDep) -> Item:
 async def replace_node(
     ae_title: str, request: Request, caller: Writer, console: ConsoleDep, based_on: BasedOn
 ) -> WriteResult:
-    body = await json_object(request)
+    return store_node(console, caller, ae_title, await json_object(request), based_on)
+
+
+def store_node(
+    console: Console, caller: Caller, ae_title: str, body: dict[str, Any], based_on: int | None
+) -> WriteResult:
+    """Replace a forward node, keeping its sources and destinations when `body` leaves them out."""
 
     def mutate(document: Document) -> None:
         index = node_index(document, ae_title)
@@ -156,7 +167,11 @@ async def replace_node(
                 body[key] = current[key]
         renamed = body.get("ae_title")
         if renamed != ae_title and any(n.get("ae_title") == renamed for n in _nodes(document)):
-            raise ApiProblem(409, f"a forward node with AE title {renamed!r} already exists")
+            raise ApiProblem(
+                409,
+                f"a forward node with AE title {renamed!r} already exists",
+                [FieldProblem(field="ae_title", message=f"'{renamed}' is already the AE title of a forward node")],
+            )
         _nodes(document)[index] = body
 
     return console.editor.change(
@@ -193,13 +208,22 @@ def list_sources(ae_title: str, caller: Reader, console: ConsoleDep) -> Listing:
 async def add_source(
     ae_title: str, request: Request, caller: Writer, console: ConsoleDep, based_on: BasedOn
 ) -> WriteResult:
-    body = await json_object(request)
+    return store_new_source(console, caller, ae_title, await json_object(request), based_on)
+
+
+def store_new_source(
+    console: Console, caller: Caller, ae_title: str, body: dict[str, Any], based_on: int | None
+) -> WriteResult:
     source = str(body.get("ae_title", "")).strip()
 
     def mutate(document: Document) -> None:
         node = _nodes(document)[node_index(document, ae_title)]
         if any(s.get("ae_title") == source for s in _children(node, "sources")):
-            raise ApiProblem(409, f"forward node {ae_title!r} already has a source {source!r}")
+            raise ApiProblem(
+                409,
+                f"forward node {ae_title!r} already has a source {source!r}",
+                [FieldProblem(field="ae_title", message=f"'{source}' is already a source of this forward node")],
+            )
         _children(node, "sources").append(body)
 
     return console.editor.change(
@@ -220,8 +244,12 @@ def get_source(ae_title: str, source: str, caller: Reader, console: ConsoleDep) 
 async def replace_source(
     ae_title: str, source: str, request: Request, caller: Writer, console: ConsoleDep, based_on: BasedOn
 ) -> WriteResult:
-    body = await json_object(request)
+    return store_source(console, caller, ae_title, source, await json_object(request), based_on)
 
+
+def store_source(
+    console: Console, caller: Caller, ae_title: str, source: str, body: dict[str, Any], based_on: int | None
+) -> WriteResult:
     def mutate(document: Document) -> None:
         node = _nodes(document)[node_index(document, ae_title)]
         _children(node, "sources")[child_index(node, "sources", "ae_title", source, "source")] = body
@@ -261,7 +289,12 @@ def list_destinations(ae_title: str, caller: Reader, console: ConsoleDep) -> Lis
 async def add_destination(
     ae_title: str, request: Request, caller: Writer, console: ConsoleDep, based_on: BasedOn
 ) -> WriteResult:
-    body = await json_object(request)
+    return store_new_destination(console, caller, ae_title, await json_object(request), based_on)
+
+
+def store_new_destination(
+    console: Console, caller: Caller, ae_title: str, body: dict[str, Any], based_on: int | None
+) -> WriteResult:
     destination = str(body.get("id", ""))
 
     def mutate(document: Document) -> None:
@@ -300,8 +333,12 @@ def get_destination(ae_title: str, destination: str, caller: Reader, console: Co
 async def replace_destination(
     ae_title: str, destination: str, request: Request, caller: Writer, console: ConsoleDep, based_on: BasedOn
 ) -> WriteResult:
-    body = await json_object(request)
+    return store_destination(console, caller, ae_title, destination, await json_object(request), based_on)
 
+
+def store_destination(
+    console: Console, caller: Caller, ae_title: str, destination: str, body: dict[str, Any], based_on: int | None
+) -> WriteResult:
     def mutate(document: Document) -> None:
         node = _nodes(document)[node_index(document, ae_title)]
         index = child_index(node, "destinations", "id", destination, "destination")
@@ -346,6 +383,42 @@ class AuthorizationRequest(BaseModel):
     token: Annotated[str | None, Field(max_length=8192)] = None
 
 
+def authorization_value(body: AuthorizationRequest) -> str:
+    """The Authorization header's value: Basic base64(username:password), or Bearer token."""
+    try:
+        if body.type == "basic":
+            if not body.username or body.password is None:
+                raise ApiProblem(
+                    422,
+                    "Basic authorization needs a username and a password",
+                    [FieldProblem(field="username", message="This field is required")],
+                )
+            return basic_authorization(body.username, body.password)
+        if not body.token:
+            raise ApiProblem(
+                422,
+                "Bearer authorization needs a token",
+                [FieldProblem(field="token", message="This field is required")],
+            )
+        return bearer_authorization(body.token)
+    except HeaderError as exc:
+        raise ApiProblem(422, str(exc)) from None
+
+
+def with_authorization(headers: str | dict[str, str], value: str) -> str | dict[str, str]:
+    """The headers with an Authorization header appended; 409 (Karnak's words) when they hold one already."""
+    try:
+        current = parse_stow_headers(headers)
+    except HeaderError as exc:
+        raise ApiProblem(422, str(exc), [FieldProblem(field="headers", message=str(exc))]) from None
+    if any(name.lower() == AUTHORIZATION.lower() for name in current):
+        raise ApiProblem(409, AUTHORIZATION_EXISTS)
+    if isinstance(headers, dict):
+        return {**headers, AUTHORIZATION: value}
+    text = headers.rstrip()
+    return (text + "\n" if text else "") + karnak_form({AUTHORIZATION: value})
+
+
 @router.post(
     "/forward-nodes/{ae_title}/destinations/{destination}/headers:authorization",
     summary="Append an Authorization header to a STOW destination (refused when it has one)",
@@ -358,25 +431,7 @@ def generate_authorization(
     console: ConsoleDep,
     based_on: BasedOn,
 ) -> WriteResult:
-    try:
-        if body.type == "basic":
-            if not body.username or body.password is None:
-                raise ApiProblem(
-                    422,
-                    "Basic authorization needs a username and a password",
-                    [FieldProblem(field="username", message="This field is required")],
-                )
-            value = basic_authorization(body.username, body.password)
-        else:
-            if not body.token:
-                raise ApiProblem(
-                    422,
-                    "Bearer authorization needs a token",
-                    [FieldProblem(field="token", message="This field is required")],
-                )
-            value = bearer_authorization(body.token)
-    except HeaderError as exc:
-        raise ApiProblem(422, str(exc)) from None
+    value = authorization_value(body)
     latest = console.editor.latest()
     if latest is None:
         raise ApiProblem(404, f"no forward node with AE title {ae_title!r}")
@@ -394,14 +449,7 @@ def generate_authorization(
     raw_headers = next((d.get("headers") for d in written if d.get("id") == destination), None)
     if isinstance(raw_headers, str) and has_reference(raw_headers) and not is_encrypted(raw_headers):
         raise ApiProblem(409, f"the headers of {destination!r} come from {raw_headers}: change that secret instead")
-    current = parse_stow_headers(dest.headers)
-    if any(name.lower() == AUTHORIZATION.lower() for name in current):
-        raise ApiProblem(409, AUTHORIZATION_EXISTS)
-    if isinstance(dest.headers, dict):
-        headers: str | dict[str, str] = {**dest.headers, AUTHORIZATION: value}
-    else:
-        text = dest.headers.rstrip()
-        headers = (text + "\n" if text else "") + karnak_form({AUTHORIZATION: value})
+    headers = with_authorization(dest.headers, value)
 
     def mutate(document: Document) -> None:
         node_doc = _nodes(document)[node_index(document, ae_title)]

@@ -28,9 +28,10 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import ValidationError
 from starlette.datastructures import FormData
 
-from karnak_console.problems import ApiProblem, FieldProblem, validation_problems
+from karnak_console.problems import ApiProblem, FieldProblem, problem_response, validation_problems
 from karnak_console.roles import Permission, allows
 from karnak_console.security import Authenticator, Caller
+from karnak_shared.config import ROUTING_KEYS
 
 CSRF_FIELD = "csrf_token"
 
@@ -150,6 +151,7 @@ def render(request: Request, template: str, caller: Caller | None, *, status: in
         "current_path": request.url.path,
         "csrf_token": csrf_token(request),
         "errors": FormErrors(),
+        "status_code": status,
     }
     context.update(values)
     templates = request.app.state.templates
@@ -172,6 +174,20 @@ async def sign_in_first(request: Request, exc: Exception) -> Response:
 async def refused_page(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, PageRefused)
     return render(request, "errors/refused.html", exc.caller, status=exc.status, message=exc.message)
+
+
+async def problem_page(request: Request, exc: Exception) -> Response:
+    """An `ApiProblem` raised while answering a page (no such forward node, ...): a page saying it;
+    the API's answers stay the JSON problems of `problems.problem_response`."""
+    assert isinstance(exc, ApiProblem)
+    if request.url.path.startswith(("/api/", "/auth/")) or request.url.path == "/api":
+        return await problem_response(request, exc)
+    caller = None
+    try:
+        caller = await request.app.state.authenticator.caller(request)
+    except HTTPException:
+        pass
+    return render(request, "errors/refused.html", caller, status=exc.status, message=exc.detail)
 
 
 def routers() -> Iterator[APIRouter]:
@@ -208,7 +224,11 @@ class FormErrors:
 
     @classmethod
     def of(cls, problems: Iterable[FieldProblem], under: str = "", summary: str = "") -> FormErrors:
-        """Problems keyed below `under` (`forward_nodes[0].destinations[2]`); others are general."""
+        """Problems keyed below `under` (`forward_nodes[0].destinations[2]`): `port`, `notifications.emails`.
+
+        A problem at another path of the configuration goes to `general`; one named by a field of the
+        request body (`id`, as the API names a duplicate) keeps its name.
+        """
         errors = cls(summary=summary)
         for problem in problems:
             name = problem.field
@@ -217,9 +237,11 @@ class FormErrors:
                     name = ""
                 elif name.startswith(under + ".") or name.startswith(under + "["):
                     name = name[len(under) :].lstrip(".")
-                else:
-                    errors.general.append(f"{problem.field}: {problem.message}" if name else problem.message)
+                elif name.split("[", 1)[0].split(".", 1)[0] in ROUTING_KEYS:
+                    # A path elsewhere in the configuration (a cross-reference): said above the form.
+                    errors.general.append(f"{problem.field}: {problem.message}")
                     continue
+                # Otherwise a field of the request body itself (the API names those by their own name).
             errors.add(name, problem.message)
         return errors
 

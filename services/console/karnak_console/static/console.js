@@ -95,3 +95,20 @@ document.addEventListener("change", (event) => {
 
 document.addEventListener("DOMContentLoaded", () => applyVisibility(document));
 document.addEventListener("htmx:afterSettle", (event) => applyVisibility(event.target));
+
+// data-remove-row: the button removes its table row (a KHEOPS album row of the STOW form).
+document.addEventListener("click", (event) => {
+  const remover = event.target.closest("[data-remove-row]");
+  if (remover) { event.preventDefault(); remover.closest("tr").remove(); }
+});
+
+// The Authorization header was appended to the Headers field: close the dialog, forget its credentials.
+document.addEventListener("karnak:authorization-generated", () => {
+  const dialog = byId("authorization-dialog");
+  if (dialog) {
+    dialog.querySelector("form").reset();
+    byId("authorization-result").textContent = "";
+    dialog.close("generated");
+    applyVisibility(document);
+  }
+});
