@@ -126,11 +126,13 @@ def _check_complete(stream: BinaryIO, total: int, dataset: Dataset) -> None:
     syntax = dataset.file_meta.TransferSyntaxUID
     if syntax.is_deflated or "FileMetaInformationGroupLength" not in dataset.file_meta:
         return
-    raw = [e for e in element_dictionary(dataset).values() if isinstance(e, RawDataElement)]
-    # pydicom decodes Specific Character Set as it reads: a decoded element was read whole, and one cut
-    # short is the last of the instance, which leaves the end of those before it short of the total.
-    decoded_sequence = any(isinstance(e, DataElement) and e.VR == "SQ" for e in element_dictionary(dataset).values())
-    if raw and not decoded_sequence and all(e.length != _UNDEFINED_LENGTH for e in raw):
+    elements = element_dictionary(dataset)
+    raw = [e for e in elements.values() if isinstance(e, RawDataElement)]
+    # pydicom decodes Specific Character Set as it reads: such an element has no offset, so the offsets
+    # answer only when the last element is a raw one (and, for a sequence, was not decoded either).
+    last_is_raw = bool(elements) and isinstance(elements[max(elements)], RawDataElement)
+    decoded_sequence = any(isinstance(e, DataElement) and e.VR == "SQ" for e in elements.values())
+    if last_is_raw and not decoded_sequence and all(e.length != _UNDEFINED_LENGTH for e in raw):
         end = 0
         for read in sorted(raw, key=lambda e: e.value_tell):
             if read.value_tell + read.length > total:
