@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import copy
 import inspect
+import threading
 from io import BytesIO
 from pathlib import Path
 
@@ -113,6 +114,36 @@ def test_pynetdicom_still_has_the_chunked_send_switch() -> None:
     from pynetdicom import _config
 
     assert isinstance(_config.STORE_SEND_CHUNKED_DATASET, bool)
+
+
+def test_a_c_store_sent_from_the_callers_thread_reaches_storescp_whole_in_pdus_it_accepts(tmp_path: Path) -> None:
+    from pynetdicom import AE
+
+    from karnak_dicom.testing import write_ct_series
+    from karnak_shared.service.testing.servers import StoreSCP, free_port
+
+    (path,) = write_ct_series(tmp_path / "study", 1)
+    scp = StoreSCP("PACS", free_port(), tmp_path / "pacs").start()  # DCMTK takes PDUs of 16 KB at most
+    sent: list[tuple[int, threading.Thread]] = []
+    try:
+        ae = AE("SCU")
+        ae.add_requested_context("1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.1.2.1")
+        assoc = ae.associate("127.0.0.1", scp.port, ae_title="PACS")
+        assert assoc.is_established
+        _internals.send_dimse_from_caller(assoc)
+        raw_send = assoc.dul.socket.send
+        assoc.dul.socket.send = lambda data: (sent.append((len(data), threading.current_thread())), raw_send(data))[1]
+        status = assoc.send_c_store(path)
+        assoc.release()
+    finally:
+        scp.stop()
+
+    assert status.Status == 0x0000
+    (stored,) = scp.files()
+    assert pydicom.dcmread(stored).PixelData == pydicom.dcmread(path).PixelData
+    data_pdus = [(length, thread) for length, thread in sent if length > 100]
+    assert len(data_pdus) > 30 and max(length for length, _ in data_pdus) <= 16384 + 6
+    assert {thread for _, thread in data_pdus} == {threading.current_thread()}  # none through the DUL's thread
 
 
 def _private_names_of_the_libraries() -> set[str]:

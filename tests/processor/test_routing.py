@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from karnak_dicom.instance import Instance, read_instance
+from karnak_dicom.instance import DEFER_BYTES, Instance, read_instance
 from karnak_dicom.syntaxes import ENCODABLE
 from karnak_processor.routing import Deliver, Reject, Router, Skip
 from karnak_shared.config import GatewayConfig, parse_config
@@ -212,10 +212,11 @@ def test_read_instance_gives_the_identifiers_and_the_transfer_syntax(part10: Cal
     assert instance.transfer_syntax == "1.2.840.10008.1.2.1"
 
 
-def test_read_instance_does_not_load_the_pixel_data(part10: Callable[..., bytes]) -> None:
-    instance = read_instance(part10(pixel_bytes=4096))
+def test_read_instance_does_not_load_large_pixel_data(part10: Callable[..., bytes]) -> None:
+    instance = read_instance(part10(pixel_bytes=DEFER_BYTES + 2))
 
-    assert "PixelData" not in instance.dataset
+    # Deferred: its offset and length are known (a copy streams it from the source), its value not read.
+    assert instance.dataset.get_item("PixelData", keep_deferred=True).value is None
 
 
 @pytest.mark.parametrize("garbage", [b"", b"garbage", b"\x00" * 200, b"GIF89a" + b"\x01" * 500])
@@ -282,3 +283,22 @@ def test_display_values_leave_out_absent_attributes(part10: Callable[..., bytes]
     instance = read_instance(part10(StudyDate=None, SeriesDescription=None))
 
     assert instance.display_values() == {"PatientID": "PAT-0042", "StudyDescription": "RESEARCH CT"}
+
+
+def test_a_changed_copy_of_an_instance_leaves_the_dataset_routing_read_as_it_was(
+    part10: Callable[..., bytes], tmp_path: Path
+) -> None:
+    path = tmp_path / "ct.dcm"
+    path.write_bytes(part10(pixel_bytes=DEFER_BYTES + 2))
+    instance = read_instance(path)
+    pixels = path.read_bytes()[-(DEFER_BYTES + 2) :]
+
+    with instance.open() as stream:
+        copy = instance.changeable_dataset(stream)
+        copy.PatientID = "PSEUDONYM"
+        copy.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2"
+        assert copy.PixelData == pixels  # the deferred value, read from the stream when asked
+
+    assert instance.dataset.PatientID != "PSEUDONYM"
+    assert instance.dataset.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1"
+    assert instance.dataset.get_item("PixelData", keep_deferred=True).value is None

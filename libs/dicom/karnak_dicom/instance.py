@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 from dataclasses import dataclass
@@ -10,23 +11,26 @@ from pathlib import Path
 from typing import BinaryIO
 
 from pydicom import Dataset, dcmread
-from pydicom.dataelem import RawDataElement
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.errors import InvalidDicomError
 
-from karnak_dicom._internals import data_element_generator
+from karnak_dicom._internals import copy_element_dictionary, data_element_generator, element_dictionary
 from karnak_dicom.errors import InvalidInstance
 
 # Study-level values shown in notification emails. They are the values as sent (de-identified for a
 # de-identifying destination) and are never logged.
 DISPLAY_KEYWORDS = ("PatientID", "StudyDescription", "StudyDate", "SeriesDescription")
+# Values above this size (the pixel data) are not read with the rest: a copy streams them from the source.
+DEFER_BYTES = 64 * 1024
+_PIXEL_DATA = 0x7FE00010
 
 
 @dataclass(frozen=True)
 class Instance:
-    """An instance as received: where its bytes are, and its attributes up to (not including) the pixel data.
+    """An instance as received: where its bytes are, and its attributes, values over `DEFER_BYTES` not read.
 
     `source` is the Part 10 bytes of an inline message, or the file of a large one, which is never
-    read whole: routing needs the header only, and a copy reads the rest as it writes (`open`).
+    read whole: routing needs the attributes only, and a copy reads the rest as it writes (`open`).
     """
 
     source: bytes | Path
@@ -47,6 +51,32 @@ class Instance:
         """A binary stream over the instance's Part 10 bytes; `OSError` when its file cannot be opened."""
         return _open(self.source)[0]
 
+    def changeable_dataset(self, stream: BinaryIO) -> Dataset:
+        """A dataset of the instance that a transformation may change without changing `dataset`.
+
+        `stream` is open over the instance's bytes (`open`): deferred values are read from it. The dataset
+        read is copied (element dictionaries of its own; raw elements are immutable, and the engine
+        replaces elements rather than change them) unless routing decoded a sequence or the pixel data,
+        whose values a transformation changes in place: then it is read again from `stream`.
+        """
+        elements = element_dictionary(self.dataset)
+        if any(isinstance(e, DataElement) and (e.VR == "SQ" or e.tag == _PIXEL_DATA) for e in elements.values()):
+            stream.seek(0)
+            return dcmread(stream, defer_size=DEFER_BYTES)
+        changeable = copy.copy(self.dataset)
+        copy_element_dictionary(self.dataset, changeable)
+        meta = copy.copy(self.dataset.file_meta)
+        copy_element_dictionary(self.dataset.file_meta, meta)
+        for copied in (changeable, meta):
+            # Decoded elements change in place when set by keyword (`ds.PatientID = ...`): copy those few.
+            own = element_dictionary(copied)
+            for tag, element in own.items():
+                if isinstance(element, DataElement):
+                    own[tag] = _own_element(element)
+        changeable.file_meta = meta
+        changeable.buffer = stream  # where pydicom reads a deferred value from when a transformation asks
+        return changeable
+
     def display_values(self) -> dict[str, str]:
         """Study-level values for notification emails (never logged); an unreadable one is left out."""
         values: dict[str, str] = {}
@@ -58,6 +88,13 @@ class Instance:
             if value is not None:
                 values[keyword] = str(value)
         return values
+
+
+def _own_element(element: DataElement) -> DataElement:
+    """A copy of a decoded element whose value is its own (text, numbers and bytes are immutable)."""
+    if isinstance(element.value, str | bytes | int | float) or element.value is None:
+        return copy.copy(element)
+    return copy.deepcopy(element)
 
 
 # Quoted text and byte strings in a library's error message: pydicom quotes the offending value, which may
@@ -81,11 +118,33 @@ _UNDEFINED_LENGTH = 0xFFFFFFFF
 def _check_complete(stream: BinaryIO, total: int, dataset: Dataset) -> None:
     """Raise `InvalidInstance` when an element's declared length runs past the bytes received.
 
-    pydicom returns a short value for a cut element without complaint, and the pixel data is not read
-    here at all, so the element headers are walked (values skipped, not read) and checked against the end.
+    pydicom returns a short value for a cut element without complaint, and values over `DEFER_BYTES` are
+    not read at all. When every element read has a defined length, their offsets and lengths say it: each
+    must end within the bytes, and the last where they end (otherwise the instance ends inside an element's
+    header). Otherwise (an undefined length) the element headers are walked again, values skipped.
     """
     syntax = dataset.file_meta.TransferSyntaxUID
     if syntax.is_deflated or "FileMetaInformationGroupLength" not in dataset.file_meta:
+        return
+    elements = element_dictionary(dataset)
+    raw = [e for e in elements.values() if isinstance(e, RawDataElement)]
+    # pydicom decodes Specific Character Set as it reads: such an element has no offset, so the offsets
+    # answer only when the last element is a raw one (and, for a sequence, was not decoded either).
+    last_is_raw = bool(elements) and isinstance(elements[max(elements)], RawDataElement)
+    decoded_sequence = any(isinstance(e, DataElement) and e.VR == "SQ" for e in elements.values())
+    if last_is_raw and not decoded_sequence and all(e.length != _UNDEFINED_LENGTH for e in raw):
+        end = 0
+        for read in sorted(raw, key=lambda e: e.value_tell):
+            if read.value_tell + read.length > total:
+                raise InvalidInstance(
+                    f"truncated instance: element {read.tag} declares {read.length} bytes but only "
+                    f"{max(total - read.value_tell, 0)} follow"
+                )
+            end = read.value_tell + read.length
+        if end < total:
+            raise InvalidInstance(
+                f"truncated instance: it ends with {total - end} bytes of an incomplete element header"
+            )
         return
     stream.seek(132 + 12 + int(dataset.file_meta.FileMetaInformationGroupLength))
     end = stream.tell()
@@ -140,7 +199,7 @@ def read_instance(source: bytes | Path) -> Instance:
     """
     stream, size = _open(source)
     try:
-        dataset = dcmread(stream, stop_before_pixels=True)
+        dataset = dcmread(stream, defer_size=DEFER_BYTES)
         _check_complete(stream, size, dataset)
         # Element values are read lazily: touch the ones routing uses so a malformed value fails here.
         identifiers = {

@@ -19,7 +19,7 @@ from typing import Any
 from pynetdicom import AE, evt
 from pynetdicom.association import Association
 
-from karnak_dicom._internals import send_datasets_from_files
+from karnak_dicom._internals import send_datasets_from_files, send_dimse_from_caller
 from karnak_dicom_sender.status import Outcome, classify, describe
 from karnak_shared.errors import PermanentDeliveryError, TransientDeliveryError
 from karnak_shared.logs import EventLogger
@@ -179,6 +179,8 @@ class DestinationLink:
             tls_args=(self.peer.tls, self.peer.host) if self.peer.tls is not None else None,
         )
         if assoc.is_established:
+            # The PDUs of each C-STORE go out from this thread, not one by one through the DUL's queue.
+            send_dimse_from_caller(assoc)
             self.associations_opened += 1
             self._last_used = time.monotonic()
             log.debug("association.opened", destination=self.peer.destination_id, contexts=len(self._contexts))

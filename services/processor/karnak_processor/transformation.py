@@ -16,10 +16,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydicom import Dataset, dcmread
+from pydicom import Dataset
 
 from karnak_dicom.deid import Deidentifier, uid_hash
-from karnak_dicom.instance import DISPLAY_KEYWORDS, Instance
+from karnak_dicom.instance import DEFER_BYTES, DISPLAY_KEYWORDS, Instance
 from karnak_dicom.transcoding import SyntaxNotCarried, encode_part10, plan_syntax, transcode
 from karnak_processor.pseudonyms import PseudonymSource, SessionFactory, pseudonym_source
 from karnak_processor.replace_api import replace_api_caller
@@ -30,8 +30,7 @@ from karnak_shared.profiles import compile_destination
 
 AnyDestination = DicomDestination | StowDestination
 
-# Values above this size are read only when something needs them (pixel cleaning, transcoding).
-DEFER_BYTES = 64 * 1024
+__all__ = ["DEFER_BYTES", "Transformation", "Transformed", "build_transformation"]
 
 
 @dataclass(frozen=True)
@@ -123,7 +122,9 @@ class Transformation:
         # written into the copy: the copy is the only one in memory.
         try:
             with instance.open() as stream:
-                dataset = dcmread(stream, defer_size=DEFER_BYTES)
+                # The dataset routing read, not a second parse: values over DEFER_BYTES (the pixel data)
+                # are read only when something needs them (pixel cleaning, transcoding) or as written.
+                dataset = instance.changeable_dataset(stream)
                 if self.deidentifier is not None:
                     pseudonym = self.pseudonyms.pseudonym_for(dataset) if self.pseudonyms is not None else None
                     self.deidentifier.apply(dataset, pseudonym)
