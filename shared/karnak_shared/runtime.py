@@ -7,7 +7,7 @@ import threading
 from dataclasses import dataclass
 from types import FrameType
 
-from karnak_shared.blobstore import BlobStore
+from karnak_shared.blobstore import BlobStore, open_blob_store
 from karnak_shared.config import GatewayConfig
 from karnak_shared.logs import configure_logging
 from karnak_shared.ops import OpsServer
@@ -35,7 +35,7 @@ def prepare_service(name: str, config: GatewayConfig, metrics_port: int | None =
     configure_logging(name, config.logging.level, config.logging.format)
     port = metrics_port if metrics_port is not None else config.metrics.ports.get(name, 0)
     ops = OpsServer(name, config.metrics.host, port).start()
-    blobs = BlobStore(config.blob_store.path)
+    blobs = open_blob_store(config.blob_store)
     blobs.ensure()
     return ServiceContext(
         name=name,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from karnak_shared.blobstore import BlobStore
+from karnak_shared.blobstore import DirectoryBlobStore
 from karnak_shared.errors import BlobStoreError
 
 DATA = b"DICM" + bytes(range(256)) * 64
@@ -17,7 +17,7 @@ DATA = b"DICM" + bytes(range(256)) * 64
 
 @pytest.fixture
 def store(tmp_path: Path) -> BlobStore:
-    blobs = BlobStore(tmp_path / "blobs")
+    blobs = DirectoryBlobStore(tmp_path / "blobs")
     blobs.ensure()
     return blobs
 
@@ -232,7 +232,7 @@ def test_other_write_errors_are_blob_store_errors_with_the_cause(
 
 
 def test_ensure_creates_the_root(tmp_path: Path) -> None:
-    store = BlobStore(tmp_path / "a" / "b")
+    store = DirectoryBlobStore(tmp_path / "a" / "b")
 
     store.ensure()
 

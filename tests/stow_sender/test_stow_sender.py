@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from karnak_shared import header_names
-from karnak_shared.blobstore import BlobStore
+from karnak_shared.blobstore import DirectoryBlobStore
 from karnak_shared.broker import Delivery, Settlement
 from karnak_shared.config import parse_config
 from karnak_shared.envelope import Envelope
@@ -59,7 +59,7 @@ def topology() -> Topology:
 
 @pytest.fixture
 def blobs(tmp_path: Path) -> BlobStore:
-    store = BlobStore(tmp_path / "blobs")
+    store = DirectoryBlobStore(tmp_path / "blobs")
     store.ensure()
     return store
 

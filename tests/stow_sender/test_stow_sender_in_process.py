@@ -20,7 +20,7 @@ import pytest
 from pydicom import dcmread
 
 from karnak_dicom.testing import StudyFiles, dataset_bytes, make_study
-from karnak_shared.blobstore import BlobStore
+from karnak_shared.blobstore import DirectoryBlobStore
 from karnak_shared.broker import Publisher
 from karnak_shared.config import GatewayConfig, parse_config
 from karnak_shared.deadletters import DeadLetterQueue, ParkedMessage
@@ -183,7 +183,7 @@ def start_sender(amqp_url: str, prefix: str, tmp_path: Path) -> Iterator[Callabl
         raw["broker"]["retry_delays"] = [1, 2]
         config = parse_config(json.dumps(raw))
         topology = register_topology(amqp_url, config)
-        blobs = BlobStore(config.blob_store.path)
+        blobs = DirectoryBlobStore(config.blob_store.path)
         blobs.ensure()
         defaults: dict[str, Any] = {"batch_size": 10, "max_wait": 0.2, "read_timeout": 10}
         service = StowSenderService(config, topology, blobs, StowSenderSettings(**{**defaults, **settings})).start()

@@ -118,9 +118,9 @@ class DicomSenderService(Service[Links]):
         started = time.perf_counter()
         held = self._held(destination)
         try:
+            if held is not None:
+                raise TransientDeliveryError(held)  # before fetching the blob (a download from S3)
             with _payload_file(message) as path:
-                if held is not None:
-                    raise TransientDeliveryError(held)
                 stored = link.store(path, envelope.sop_class_uid, envelope.sop_instance_uid, envelope.transfer_syntax)
         except DeliveryError as exc:
             if exc.transient and held is None and not link.is_open:
@@ -146,11 +146,12 @@ class DicomSenderService(Service[Links]):
 
 @contextmanager
 def _payload_file(message: InstanceMessage) -> Iterator[Path]:
-    """A file holding the instance: its blob, or a temporary copy of an inline body."""
-    source = message.source()
-    if isinstance(source, Path):
-        yield source
+    """A file holding the instance: its blob's file (or a copy streamed from S3), or a copy of an inline body."""
+    if message.blob is not None:
+        with message.blobs.local_file(message.blob) as path:
+            yield path
         return
+    source = message.body
     fd, name = tempfile.mkstemp(prefix="karnak-", suffix=".dcm", dir=_scratch_dir())
     try:
         with os.fdopen(fd, "wb") as handle:

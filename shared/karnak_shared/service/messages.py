@@ -8,9 +8,9 @@ its own cause, and the runner parks it at once instead of requeueing it until Ra
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar, Protocol, TypeVar
 
+from karnak_dicom.instance import Source
 from karnak_shared.blobstore import BlobStore
 from karnak_shared.envelope import Envelope, ShareRequest, TransferEvent, attempt_of
 from karnak_shared.errors import (
@@ -21,7 +21,7 @@ from karnak_shared.errors import (
     InvalidBlobReference,
     KarnakError,
 )
-from karnak_shared.service.authentication import file_digest
+from karnak_shared.service.authentication import stream_digest
 
 _PART10_MAGIC = slice(128, 132)
 
@@ -85,9 +85,9 @@ class InstanceMessage:
     def attempt(self) -> int:
         return self.envelope.attempt
 
-    def source(self) -> bytes | Path:
-        """Where the Part 10 bytes are: the body, or the blob's file (checked to exist when read)."""
-        return self.blobs.path(self.envelope.blob) if self.envelope.blob else self.body
+    def source(self) -> Source:
+        """Where the Part 10 bytes are: the body, or the blob's file or object (checked to exist when read)."""
+        return self.blobs.source(self.envelope.blob) if self.envelope.blob else self.body
 
     def read_bytes(self) -> bytes:
         """The Part 10 bytes (`BlobStoreError` when the blob cannot be read)."""
@@ -114,17 +114,18 @@ def _blob_head(envelope: Envelope, reading: Reading) -> bytes:
     """The first bytes of a message's blob, after checking its reference and (when asked) its digest."""
     reference = str(envelope.blob)
     try:
-        path = reading.blobs.path(reference)
-        if reading.check_digest:
-            if not envelope.digest:
-                raise Unreadable("unauthenticated", "the message names a blob but carries no digest of it")
-            if file_digest(path) != envelope.digest:
-                raise BlobDigestMismatch(f"blob {reference} does not have the digest the message was signed with")
-        with path.open("rb") as handle:
-            return handle.read(132)
+        if reading.check_digest and not envelope.digest:
+            raise Unreadable("unauthenticated", "the message names a blob but carries no digest of it")
+        with reading.blobs.open(reference) as handle:
+            head = handle.read(132)
+            if reading.check_digest:
+                handle.seek(0)
+                if stream_digest(handle) != envelope.digest:
+                    raise BlobDigestMismatch(f"blob {reference} does not have the digest the message was signed with")
+            return head
     except InvalidBlobReference as exc:
         raise Unreadable("invalid-blob-reference", str(exc)) from None
-    except FileNotFoundError:
+    except (BlobMissing, FileNotFoundError):
         raise Unreadable("missing-blob", str(BlobMissing(f"blob {reference} is missing from the blob store"))) from None
     except BlobDigestMismatch as exc:
         raise Unreadable("blob-digest-mismatch", str(exc)) from None
