@@ -23,7 +23,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 import boto3
 import botocore.config
@@ -216,7 +216,7 @@ class S3BlobStore:
                 raise BlobMissing(f"blob {reference} is missing from {self.location}") from None
         except OSError as exc:
             raise BlobStoreError(f"cannot read blob {reference} from {self.location}: {exc.strerror}") from None
-        return io.BufferedReader(reader, buffer_size=_READ_BUFFER)
+        return cast(BinaryIO, _ObjectStream(reader))
 
     def source(self, reference: str) -> ObjectSource:
         check_reference(reference)
@@ -436,6 +436,43 @@ class _RangeReader(io.RawIOBase):
 
     def close(self) -> None:
         self._drop()
+        super().close()
+
+
+class _ObjectStream(io.BufferedIOBase):
+    """A buffered stream over a `_RangeReader`, that is not an `io.BufferedReader`.
+
+    pydicom takes a `BufferedReader` for a file it may reopen by name to read deferred values; any other
+    stream it reads deferred values from itself, as it does for an inline body's `BytesIO`.
+    """
+
+    def __init__(self, raw: _RangeReader) -> None:
+        super().__init__()
+        self._inner = io.BufferedReader(raw, buffer_size=_READ_BUFFER)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        return self._inner.read(size)
+
+    def read1(self, size: int = -1) -> bytes:
+        return self._inner.read1(size)
+
+    def readinto(self, buffer: Any) -> int:
+        return self._inner.readinto(buffer)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return self._inner.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._inner.tell()
+
+    def close(self) -> None:
+        self._inner.close()
         super().close()
 
 
