@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from karnak_shared import header_names
-from karnak_shared.blobstore import DirectoryBlobStore
+from karnak_shared.blobstore import BlobStore, DirectoryBlobStore
 from karnak_shared.broker import Delivery, Settlement
 from karnak_shared.config import parse_config
 from karnak_shared.envelope import Envelope

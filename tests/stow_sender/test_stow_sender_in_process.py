@@ -20,7 +20,7 @@ import pytest
 from pydicom import dcmread
 
 from karnak_dicom.testing import StudyFiles, dataset_bytes, make_study
-from karnak_shared.blobstore import DirectoryBlobStore
+from karnak_shared.blobstore import BlobStore, DirectoryBlobStore
 from karnak_shared.broker import Publisher
 from karnak_shared.config import GatewayConfig, parse_config
 from karnak_shared.deadletters import DeadLetterQueue, ParkedMessage
