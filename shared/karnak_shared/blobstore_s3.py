@@ -77,6 +77,9 @@ class S3BlobStore:
             max_concurrency=_UPLOAD_THREADS,
             use_threads=True,
         )
+        # s3transfer reads up to 10 chunks of a stream ahead by default (80 MB here): two are enough for
+        # two upload threads, and keep a large instance's upload at ~16 MB beside the instance itself.
+        self._transfer.max_in_memory_upload_chunks = _UPLOAD_THREADS
 
     @classmethod
     def from_config(cls, config: BlobStoreConfig) -> S3BlobStore:
