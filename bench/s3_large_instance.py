@@ -190,7 +190,7 @@ def main() -> int:
                     print()
                     print(f"S3 store, one {size / 1e6:.0f} MB instance {how}, delivered in {seconds:.1f} s:")
                     print(
-                        f"| service | peak RSS after {args.warm} CT (MB) | after the large one (MB) | extra, in copies |"
+                        f"| service | peak RSS after {args.warm} CT (MB) | after the large one (MB) | extra (copies) |"
                     )
                     print("|---|---|---|---|")
                     for label in sorted(after):
