@@ -229,7 +229,12 @@ class S3BlobStore:
     def local_file(self, reference: str) -> Iterator[Path]:
         """The blob streamed into a temporary file (on disk, not in memory), removed after the `with`."""
         with self.open(reference) as stream:
-            fd, name = tempfile.mkstemp(prefix="karnak-s3-", suffix=".dcm")
+            size = stream.seek(0, os.SEEK_END)
+            stream.seek(0)  # the GET that open started is still at 0: no request more
+            # Small ones in memory-backed /dev/shm as the dicom-sender does for inline bodies; large ones
+            # on disk ($TMPDIR), never in memory.
+            shm = size <= _SINGLE_PUT_BYTES and os.access("/dev/shm", os.W_OK)
+            fd, name = tempfile.mkstemp(prefix="karnak-s3-", suffix=".dcm", dir="/dev/shm" if shm else None)
             try:
                 with os.fdopen(fd, "wb") as handle:
                     while chunk := stream.read(_READ_BUFFER):
