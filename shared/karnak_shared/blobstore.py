@@ -45,6 +45,11 @@ def check_reference(reference: str) -> str:
     return reference
 
 
+def is_reference(name: str) -> bool:
+    """Whether `name` has the form of a reference (a listing's test: anything else is not the store's)."""
+    return _REFERENCE.match(name) is not None
+
+
 def new_reference() -> str:
     """A fresh reference: 256 folders (or key prefixes) of random names."""
     name = uuid.uuid4().hex
@@ -310,7 +315,7 @@ class DirectoryBlobStore:
                 continue
             for file in folder.iterdir():
                 reference = f"{folder.name}/{file.name}"
-                if not _REFERENCE.match(reference):
+                if not is_reference(reference):
                     continue
                 try:
                     status = file.stat()

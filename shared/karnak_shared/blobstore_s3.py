@@ -30,7 +30,7 @@ import botocore.config
 import botocore.exceptions
 from boto3.s3.transfer import TransferConfig
 
-from karnak_shared.blobstore import SET_ASIDE, StoredBlob, check_reference, new_reference
+from karnak_shared.blobstore import SET_ASIDE, StoredBlob, check_reference, is_reference, new_reference
 from karnak_shared.errors import BlobMissing, BlobStoreError
 
 if TYPE_CHECKING:
@@ -44,7 +44,6 @@ _UPLOAD_THREADS = 2
 _SKIP_BYTES = 256 * 1024
 _READ_BUFFER = 1024 * 1024
 _MISSING = {"NoSuchKey", "404", "NotFound"}
-_REFERENCE_LENGTH = len("ab/") + 32 + len(".dcm")
 _NETWORK_ERRORS = (
     botocore.exceptions.EndpointConnectionError,
     botocore.exceptions.ConnectionClosedError,
@@ -261,27 +260,20 @@ class S3BlobStore:
             raise BlobStoreError(f"cannot delete blob {reference} in {self.location}: {errors[0].get('Code')}")
 
     def blobs(self) -> Iterator[StoredBlob]:
-        aside = f"{self.prefix}{SET_ASIDE}/"
-        for blob in self._listed(self.prefix):
-            if not blob.reference.startswith(aside):
-                yield StoredBlob(blob.reference[len(self.prefix) :], blob.modified, blob.size)
+        # The set-aside ones (under <prefix>swept/) do not have the form of a reference: left out.
+        yield from self._listed(self.prefix)
 
     def set_aside_blobs(self) -> Iterator[StoredBlob]:
-        aside = f"{self.prefix}{SET_ASIDE}/"
-        for blob in self._listed(aside):
-            yield StoredBlob(blob.reference[len(aside) :], blob.modified, blob.size)
+        yield from self._listed(f"{self.prefix}{SET_ASIDE}/")
 
     def _listed(self, prefix: str) -> Iterator[StoredBlob]:
-        """Objects under `prefix` whose key ends in a reference (the key itself in `reference`)."""
+        """The objects whose key is `prefix` and a reference (not another object an operator put there)."""
         try:
             for page in self._client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
                 for item in page.get("Contents", []):
-                    key = str(item["Key"])
-                    try:
-                        check_reference(key[-_REFERENCE_LENGTH:])
-                    except BlobStoreError:
-                        continue  # not one of ours (a file an operator put there)
-                    yield StoredBlob(key, item["LastModified"].timestamp(), int(item["Size"]))
+                    reference = str(item["Key"])[len(prefix) :]
+                    if is_reference(reference):
+                        yield StoredBlob(reference, item["LastModified"].timestamp(), int(item["Size"]))
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, *_NETWORK_ERRORS) as exc:
             raise self._error(exc, "list blobs") from None
 

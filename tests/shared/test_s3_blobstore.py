@@ -304,3 +304,13 @@ def test_credentials_come_by_reference_and_are_never_shown(
     shown = f"{config!r} {config.blob_store!r} {store.location} {config.model_dump_json()}"
     assert s3_server.secret_key not in shown
     assert s3_server.access_key not in shown
+
+
+def test_objects_under_the_prefix_that_are_not_blobs_are_not_listed(s3_server: SeaweedS3) -> None:
+    store = s3_store(s3_server)
+    reference = store.put(DATA)
+    for key in ("README", f"notes/{reference}", f"{reference}.bak"):
+        store._client.put_object(Bucket=store.bucket, Key=f"{store.prefix}{key}", Body=b"an operator's")
+
+    assert references(store) == {reference}
+    assert list(store.set_aside_blobs()) == []
