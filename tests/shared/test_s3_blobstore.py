@@ -12,6 +12,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -314,3 +315,23 @@ def test_objects_under_the_prefix_that_are_not_blobs_are_not_listed(s3_server: S
 
     assert references(store) == {reference}
     assert list(store.set_aside_blobs()) == []
+
+
+def test_a_blob_is_read_in_one_streaming_get_and_a_far_seek_costs_one_ranged_get(s3_server: SeaweedS3) -> None:
+    store = s3_store(s3_server)
+    data = os.urandom(8 * 1024 * 1024)
+    reference = store.put(data)
+    ranges: list[str | None] = []
+
+    def count(params: dict[str, Any], **_: Any) -> None:
+        ranges.append(params.get("Range"))
+
+    store._client.meta.events.register("provide-client-params.s3.GetObject", count)
+    with store.open(reference) as stream:
+        assert stream.read(132) == data[:132]  # the header: from the first GET, which goes on streaming
+        stream.seek(100 * 1024)  # a short skip ahead reads on
+        assert hashlib.sha256(stream.read()).digest() == hashlib.sha256(data[100 * 1024 :]).digest()
+        stream.seek(10)  # back: a new GET from there
+        assert stream.read(10) == data[10:20]
+
+    assert ranges == [None, "bytes=10-"]
