@@ -22,7 +22,6 @@ import os
 import re
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Protocol, TypeVar
@@ -114,11 +113,8 @@ class BlobStore(Protocol):
         ...
 
     def source(self, reference: str) -> Path | BlobSource:
-        """What an instance reader opens: the blob's file, or a source of streams over it."""
-        ...
-
-    def local_file(self, reference: str) -> AbstractContextManager[Path]:
-        """A file holding the blob for the time of the `with` (its own file, or a streamed temporary copy)."""
+        """What an instance reader opens: the blob's file, or a source of streams over it (one per message:
+        it may keep a small blob between the opens of one handling)."""
         ...
 
     def delete(self, reference: str) -> None:
@@ -288,10 +284,6 @@ class DirectoryBlobStore:
         path = self.path(reference)
         self._bring_back(reference)
         return path  # opening it says whether it is missing (`FileNotFoundError`)
-
-    @contextmanager
-    def local_file(self, reference: str) -> Iterator[Path]:
-        yield self.source(reference)
 
     def delete(self, reference: str) -> None:
         """Remove a blob; a blob already gone is not an error (deletes follow acks and may repeat)."""

@@ -18,11 +18,8 @@ from __future__ import annotations
 import errno
 import io
 import os
-import tempfile
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 import boto3
@@ -246,30 +243,6 @@ class S3BlobStore:
         check_reference(reference)
         return ObjectSource(self, reference)
 
-    @contextmanager
-    def local_file(self, reference: str) -> Iterator[Path]:
-        """The blob streamed into a temporary file (on disk, not in memory), removed after the `with`."""
-        with self.open(reference) as stream:
-            size = stream.seek(0, os.SEEK_END)
-            stream.seek(0)  # the GET that open started is still at 0: no request more
-            # Small ones in memory-backed /dev/shm as the dicom-sender does for inline bodies; large ones
-            # on disk ($TMPDIR), never in memory.
-            shm = size <= _SINGLE_PUT_BYTES and os.access("/dev/shm", os.W_OK)
-            fd, name = tempfile.mkstemp(prefix="karnak-s3-", suffix=".dcm", dir="/dev/shm" if shm else None)
-            try:
-                with os.fdopen(fd, "wb") as handle:
-                    while chunk := stream.read(_READ_BUFFER):
-                        handle.write(chunk)
-            except OSError as exc:
-                os.unlink(name)
-                if isinstance(exc, FileNotFoundError):
-                    raise BlobMissing(f"blob {reference} is missing from {self.location}") from None
-                raise BlobStoreError(f"cannot copy blob {reference} to a temporary file: {exc.strerror}") from None
-        try:
-            yield Path(name)
-        finally:
-            os.unlink(name)
-
     def delete(self, reference: str) -> None:
         """Remove the object and a set-aside copy of it in one request (deletes follow acks and may repeat)."""
         keys = [{"Key": self._key(reference)}, {"Key": self._aside_key(reference)}]
@@ -346,15 +319,35 @@ class StoredObject:
             pass  # a stray object: the sweep finds it
 
 
-@dataclass(frozen=True)
 class ObjectSource:
-    """A blob an instance reader opens as a stream of ranged GETs (`karnak_dicom`'s byte source)."""
+    """A blob as an instance reader opens it (`karnak_dicom`'s byte source), for one message's handling.
 
-    store: S3BlobStore
-    reference: str
+    A small blob (up to `_SINGLE_PUT_BYTES`) is fetched whole by the first `open` and kept: the handling
+    of one message opens its instance several times (its head and digest, its header, its copy), and each
+    would be a GET. A large one is streamed by ranged GETs each time, never held.
+    """
+
+    def __init__(self, store: S3BlobStore, reference: str) -> None:
+        self.store = store
+        self.reference = reference
+        self._kept: bytes | None = None
 
     def open(self) -> BinaryIO:
-        return self.store.open(self.reference)
+        if self._kept is not None:
+            return io.BytesIO(self._kept)
+        stream = self.store.open(self.reference)
+        size = stream.seek(0, os.SEEK_END)
+        stream.seek(0)  # the GET that open started is still at 0: no request more
+        if size > _SINGLE_PUT_BYTES:
+            return stream
+        try:
+            with stream:
+                self._kept = stream.read()
+        except OSError as exc:
+            if isinstance(exc, FileNotFoundError):
+                raise BlobMissing(f"blob {self.reference} is missing from {self.store.location}") from None
+            raise BlobStoreError(f"cannot read blob {self.reference}: {exc.strerror}") from None
+        return io.BytesIO(self._kept)
 
 
 class _RangeReader(io.RawIOBase):

@@ -106,16 +106,6 @@ def test_open_reads_any_range_and_knows_the_size(store: BlobStore) -> None:
         assert stream.read(10) == b""
 
 
-def test_local_file_holds_the_bytes_for_the_time_of_the_with(store: BlobStore) -> None:
-    reference = store.put(DATA)
-
-    with store.local_file(reference) as path:
-        assert path.read_bytes() == DATA
-    if isinstance(store, S3BlobStore):
-        assert not path.exists()  # a temporary copy, removed
-    assert store.get(reference) == DATA
-
-
 def test_an_instance_is_read_through_the_stores_source_header_first(store: BlobStore, tmp_path: Path) -> None:
     study = make_study(tmp_path / "study", ct=0, mr=0, multiframe=0, large=1, compressed=0)
     reference = store.put(study.paths[0].read_bytes())
@@ -335,3 +325,21 @@ def test_a_blob_is_read_in_one_streaming_get_and_a_far_seek_costs_one_ranged_get
         assert stream.read(10) == data[10:20]
 
     assert ranges == [None, "bytes=10-"]
+
+
+def test_a_small_blobs_source_fetches_it_once_for_all_the_opens_of_a_handling(s3_server: SeaweedS3) -> None:
+    store = s3_store(s3_server)
+    small, large = store.put(DATA), store.put((DATA, os.urandom(17 * 1024 * 1024)))
+    gets: list[str] = []
+    store._client.meta.events.register(
+        "provide-client-params.s3.GetObject", lambda params, **_: gets.append(params["Key"][-39:])
+    )
+
+    small_source, large_source = store.source(small), store.source(large)
+    for _ in range(3):  # the head and digest, the header, the copy
+        with small_source.open() as stream:
+            assert stream.read() == DATA
+        with large_source.open() as stream:
+            assert stream.read(len(DATA)) == DATA
+
+    assert gets == [small, large, large, large]  # a large one is streamed again each time, never kept

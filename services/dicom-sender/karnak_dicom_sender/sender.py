@@ -11,17 +11,18 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from prometheus_client import Histogram
 
 from karnak_dicom_sender.link import DestinationLink, Peer
 from karnak_dicom_sender.status import Outcome as StoreOutcome
 from karnak_shared.config import DicomDestination, GatewayConfig
-from karnak_shared.errors import DeliveryError, TransientDeliveryError
+from karnak_shared.errors import BlobMissing, BlobStoreError, DeliveryError, TransientDeliveryError
 from karnak_shared.logs import EventLogger
 from karnak_shared.sender_metrics import LATENCY_BUCKETS, SENT, SENT_BYTES, TRANSIT_SECONDS
 from karnak_shared.service import Ack, InstanceMessage, Outcome, Providers, Service, Work, consume
@@ -82,6 +83,10 @@ class Links:
 
 def dicom_queues(config: GatewayConfig, topology: Topology) -> list[str]:
     return [topology.send_queue("dicom", dest.id) for _, dest in config.destinations() if dest.queue_kind == "dicom"]
+
+
+# A temporary copy up to this size goes to memory-backed /dev/shm (an inline body, a small S3 blob).
+SCRATCH_IN_MEMORY_BYTES = 16 * 1024 * 1024
 
 
 class DicomSenderService(Service[Links]):
@@ -146,20 +151,44 @@ class DicomSenderService(Service[Links]):
 
 @contextmanager
 def _payload_file(message: InstanceMessage) -> Iterator[Path]:
-    """A file holding the instance: its blob's file (or a copy streamed from S3), or a copy of an inline body."""
-    if message.blob is not None:
-        with message.blobs.local_file(message.blob) as path:
-            yield path
+    """A file holding the instance: its blob's file, or a temporary copy (of an inline body, or streamed from
+    an object store's blob: on disk when it is large, never whole in memory)."""
+    source = message.source()
+    if isinstance(source, Path):
+        yield source
         return
-    source = message.body
-    fd, name = tempfile.mkstemp(prefix="karnak-", suffix=".dcm", dir=_scratch_dir())
+    if isinstance(source, bytes):
+        name = _scratch_copy(len(source), lambda handle: handle.write(source))
+    else:
+        with source.open() as stream:
+            size = stream.seek(0, os.SEEK_END)
+            stream.seek(0)
+            name = _scratch_copy(size, lambda handle: _copy(stream, handle))
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(source)
         yield Path(name)
     finally:
         os.unlink(name)
 
 
-def _scratch_dir() -> str | None:
-    return "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
+def _scratch_copy(size: int, write: Callable[[BinaryIO], object]) -> str:
+    """A temporary file `write` fills: in /dev/shm up to `SCRATCH_IN_MEMORY_BYTES`, else on disk."""
+    shm = size <= SCRATCH_IN_MEMORY_BYTES and os.access("/dev/shm", os.W_OK)
+    fd, name = tempfile.mkstemp(prefix="karnak-", suffix=".dcm", dir="/dev/shm" if shm else None)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+    except BaseException:
+        os.unlink(name)
+        raise
+    return name
+
+
+def _copy(stream: BinaryIO, handle: BinaryIO) -> None:
+    """Copy an object store's blob by chunks; its read errors said as the blob store says them."""
+    try:
+        while chunk := stream.read(1024 * 1024):
+            handle.write(chunk)
+    except OSError as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise BlobMissing(str(exc.strerror)) from None
+        raise BlobStoreError(f"cannot copy the instance's blob to a temporary file: {exc.strerror}") from None
