@@ -195,3 +195,11 @@ def test_the_sweep_runs_hourly_one_at_a_time_with_the_gateways_image(s3: list[di
     from karnak_shared.cli import build_parser
 
     build_parser().parse_args(only["command"][1:])  # a command the CLI has, with options it accepts
+
+
+def test_the_dicom_sender_has_room_in_tmp_for_a_large_instance_streamed_from_the_bucket(
+    s3: list[dict[str, Any]],
+) -> None:
+    volumes = {v["name"]: v for v in deployment(s3, "dicom-sender")["spec"]["template"]["spec"]["volumes"]}
+
+    assert volumes["tmp"]["emptyDir"]["sizeLimit"] == "2Gi"  # a 300 MB instance and more, one per destination
