@@ -185,12 +185,13 @@ def test_every_pod_mounts_each_secret_file_the_configuration_reads_and_no_blob_d
             assert file in items, f"{name}: {path} is in no Secret mounted at {directory}"
 
 
-def test_the_sweep_runs_hourly_one_at_a_time_with_the_gateways_image(s3: list[dict[str, Any]]) -> None:
+def test_the_sweep_runs_daily_one_at_a_time_with_the_gateways_image(s3: list[dict[str, Any]]) -> None:
     job = named(s3, "CronJob", "karnak-blobs-sweep")
     (only,) = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
 
     assert only["command"][:3] == ["karnak", "blobs", "sweep"]
     assert job["spec"]["concurrencyPolicy"] == "Forbid"
+    assert job["spec"]["schedule"].split()[2:] == ["*", "*", "*"] and "*" not in job["spec"]["schedule"].split()[:2]
     assert only["image"] == deployment(s3, "processor")["spec"]["template"]["spec"]["containers"][0]["image"]
     from karnak_shared.cli import build_parser
 
