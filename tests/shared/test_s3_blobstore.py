@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 
 from karnak_dicom.instance import read_instance
+from karnak_dicom.testing import make_study
 from karnak_shared.blobstore import BlobStore, DirectoryBlobStore, open_blob_store
 from karnak_shared.blobstore_s3 import S3BlobStore
 from karnak_shared.config import BlobStoreConfig, parse_config
 from karnak_shared.errors import BlobMissing, BlobStoreError, ConfigError, InvalidBlobReference
-from karnak_shared.service.testing.dicomdata import make_study
 from karnak_shared.service.testing.seaweedfs import SeaweedS3
 
 DATA = b"\0" * 128 + b"DICM" + bytes(range(256)) * 256
