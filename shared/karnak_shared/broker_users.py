@@ -17,6 +17,7 @@ Each service user may then publish and consume exactly where its service does:
 | stow-sender   | events, retry, dead            | send.stow.*                |
 | kheops-sharer | events, retry, dead            | kheops                     |
 | notifier      | dead                           | notifier                   |
+| monitor       | retry, dead                    | monitor                    |
 
 So only the processor, which applies the conditions and the de-identification, can put a message on a
 send queue; a receiver's credentials reach the processor's input at most. No service may configure
@@ -29,7 +30,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-SERVICE_USERS = ("receiver", "processor", "dicom-sender", "stow-sender", "kheops-sharer", "notifier")
+SERVICE_USERS = ("receiver", "processor", "dicom-sender", "stow-sender", "kheops-sharer", "notifier", "monitor")
 OPERATOR = "operator"
 
 _PUBLISHES: dict[str, tuple[str, ...]] = {
@@ -39,6 +40,8 @@ _PUBLISHES: dict[str, tuple[str, ...]] = {
     "stow-sender": ("events", "retry", "dead"),
     "kheops-sharer": ("events", "retry", "dead"),
     "notifier": ("dead",),
+    # An event the database cannot take now waits in the delay queues; an unreadable one is parked.
+    "monitor": ("retry", "dead"),
 }
 _CONSUMES: dict[str, tuple[str, ...]] = {
     "receiver": (),
@@ -47,6 +50,7 @@ _CONSUMES: dict[str, tuple[str, ...]] = {
     "stow-sender": (r"send\.stow\..+",),
     "kheops-sharer": ("kheops",),
     "notifier": ("notifier",),
+    "monitor": ("monitor",),
 }
 
 

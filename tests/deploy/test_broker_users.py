@@ -31,6 +31,7 @@ PUBLISHES = {
     "stow-sender": {"events", "retry", "dead"},
     "kheops-sharer": {"events", "retry", "dead"},
     "notifier": {"dead"},
+    "monitor": {"retry", "dead"},
 }
 CONSUMES = {
     "receiver": set(),
@@ -39,6 +40,7 @@ CONSUMES = {
     "stow-sender": {"send.stow.web"},
     "kheops-sharer": {"kheops"},
     "notifier": {"notifier"},
+    "monitor": {"monitor"},
 }
 EXCHANGES = ("ingest", "send", "retry", "events", "dead")
 
@@ -53,6 +55,7 @@ def topology(prefix: str, amqp_url: str) -> Iterator[Topology]:
         send_queues=(f"{prefix}.send.dicom.pacs", f"{prefix}.send.stow.web"),
         notifier=True,
         kheops=True,
+        monitor=True,
     )
     connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
     try:
@@ -151,7 +154,7 @@ def test_each_service_user_declares_the_topology_and_publishes_and_consumes_only
         connection.close()
     published = {e for e in EXCHANGES if _can_publish(url, f"{topology.prefix}.{e}", _routing_key(topology, e))}
     assert published == PUBLISHES[service]
-    queues = {"received", "send.dicom.pacs", "send.stow.web", "notifier", "kheops", "retry.5", "dead"}
+    queues = {"received", "send.dicom.pacs", "send.stow.web", "notifier", "kheops", "monitor", "retry.5", "dead"}
     consumed = {q for q in queues if _can_consume(url, f"{topology.prefix}.{q}")}
     assert consumed == CONSUMES[service]
     # Nobody but the operator publishes by queue name through the default exchange.

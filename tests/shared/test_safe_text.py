@@ -12,10 +12,10 @@ import pika
 import pytest
 import yaml
 
+from karnak_shared import header_names
 from karnak_shared.config import parse_config
 from karnak_shared.logs import JsonFormatter, KeyValueFormatter
 from karnak_shared.safe_text import escape_controls
-from karnak_shared import header_names
 from tests.conftest import gateway_config, register_topology
 
 CRAFTED = "1.2.3\r\n- instance forged destination=pacs\x1b[2K\u202etxt.exe\u2028\x85"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from typing import Any
 
@@ -32,6 +33,8 @@ def cmd_setup(args: argparse.Namespace) -> int:
     topology = Topology.from_config(
         config.model_copy(update={"broker": config.broker.model_copy(update={"declare_topology": True})})
     )
+    # The monitor's queue too: with per-service users the monitor may only check that it exists.
+    topology = dataclasses.replace(topology, monitor=True)
     try:
         connection = open_connection(url, name="karnak-broker-setup")
         try:
