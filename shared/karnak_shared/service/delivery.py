@@ -1,8 +1,10 @@
-"""What both senders do with a transfer's result: its `transfer.*` event, and the outcome of a failure.
+"""What a sender does with a transfer's result: its `transfer.*` event, and the outcome of a failure.
 
-A transient failure waits in the next delay tier (`Retry`); a permanent one, or a transient one past the
-last tier, is parked with its reason and reported by a `transfer.failed` event, published (and confirmed
-by the runner) before the message is settled.
+A transient failure waits in the next delay tier (`Retry`) and is reported by a `transfer.retried` event
+with its reason, so the monitor shows an instance that is being retried (DESIGN.md section 16); a
+permanent one, or a transient one past the last tier, is parked with its reason and reported by a
+`transfer.failed` event. Either event is published (and confirmed by the runner) before the message is
+settled.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from karnak_shared.service.providers import Work
 
 
 def transfer_event(
-    work: Work[Any], message: InstanceMessage, kind: Literal["sent", "failed"], reason: str | None
+    work: Work[Any], message: InstanceMessage, kind: Literal["sent", "failed", "retried"], reason: str | None
 ) -> None:
     """Publish the `transfer.<kind>.<destination>` event of a message's transfer."""
     envelope = message.envelope
@@ -31,6 +33,7 @@ def delivery_failed(work: Work[Any], message: InstanceMessage, error: DeliveryEr
     destination = message.envelope.destination or "-"
     if error.transient and work.redelivery.policy.delay_for(message.attempt) is not None:
         SENT.labels(destination, "retried").inc()
+        transfer_event(work, message, "retried", error.reason)
         return Retry(error.reason)
     reason, cause = error.reason, "refused"
     if error.transient:
