@@ -22,7 +22,7 @@ from sqlalchemy import text
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
 
-from karnak_console.api import accounts, configuration, operations, projects, routing, session
+from karnak_console.api import accounts, configuration, monitoring, operations, projects, routing, session
 from karnak_console.api.common import BODY_SCHEMAS
 from karnak_console.context import Console
 from karnak_console.problems import ApiProblem, http_response, problem_response, validation_response
@@ -69,7 +69,7 @@ def create_app(console: Console) -> FastAPI:
     app.add_exception_handler(ApiProblem, problem_response)
     app.add_exception_handler(RequestValidationError, validation_response)
     app.add_exception_handler(StarletteHTTPException, http_response)
-    for module in (routing, projects, configuration, operations, accounts, session):
+    for module in (routing, projects, configuration, operations, monitoring, accounts, session):
         _publish_permissions(module.router.routes)
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
