@@ -22,6 +22,7 @@ from sqlalchemy import text
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
 
+from karnak_console import pages_monitoring
 from karnak_console.api import accounts, configuration, monitoring, operations, projects, routing, session
 from karnak_console.api.common import BODY_SCHEMAS
 from karnak_console.context import Console
@@ -72,6 +73,7 @@ def create_app(console: Console) -> FastAPI:
     for module in (routing, projects, configuration, operations, monitoring, accounts, session):
         _publish_permissions(module.router.routes)
         app.include_router(module.router)
+    app.include_router(pages_monitoring.router)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     _add_docs(app)
     _add_ops(app, console)
