@@ -596,6 +596,7 @@ class MetricsConfig(StrictModel):
         "stow-sender": 9104,
         "kheops-sharer": 9105,
         "notifier": 9106,
+        "monitor": 9107,
         # The console serves its API, pages and ops endpoints on one port (console.port when none is given).
         "console": 8081,
     }

@@ -20,7 +20,6 @@ from typing import BinaryIO
 from prometheus_client import Histogram
 
 from karnak_dicom_sender.link import DestinationLink, Peer
-from karnak_dicom_sender.status import Outcome as StoreOutcome
 from karnak_shared.config import DicomDestination, GatewayConfig
 from karnak_shared.errors import BlobMissing, BlobStoreError, DeliveryError, TransientDeliveryError
 from karnak_shared.logs import EventLogger
@@ -135,9 +134,8 @@ class DicomSenderService(Service[Links]):
         TRANSIT_SECONDS.labels(destination).observe(max(0.0, time.time() - envelope.received_at))
         SENT.labels(destination, "sent").inc()
         SENT_BYTES.labels(destination).inc(envelope.size)
-        transfer_event(
-            work, message, "sent", "stored with a warning status" if stored is StoreOutcome.WARNING else None
-        )
+        # A warning status (0xB0xx) is stored: `sent`, with the warning as its reason for the monitor.
+        transfer_event(work, message, "sent", stored.warning)
         log.debug("instance.sent", **envelope.log_fields())
         return Ack()
 
