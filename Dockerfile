@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 #
 # One image for every service of the Karnak gateway (receiver, processor, dicom-sender, stow-sender,
-# kheops-sharer, notifier, console).
+# kheops-sharer, notifier, monitor, console).
 #
 # Why one image and not one per service:
 # - one build: the shared library and every service package are built and installed together, once;
@@ -42,6 +42,7 @@ RUN pip wheel --wheel-dir /wheels \
         ./services/stow-sender \
         ./services/kheops-sharer \
         ./services/notifier \
+        ./services/monitor \
         ./services/console
 
 # --- runtime: the wheels installed, nothing else ------------------------------------------------------
@@ -56,7 +57,7 @@ ENV PYTHONUNBUFFERED=1 \
 RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
     pip install --no-cache-dir --no-index --find-links=/wheels /wheels/*.whl \
     && python -c "import sys; from karnak_shared.cli import services; \
-missing = {'receiver', 'processor', 'dicom-sender', 'stow-sender', 'kheops-sharer', 'notifier', 'console'} - set(services()); \
+missing = {'receiver', 'processor', 'dicom-sender', 'stow-sender', 'kheops-sharer', 'notifier', 'monitor', 'console'} - set(services()); \
 sys.exit(f'services missing from the image: {sorted(missing)}' if missing else 0)"
 
 # Non-root user `karnak` (uid/gid 10001). The blob store directory belongs to it: a named volume mounted
@@ -72,10 +73,10 @@ WORKDIR /var/lib/karnak
 # Numeric, so that Kubernetes' runAsNonRoot can verify it.
 USER 10001:10001
 
-# 11112: the receiver's DICOM listener; 9101-9106: /metrics, /healthz and /readyz of the receiver,
-# processor, dicom-sender, stow-sender, kheops-sharer and notifier (as passed with --metrics-port);
+# 11112: the receiver's DICOM listener; 9101-9107: /metrics, /healthz and /readyz of the receiver,
+# processor, dicom-sender, stow-sender, kheops-sharer, notifier and monitor (as passed with --metrics-port);
 # 8081: the console (its API, pages and ops endpoints on one port).
-EXPOSE 11112 9101 9102 9103 9104 9105 9106 8081
+EXPOSE 11112 9101 9102 9103 9104 9105 9106 9107 8081
 
 # Set KARNAK_METRICS_PORT to the port given with --metrics-port (compose does). The slim image has no
 # curl: python's urllib fetches /healthz, and fails on a refused connection or any non-2xx answer.

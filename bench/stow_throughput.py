@@ -27,7 +27,7 @@ import requests
 from pydicom import dcmread
 
 from karnak_dicom.testing import make_study
-from karnak_shared.blobstore import BlobStore
+from karnak_shared.blobstore import DirectoryBlobStore
 from karnak_shared.broker import Publisher
 from karnak_shared.config import parse_config
 from karnak_shared.envelope import Envelope
@@ -79,7 +79,7 @@ def stow_sender(orthanc: Orthanc, files: list[bytes], batch_size: int, workdir: 
     }
     config = parse_config(json.dumps(raw))
     topology = Topology.from_config(config)
-    blobs = BlobStore(config.blob_store.path)
+    blobs = DirectoryBlobStore(config.blob_store.path)
     blobs.ensure()
     publisher = Publisher(AMQP_URL, topology).start()
     try:

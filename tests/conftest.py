@@ -16,6 +16,7 @@ import pika
 import pytest
 
 from karnak_shared.config import GatewayConfig
+from karnak_shared.service.testing.seaweedfs import SeaweedS3
 from karnak_shared.service.testing.servers import find_broker
 from karnak_shared.service.testing.servers import gateway_config as gateway_config  # the tests import it from here
 from karnak_shared.topology import Topology
@@ -51,6 +52,17 @@ def amqp_url() -> Iterator[str]:
     _delete_topologies()
     if container is not None:
         container.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
+    """A real S3 server (SeaweedFS) for the whole run, on free ports, with its own data folder."""
+    try:
+        server = SeaweedS3(tmp_path_factory.mktemp("seaweedfs")).start()
+    except RuntimeError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    yield server
+    server.stop()
 
 
 def _delete_topologies() -> None:

@@ -17,7 +17,7 @@ Each service user may then publish and consume exactly where its service does:
 | stow-sender   | events, retry, dead            | send.stow.*                |
 | kheops-sharer | events, retry, dead            | kheops                     |
 | notifier      | dead                           | notifier                   |
-| monitor       | dead                           | monitor                    |
+| monitor       | retry, dead                    | monitor                    |
 
 and, every one of them, its control traffic (`ControlConnection`): its status reports to `<prefix>.status`,
 and a server-named exclusive queue (`amq.gen-...`) of its own bound to `<prefix>.config` (revision
@@ -57,9 +57,8 @@ _PUBLISHES: dict[str, tuple[str, ...]] = {
     "stow-sender": ("events", "retry", "dead"),
     "kheops-sharer": ("events", "retry", "dead"),
     "notifier": ("dead",),
-    # Its handler parks an event it cannot read (the runtime's poison rule); it never retries through the
-    # delay queues: an event it cannot store now goes back to its queue.
-    "monitor": ("dead",),
+    # An event the database cannot take now waits in the delay queues; an unreadable one is parked.
+    "monitor": ("retry", "dead"),
 }
 _CONSUMES: dict[str, tuple[str, ...]] = {
     "receiver": (),

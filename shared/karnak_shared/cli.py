@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any
 
+from karnak_shared.commands import blobs as blobs_command
 from karnak_shared.commands import broker as broker_commands
 from karnak_shared.commands import config as config_commands
 from karnak_shared.commands import queues as queues_command
@@ -445,6 +446,7 @@ def build_parser(plugins: bool = True) -> argparse.ArgumentParser:
 
     status_command.register(sub)
     queues_command.register(sub)
+    blobs_command.register(sub)
     dead = sub.add_parser("dead", help="show or replay messages parked in the dead-letter queue")
     dead.add_argument("action", choices=["list", "replay"])
     dead.add_argument("--config", help="configuration file (default: $KARNAK_CONFIG)")

@@ -517,9 +517,64 @@ class BrokerConfig(StrictModel):
         return value
 
 
+# An S3 bucket name (the rules every S3-compatible store accepts) and an optional key prefix.
+_S3_URL = re.compile(r"^s3://(?P<bucket>[a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(?:/(?P<prefix>[A-Za-z0-9!_.*'()/-]*))?$")
+
+
 class BlobStoreConfig(StrictModel):
+    """A directory shared by the services (`path`), or an S3-compatible bucket (`url`; DESIGN.md section 17)."""
+
     path: str = "/var/lib/karnak/blobs"
     max_inline_bytes: Annotated[int, Field(ge=0)] = 65536
+    # s3://bucket/prefix. The endpoint and region are optional (AWS's defaults apply); credentials are
+    # given by reference (${ENV}, ${file:...}) or left out for the usual AWS environment and instance roles.
+    url: str | None = None
+    endpoint_url: str | None = None
+    region: Annotated[str, Field(pattern=r"^[a-z0-9-]{1,32}$")] | None = None
+    access_key_id: SecretStr | None = None
+    secret_access_key: SecretStr | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _s3_url(cls, value: str | None) -> str | None:
+        if value is not None and not _S3_URL.match(value):
+            raise ValueError(
+                "must be s3://bucket or s3://bucket/prefix (bucket: 3-63 lower-case letters, digits, dots, hyphens)"
+            )
+        return value
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"https?://[A-Za-z0-9.\-\[\]:]+(:\d{1,5})?/?", value):
+            raise ValueError("must be an http:// or https:// URL of the S3 server (scheme, host, optional port)")
+        return value
+
+    @model_validator(mode="after")
+    def _one_store(self) -> BlobStoreConfig:
+        s3_only = ("endpoint_url", "region", "access_key_id", "secret_access_key")
+        if self.url is None:
+            given = [name for name in s3_only if getattr(self, name) is not None]
+            if given:
+                raise ValueError(f"{given[0]} is an S3 setting: give url (s3://bucket/prefix) too")
+        elif "path" in self.model_fields_set:
+            raise ValueError("path and url are exclusive: blobs go to a directory or to a bucket, not both")
+        if (self.access_key_id is None) != (self.secret_access_key is None):
+            raise ValueError("access_key_id and secret_access_key go together (or neither, for AWS's own chain)")
+        return self
+
+    @property
+    def bucket(self) -> str:
+        match = _S3_URL.match(self.url or "")
+        assert match is not None, "only an S3 store has a bucket"
+        return match.group("bucket")
+
+    @property
+    def key_prefix(self) -> str:
+        """The prefix of every object's key, ending with '/' (empty for the bucket's root)."""
+        match = _S3_URL.match(self.url or "")
+        prefix = (match.group("prefix") or "").strip("/") if match else ""
+        return f"{prefix}/" if prefix else ""
 
 
 class DicomSenderConfig(StrictModel):
@@ -541,6 +596,7 @@ class MetricsConfig(StrictModel):
         "stow-sender": 9104,
         "kheops-sharer": 9105,
         "notifier": 9106,
+        "monitor": 9107,
         # The console serves its API, pages and ops endpoints on one port (console.port when none is given).
         "console": 8081,
     }

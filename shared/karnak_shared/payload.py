@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
+from karnak_dicom.instance import Source
 from karnak_shared.blobstore import BlobStore
 from karnak_shared.envelope import Envelope
 from karnak_shared.errors import InvalidInstance
@@ -18,10 +18,10 @@ def store_payload(data: bytes | Sequence[bytes], store: BlobStore, max_inline_by
     return b"", store.put(parts)
 
 
-def payload_source(envelope: Envelope, body: bytes, store: BlobStore) -> bytes | Path:
-    """Where a message's Part 10 bytes are: its body, or its blob's file."""
+def payload_source(envelope: Envelope, body: bytes, store: BlobStore) -> Source:
+    """Where a message's Part 10 bytes are: its body, or its blob's file or object."""
     if envelope.blob:
-        return store.path(envelope.blob)  # opening it says whether it is missing (`BlobMissing`)
+        return store.source(envelope.blob)  # opening it says whether it is missing
     if not body:
         raise InvalidInstance("message has neither a body nor a blob reference")
     return body

@@ -31,6 +31,10 @@ class Topology:
     notifier: bool = False
     # Likewise for the Kheops sharer's queue: declared by the stow-sender (which feeds it) and the sharer.
     kheops: bool = False
+    # The monitor's queue (every transfer event, `transfer.#`): declared by the monitor itself and by
+    # `karnak broker setup`, never by the other services, so a gateway that runs no monitor keeps no queue
+    # filling up; once declared it is durable and keeps the events of a monitor that is down.
+    monitor: bool = False
     # Whether `declare` declares (or only checks, passively, what a least-privileged user may not declare).
     declare_topology: bool = True
 
@@ -96,6 +100,10 @@ class Topology:
     def kheops_queue(self) -> str:
         return f"{self.prefix}.kheops"
 
+    @property
+    def monitor_queue(self) -> str:
+        return f"{self.prefix}.monitor"
+
     def send_queue(self, kind: str, destination_id: str) -> str:
         """The queue (and routing key) of a destination: ``<prefix>.send.<kind>.<id>``."""
         return f"{self.prefix}.send.{kind}.{destination_id}"
@@ -123,6 +131,7 @@ class Topology:
             self.dead_queue,
             *([self.notifier_queue] if self.notifier else []),
             *([self.kheops_queue] if self.kheops else []),
+            *([self.monitor_queue] if self.monitor else []),
         ]
 
     def _work_queue_arguments(self) -> dict[str, Any]:
@@ -186,6 +195,12 @@ class Topology:
             channel.queue_bind(self.kheops_queue, self.events_exchange, routing_key="kheops.share")
             # Retries wait in the delay queues, which dead-letter to the send exchange under the queue's name.
             channel.queue_bind(self.kheops_queue, self.send_exchange, routing_key=self.kheops_queue)
+
+        if self.monitor:
+            channel.queue_declare(self.monitor_queue, durable=True, arguments=self._work_queue_arguments())
+            channel.queue_bind(self.monitor_queue, self.events_exchange, routing_key="transfer.#")
+            # An event the database could not take waits in the delay queues and comes back this way.
+            channel.queue_bind(self.monitor_queue, self.send_exchange, routing_key=self.monitor_queue)
 
         for delay in self.retry_delays:
             queue = self.retry_queue(delay)

@@ -31,7 +31,7 @@ PUBLISHES = {
     "stow-sender": {"events", "retry", "dead"},
     "kheops-sharer": {"events", "retry", "dead"},
     "notifier": {"dead"},
-    "monitor": {"dead"},
+    "monitor": {"retry", "dead"},
 }
 CONSUMES = {
     "receiver": set(),
@@ -56,6 +56,7 @@ def topology(prefix: str, amqp_url: str) -> Iterator[Topology]:
         send_queues=(f"{prefix}.send.dicom.pacs", f"{prefix}.send.stow.web"),
         notifier=True,
         kheops=True,
+        monitor=True,
     )
     connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
     try:

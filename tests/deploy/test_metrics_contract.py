@@ -92,6 +92,7 @@ MOVED: dict[str, list[tuple[str, dict[str, str]]]] = {
         ("karnak_notification_events_total", {"destination": "pacs", "kind": "sent"}),
         ("karnak_notifications_sent_total", {"destination": "pacs", "outcome": "sent"}),
     ],
+    "monitor": [("karnak_monitor_events_total", {"kind": "sent", "outcome": "counted"})],
 }
 # The connections each service keeps to RabbitMQ (karnak_broker_connected{service, role}).
 BROKER_ROLES = {
@@ -101,6 +102,7 @@ BROKER_ROLES = {
     "stow-sender": ["publisher", "consumer"],
     "kheops-sharer": ["publisher", "consumer"],
     "notifier": ["consumer"],
+    "monitor": ["publisher", "consumer"],
 }
 SOURCE_TOKEN, ALBUM_TOKEN = "contract-source-token", "contract-album-token"
 

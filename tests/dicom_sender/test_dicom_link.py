@@ -11,7 +11,7 @@ from pydicom import dcmread
 
 from karnak_dicom.testing import StudyFiles, dataset_bytes, make_study
 from karnak_dicom_sender.link import DestinationLink, Peer
-from karnak_dicom_sender.status import Outcome
+from karnak_dicom_sender.status import Outcome, Stored
 from karnak_shared.errors import PermanentDeliveryError, TransientDeliveryError
 from tests.support.servers import ScriptedSCP, StoreSCP, free_port
 
@@ -35,6 +35,10 @@ def _peer(port: int, called: str = "PACS") -> Peer:
 
 
 def _send(link: DestinationLink, path: Path) -> Outcome:
+    return _store(link, path).outcome
+
+
+def _store(link: DestinationLink, path: Path) -> Stored:
     meta = dcmread(path, stop_before_pixels=True)
     return link.store(path, meta.SOPClassUID, meta.SOPInstanceUID, meta.file_meta.TransferSyntaxUID)
 
@@ -140,7 +144,9 @@ def test_a_warning_status_counts_as_stored(study: StudyFiles) -> None:
     scp = ScriptedSCP("PACS", free_port(), status=0xB000).start()
     try:
         link = DestinationLink(_peer(scp.port))
-        assert _send(link, study.paths[0]) is Outcome.WARNING
+        stored = _store(link, study.paths[0])
+        assert (stored.outcome, stored.status) == (Outcome.WARNING, 0xB000)
+        assert stored.warning == "stored with warning status 0xB000 (Coercion of data elements)"
         link.release()
     finally:
         scp.stop()

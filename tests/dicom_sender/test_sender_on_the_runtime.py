@@ -23,6 +23,7 @@ from karnak_shared.config import parse_config
 from karnak_shared.envelope import Envelope, TransferEvent
 from karnak_shared.service import ServiceRunner
 from karnak_shared.service.testing import instance_message, wait_for
+from karnak_shared.service.testing.servers import ScriptedSCP
 from karnak_shared.topology import Topology
 from tests.conftest import gateway_config, register_topology
 from tests.support.fixtures import make_part10
@@ -144,3 +145,83 @@ def test_a_well_formed_reference_to_a_missing_blob_is_parked_missing_blob_not_ac
     sending.publish(message.headers, message.body)
 
     _parked_once(sending, "missing-blob")
+
+
+@dataclass
+class Runtime:
+    runner: ServiceRunner[Any]
+    topology: Topology
+    channel: Any
+    events_queue: str
+
+    def send(self) -> None:
+        message = instance_message(make_part10(), signer=self.runner.providers.signer, destination="pacs")
+        self.channel.basic_publish(
+            self.topology.send_exchange,
+            self.topology.send_queue("dicom", "pacs"),
+            message.body,
+            pika.BasicProperties(headers=message.headers, delivery_mode=2),
+        )
+
+    def events(self) -> list[TransferEvent]:
+        return Sending.events(self)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def sender_to(amqp_url: str, prefix: str, tmp_path: Path) -> Iterator[Any]:
+    """A dicom-sender whose destination `pacs` is at the port given."""
+    started: list[tuple[ServiceRunner[Any], Any]] = []
+
+    def start(port: int) -> Runtime:
+        raw = gateway_config(
+            amqp_url,
+            prefix,
+            tmp_path,
+            [{"id": "pacs", "type": "dicom", "ae_title": "PACS", "hostname": "127.0.0.1", "port": port}],
+        )
+        raw["broker"]["retry_delays"] = [1, 2]
+        config = parse_config(json.dumps(raw))
+        topology = register_topology(amqp_url, config)
+        runner = ServiceRunner(DicomSenderService(), config, metrics_port=0).start()
+        connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+        started.append((runner, connection))
+        channel = connection.channel()
+        topology.declare(channel)
+        events = channel.queue_declare("", exclusive=True).method.queue
+        channel.queue_bind(events, topology.events_exchange, routing_key="transfer.#")
+        wait_for(lambda: runner.connected, 15)
+        return Runtime(runner, topology, channel, events)
+
+    yield start
+    for runner, connection in started:
+        runner.stop()
+        connection.close()
+
+
+def test_each_retry_of_a_destination_that_is_down_is_reported_as_a_retried_event_with_its_reason(
+    sender_to: Any,
+) -> None:
+    runtime: Runtime = sender_to(free_port())  # nothing listens there
+    runtime.send()
+    found: list[TransferEvent] = []
+    wait_for(lambda: found.extend(runtime.events()) or any(e.kind == "failed" for e in found), 30)
+    kinds = [e.kind for e in found]
+    # Two delay tiers: two retries, then the transfer is given up (parked) and reported failed.
+    assert kinds == ["retried", "retried", "failed"]
+    assert [e.attempt for e in found] == [0, 1, 2]
+    assert all(e.reason for e in found)
+    assert "127.0.0.1" in (found[0].reason or "")
+    assert (found[-1].reason or "").startswith("gave up after 3 attempts")
+
+
+def test_a_warning_status_is_a_sent_event_whose_reason_is_the_warning(sender_to: Any) -> None:
+    pacs = ScriptedSCP("PACS", free_port(), status=0xB000).start()
+    try:
+        runtime: Runtime = sender_to(pacs.port)
+        runtime.send()
+        events = wait_for(lambda: runtime.events(), 15)
+    finally:
+        pacs.stop()
+    assert [(e.kind, e.reason) for e in events] == [
+        ("sent", "stored with warning status 0xB000 (Coercion of data elements)")
+    ]

@@ -47,7 +47,7 @@ pytestmark = pytest.mark.e2e
 PROFILES = Path(__file__).resolve().parents[1] / "data" / "karnak-profiles"
 SECRETS = {"research": "0123456789abcdef0123456789abcdef", "pixels": "00112233-4455-6677-8899-aabbccddeeff"}
 ULTRASOUND = "1.2.840.10008.5.1.4.1.1.6.1"
-SERVICES = ("receiver", "processor", "dicom-sender", "stow-sender", "kheops-sharer", "notifier")
+SERVICES = ("receiver", "processor", "dicom-sender", "stow-sender", "kheops-sharer", "notifier", "monitor")
 
 # Every form an identifying value of the input could take in a line of text.
 IDENTIFYING = (
@@ -237,3 +237,37 @@ def test_no_event_and_no_parked_message_holds_a_patient_value(run: Run) -> None:
     parked = run.gateway.karnak("dead", "list", "--json")
     assert parked.returncode == 0, parked.stderr
     assert leaks(parked.stdout) == []
+
+
+def test_the_original_identifiers_land_only_in_their_monitoring_columns(run: Run) -> None:
+    """The monitor keeps the original PatientID and AccessionNumber (monitoring.original_identifiers, the
+    default) in `patient_id` and `accession_number` of its series rows, and nowhere else in its tables."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(run.gateway.config["database"]["url"])
+    total = len(run.study.paths)
+
+    def recorded() -> int:
+        with engine.connect() as connection:
+            return int(connection.execute(text("SELECT COALESCE(SUM(instances), 0) FROM transfer_series")).scalar_one())
+
+    try:
+        # research, cardio-only, pixel-clean and refusing each account for every instance.
+        wait_until(lambda: recorded() >= 4 * total, 60, "the monitor recorded every instance")
+        with engine.connect() as connection:
+            series = [dict(r._mapping) for r in connection.execute(text("SELECT * FROM transfer_series"))]
+            others = [
+                dict(r._mapping)
+                for table in ("transfer_reasons", "transfer_instances", "monitor_events")
+                for r in connection.execute(text(f"SELECT * FROM {table}"))
+            ]
+    finally:
+        engine.dispose()
+    for row in series:
+        assert (row["patient_id"], row["accession_number"]) == (PATIENT_ID, ACCESSION_NUMBER), row
+        rest = {k: v for k, v in row.items() if k not in ("patient_id", "accession_number")}
+        if row["destination"] != "refusing":  # sent as it is: its values as sent are the originals
+            assert leaks(json.dumps(rest, default=str)) == [], row
+    # What a viewer sees for the de-identifying destination: the PatientID it was sent (the pseudonym's hash).
+    assert {r["patient_id_sent"] for r in series if r["destination"] == "research"} - {"", PATIENT_ID}
+    assert leaks(json.dumps(others, default=str)) == []

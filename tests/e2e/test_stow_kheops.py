@@ -25,7 +25,7 @@ import pytest
 from pydicom import dcmread
 
 from karnak_dicom.testing import PATIENT_ID, PATIENT_NAME, StudyFiles, dataset_bytes, make_study
-from karnak_shared.blobstore import BlobStore
+from karnak_shared.blobstore import DirectoryBlobStore
 from karnak_shared.broker import Publisher
 from karnak_shared.config import GatewayConfig, parse_config
 from karnak_shared.envelope import Envelope
@@ -255,7 +255,7 @@ def test_through_the_gateway_series_are_shared_with_their_uids_as_sent_into_albu
 
 def _publish(run: Run, paths: list[Path], albums: list[int]) -> None:
     """Send messages to the kheops destination's queue, as the processor writes them (album indexes matched)."""
-    blobs = BlobStore(run.config.blob_store.path)
+    blobs = DirectoryBlobStore(run.config.blob_store.path)
     publisher = Publisher(run.amqp_url, run.topology, confirm_timeout=10).start()
     try:
         for path in paths:

@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from karnak_shared.blobstore import BlobStore
+from karnak_shared.blobstore import DirectoryBlobStore
 from karnak_shared.errors import BlobStoreError
 
 DATA = b"DICM" + bytes(range(256)) * 64
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> BlobStore:
-    blobs = BlobStore(tmp_path / "blobs")
+def store(tmp_path: Path) -> DirectoryBlobStore:
+    blobs = DirectoryBlobStore(tmp_path / "blobs")
     blobs.ensure()
     return blobs
 
@@ -26,19 +26,21 @@ def files_under(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file())
 
 
-def test_put_then_get_returns_the_same_bytes(store: BlobStore) -> None:
+def test_put_then_get_returns_the_same_bytes(store: DirectoryBlobStore) -> None:
     reference = store.put(DATA)
 
     assert store.get(reference) == DATA
 
 
-def test_put_in_parts_stores_them_one_after_the_other(store: BlobStore) -> None:
+def test_put_in_parts_stores_them_one_after_the_other(store: DirectoryBlobStore) -> None:
     reference = store.put((DATA[:132], DATA[132:]))
 
     assert store.get(reference) == DATA
 
 
-def test_a_short_write_is_continued_where_it_stopped(store: BlobStore, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_short_write_is_continued_where_it_stopped(
+    store: DirectoryBlobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
     real_write = os.write
 
     def write_a_little(fd: int, data: bytes | memoryview) -> int:
@@ -51,7 +53,7 @@ def test_a_short_write_is_continued_where_it_stopped(store: BlobStore, monkeypat
     assert store.get(reference) == DATA
 
 
-def test_put_returns_a_relative_reference_inside_the_root(store: BlobStore) -> None:
+def test_put_returns_a_relative_reference_inside_the_root(store: DirectoryBlobStore) -> None:
     reference = store.put(DATA)
 
     assert not os.path.isabs(reference)
@@ -59,22 +61,22 @@ def test_put_returns_a_relative_reference_inside_the_root(store: BlobStore) -> N
     assert reference.endswith(".dcm")
 
 
-def test_each_put_gets_a_new_reference(store: BlobStore) -> None:
+def test_each_put_gets_a_new_reference(store: DirectoryBlobStore) -> None:
     assert store.put(DATA) != store.put(DATA)
 
 
-def test_put_leaves_no_temporary_file(store: BlobStore) -> None:
+def test_put_leaves_no_temporary_file(store: DirectoryBlobStore) -> None:
     reference = store.put(DATA)
 
     assert files_under(store.root) == [store.path(reference)]
     assert not list(store.root.rglob("*.tmp"))
 
 
-def test_put_of_empty_bytes_is_stored(store: BlobStore) -> None:
+def test_put_of_empty_bytes_is_stored(store: DirectoryBlobStore) -> None:
     assert store.get(store.put(b"")) == b""
 
 
-def test_link_gives_another_reference_to_the_same_bytes(store: BlobStore) -> None:
+def test_link_gives_another_reference_to_the_same_bytes(store: DirectoryBlobStore) -> None:
     original = store.put(DATA)
 
     linked = store.link(original)
@@ -83,7 +85,7 @@ def test_link_gives_another_reference_to_the_same_bytes(store: BlobStore) -> Non
     assert store.get(linked) == DATA
 
 
-def test_deleting_the_original_keeps_the_link(store: BlobStore) -> None:
+def test_deleting_the_original_keeps_the_link(store: DirectoryBlobStore) -> None:
     original = store.put(DATA)
     linked = store.link(original)
 
@@ -94,7 +96,7 @@ def test_deleting_the_original_keeps_the_link(store: BlobStore) -> None:
         store.get(original)
 
 
-def test_deleting_the_link_keeps_the_original(store: BlobStore) -> None:
+def test_deleting_the_link_keeps_the_original(store: DirectoryBlobStore) -> None:
     original = store.put(DATA)
     linked = store.link(original)
 
@@ -104,7 +106,7 @@ def test_deleting_the_link_keeps_the_original(store: BlobStore) -> None:
 
 
 def test_link_falls_back_to_a_copy_when_hard_links_are_not_possible(
-    store: BlobStore, monkeypatch: pytest.MonkeyPatch
+    store: DirectoryBlobStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     original = store.put(DATA)
 
@@ -119,7 +121,7 @@ def test_link_falls_back_to_a_copy_when_hard_links_are_not_possible(
     assert store.get(linked) == DATA
 
 
-def test_delete_removes_the_file(store: BlobStore) -> None:
+def test_delete_removes_the_file(store: DirectoryBlobStore) -> None:
     reference = store.put(DATA)
 
     store.delete(reference)
@@ -127,7 +129,7 @@ def test_delete_removes_the_file(store: BlobStore) -> None:
     assert files_under(store.root) == []
 
 
-def test_deleting_twice_is_fine(store: BlobStore) -> None:
+def test_deleting_twice_is_fine(store: DirectoryBlobStore) -> None:
     reference = store.put(DATA)
 
     store.delete(reference)
@@ -136,7 +138,7 @@ def test_deleting_twice_is_fine(store: BlobStore) -> None:
     assert files_under(store.root) == []
 
 
-def test_missing_blob_is_an_error_naming_it(store: BlobStore) -> None:
+def test_missing_blob_is_an_error_naming_it(store: DirectoryBlobStore) -> None:
     reference = store.put(DATA)
     store.delete(reference)
 
@@ -147,7 +149,7 @@ def test_missing_blob_is_an_error_naming_it(store: BlobStore) -> None:
     assert "missing" in str(caught.value)
 
 
-def test_linking_a_missing_blob_is_an_error_naming_it(store: BlobStore) -> None:
+def test_linking_a_missing_blob_is_an_error_naming_it(store: DirectoryBlobStore) -> None:
     reference = "0a/" + "0a" * 16 + ".dcm"
 
     with pytest.raises(BlobStoreError, match=f"blob {reference} is missing"):
@@ -166,14 +168,14 @@ TRAVERSALS = [
 
 
 @pytest.mark.parametrize("reference", TRAVERSALS)
-def test_references_outside_the_store_are_refused(store: BlobStore, reference: str) -> None:
+def test_references_outside_the_store_are_refused(store: DirectoryBlobStore, reference: str) -> None:
     with pytest.raises(BlobStoreError, match="invalid blob reference"):
         store.path(reference)
 
 
 @pytest.mark.parametrize("reference", TRAVERSALS)
 def test_get_link_and_delete_refuse_references_outside_the_store(
-    store: BlobStore, reference: str, tmp_path: Path
+    store: DirectoryBlobStore, reference: str, tmp_path: Path
 ) -> None:
     victim = tmp_path / "outside.dcm"
     victim.write_bytes(b"do not touch")
@@ -185,7 +187,7 @@ def test_get_link_and_delete_refuse_references_outside_the_store(
     assert victim.read_bytes() == b"do not touch"
 
 
-def test_absolute_path_to_a_real_blob_is_still_refused(store: BlobStore) -> None:
+def test_absolute_path_to_a_real_blob_is_still_refused(store: DirectoryBlobStore) -> None:
     reference = store.put(DATA)
 
     with pytest.raises(BlobStoreError):
@@ -193,7 +195,7 @@ def test_absolute_path_to_a_real_blob_is_still_refused(store: BlobStore) -> None
 
 
 def test_disk_full_says_the_store_is_full_and_leaves_no_partial_file(
-    store: BlobStore, monkeypatch: pytest.MonkeyPatch
+    store: DirectoryBlobStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     real_write = os.write
     calls = []
@@ -217,7 +219,7 @@ def test_disk_full_says_the_store_is_full_and_leaves_no_partial_file(
 
 
 def test_other_write_errors_are_blob_store_errors_with_the_cause(
-    store: BlobStore, monkeypatch: pytest.MonkeyPatch
+    store: DirectoryBlobStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def failing_write(fd: int, data: bytes | memoryview) -> int:
         raise OSError(errno.EIO, "Input/output error")
@@ -232,14 +234,14 @@ def test_other_write_errors_are_blob_store_errors_with_the_cause(
 
 
 def test_ensure_creates_the_root(tmp_path: Path) -> None:
-    store = BlobStore(tmp_path / "a" / "b")
+    store = DirectoryBlobStore(tmp_path / "a" / "b")
 
     store.ensure()
 
     assert (tmp_path / "a" / "b").is_dir()
 
 
-def test_a_written_blob_is_readable_before_and_after_its_sync(store: BlobStore) -> None:
+def test_a_written_blob_is_readable_before_and_after_its_sync(store: DirectoryBlobStore) -> None:
     blob = store.write(DATA)
 
     assert store.get(blob.reference) == DATA
@@ -247,7 +249,7 @@ def test_a_written_blob_is_readable_before_and_after_its_sync(store: BlobStore) 
     assert store.get(blob.reference) == DATA
 
 
-def test_a_discarded_blob_is_gone_synced_or_not(store: BlobStore) -> None:
+def test_a_discarded_blob_is_gone_synced_or_not(store: DirectoryBlobStore) -> None:
     unsynced, synced = store.write(DATA), store.write(DATA)
     synced.sync()
 
@@ -258,7 +260,7 @@ def test_a_discarded_blob_is_gone_synced_or_not(store: BlobStore) -> None:
 
 
 def test_a_failed_sync_keeps_the_file_for_the_caller_to_decide(
-    store: BlobStore, monkeypatch: pytest.MonkeyPatch
+    store: DirectoryBlobStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     blob = store.write(DATA)
 
@@ -276,7 +278,7 @@ def test_a_failed_sync_keeps_the_file_for_the_caller_to_decide(
 
 
 def test_a_folder_removed_behind_the_stores_back_is_made_again(
-    store: BlobStore, monkeypatch: pytest.MonkeyPatch
+    store: DirectoryBlobStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     names = iter(["ab" + "0" * 30, "ab" + "1" * 30, "ab" + "2" * 30])
     monkeypatch.setattr(uuid, "uuid4", lambda: uuid.UUID(next(names)))

@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from pydicom import Dataset, dcmread
 from pydicom.dataelem import DataElement, RawDataElement
@@ -25,6 +25,19 @@ DEFER_BYTES = 64 * 1024
 _PIXEL_DATA = 0x7FE00010
 
 
+class ByteSource(Protocol):
+    """Bytes kept where no file name reaches them (an object store): read through a seekable stream.
+
+    `open` raises what its store raises for a missing or unreadable object; reads raise `OSError` with
+    an errno, as a file's would.
+    """
+
+    def open(self) -> BinaryIO: ...
+
+
+Source = bytes | Path | ByteSource
+
+
 @dataclass(frozen=True)
 class Instance:
     """An instance as received: where its bytes are, and its attributes, values over `DEFER_BYTES` not read.
@@ -33,7 +46,7 @@ class Instance:
     read whole: routing needs the attributes only, and a copy reads the rest as it writes (`open`).
     """
 
-    source: bytes | Path
+    source: Source
     size: int
     dataset: Dataset
     sop_class_uid: str
@@ -179,10 +192,19 @@ def _check_identity(dataset: Dataset, identifiers: dict[str, str]) -> None:
             raise InvalidInstance(f"the dataset's {keyword} {found} differs from the C-STORE's {announced}")
 
 
-def _open(source: bytes | Path) -> tuple[BinaryIO, int]:
+def _open(source: Source) -> tuple[BinaryIO, int]:
     """A stream over the instance and its size; `OSError` (with its errno) for a file that cannot be read."""
     if isinstance(source, bytes):
         return BytesIO(source), len(source)
+    if not isinstance(source, Path):
+        stream = source.open()
+        try:
+            size = stream.seek(0, os.SEEK_END)
+            stream.seek(0)
+            return stream, size
+        except BaseException:
+            stream.close()
+            raise
     stream = open(source, "rb")
     try:
         return stream, os.fstat(stream.fileno()).st_size
@@ -191,7 +213,7 @@ def _open(source: bytes | Path) -> tuple[BinaryIO, int]:
         raise
 
 
-def read_instance(source: bytes | Path) -> Instance:
+def read_instance(source: Source) -> Instance:
     """Parse an instance's header (bytes, or a file); raise `InvalidInstance` saying what is wrong with it.
 
     A file that cannot be read raises `OSError` with its errno (`FileNotFoundError` when it is gone): the

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import ColumnElement, Integer, and_, func, or_, select
 from sqlalchemy.orm import Session
 
-from karnak_shared.database import TransferReasonRecord, TransferSeriesRecord
+from karnak_shared.database import TransferInstanceRecord, TransferReasonRecord, TransferSeriesRecord
 
 SessionFactory = Callable[[], Session]
 Status = Literal["sent", "not-sent", "excluded", "error", "retrying"]
@@ -389,3 +389,24 @@ def all_series(sessions: SessionFactory, query: SeriesQuery, may_see_originals: 
         if len(rows) >= found.total or not found.items:
             return rows
         page = page.model_copy(update={"page": page.page + 1})
+
+
+def instance_uids(sessions: SessionFactory, forward_node: str, destination: str, series_uid: str) -> set[str] | None:
+    """The SOP instance UIDs (as sent) of one series row, None when there is no such row.
+
+    They are what a sender's parked message names (`karnak-sop-instance-uid`): the link from a failing
+    series to its messages in the dead-letter queue.
+    """
+    with sessions() as session:
+        row_id = session.scalar(
+            select(_S.id).where(
+                _S.forward_node == forward_node, _S.destination == destination, _S.series_uid == series_uid
+            )
+        )
+        if row_id is None:
+            return None
+        return set(
+            session.scalars(
+                select(TransferInstanceRecord.sop_instance_uid).where(TransferInstanceRecord.series_id == row_id)
+            )
+        )

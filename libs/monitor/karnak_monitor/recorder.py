@@ -95,11 +95,15 @@ class SeriesRecorder:
         series_uid = origin.series_instance_uid or event.series_instance_uid or "-"
         at = dt.datetime.fromtimestamp(event.at, dt.UTC)
         row = session.scalars(
-            select(TransferSeriesRecord).where(
+            select(TransferSeriesRecord)
+            .where(
                 TransferSeriesRecord.forward_node == event.forward_node,
                 TransferSeriesRecord.destination == event.destination,
                 TransferSeriesRecord.series_uid == series_uid,
             )
+            # Locked until the commit: two monitor workers (or replicas) updating one series row would
+            # otherwise both add to the counts they read, and one addition would be lost.
+            .with_for_update()
         ).one_or_none()
         if row is None:
             row = TransferSeriesRecord(

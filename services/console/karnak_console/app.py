@@ -22,8 +22,8 @@ from sqlalchemy import text
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
 
-from karnak_console import pages
-from karnak_console.api import accounts, configuration, operations, projects, routing, session
+from karnak_console import pages, pages_monitoring
+from karnak_console.api import accounts, configuration, monitoring, operations, projects, routing, session
 from karnak_console.api.common import BODY_SCHEMAS
 from karnak_console.context import Console
 from karnak_console.problems import ApiProblem, http_response, validation_response
@@ -73,11 +73,12 @@ def create_app(console: Console) -> FastAPI:
     app.add_exception_handler(StarletteHTTPException, http_response)
     app.add_exception_handler(pages.SignInFirst, pages.sign_in_first)
     app.add_exception_handler(pages.PageRefused, pages.refused_page)
-    for module in (routing, projects, configuration, operations, accounts, session):
+    for module in (routing, projects, configuration, operations, monitoring, accounts, session):
         _publish_permissions(module.router.routes)
         app.include_router(module.router)
     for page_router in pages.routers():
         app.include_router(page_router)
+    app.include_router(pages_monitoring.router)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     _add_docs(app)
     _add_ops(app, console)

@@ -20,7 +20,7 @@ from pynetdicom import AE, evt
 from pynetdicom.association import Association
 
 from karnak_dicom._internals import send_datasets_from_files, send_dimse_from_caller
-from karnak_dicom_sender.status import Outcome, classify, describe
+from karnak_dicom_sender.status import Outcome, Stored, classify, describe
 from karnak_shared.errors import PermanentDeliveryError, TransientDeliveryError
 from karnak_shared.logs import EventLogger
 
@@ -87,8 +87,8 @@ class DestinationLink:
     def is_open(self) -> bool:
         return self._assoc is not None and self._assoc.is_established
 
-    def store(self, path: Path, sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str) -> Outcome:
-        """Send one Part 10 file; return SUCCESS or WARNING, raise a `DeliveryError` otherwise."""
+    def store(self, path: Path, sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str) -> Stored:
+        """Send one Part 10 file; return SUCCESS or WARNING with the status, raise a `DeliveryError` otherwise."""
         pair = (sop_class_uid, transfer_syntax)
         for attempt in (1, 2):
             assoc = self._association_for(pair)
@@ -114,7 +114,7 @@ class DestinationLink:
                     raise TransientDeliveryError(f"{self._where()} answered {describe(value)}")
                 if outcome is Outcome.PERMANENT:
                     raise PermanentDeliveryError(f"{self._where()} answered {describe(value)}")
-                return outcome
+                return Stored(outcome, value)
             # No response: pynetdicom occasionally never sees one (or the peer went away). Abort and try
             # the instance once more on a fresh association before handing it to the delay queues.
             self.abort()

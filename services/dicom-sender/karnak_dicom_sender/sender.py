@@ -11,17 +11,17 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from prometheus_client import Histogram
 
 from karnak_dicom_sender.link import DestinationLink, Peer
-from karnak_dicom_sender.status import Outcome as StoreOutcome
 from karnak_shared.config import DicomDestination, GatewayConfig
-from karnak_shared.errors import DeliveryError, TransientDeliveryError
+from karnak_shared.errors import BlobMissing, BlobStoreError, DeliveryError, TransientDeliveryError
 from karnak_shared.logs import EventLogger
 from karnak_shared.sender_metrics import LATENCY_BUCKETS, SENT, SENT_BYTES, TRANSIT_SECONDS
 from karnak_shared.service import Ack, InstanceMessage, Outcome, Providers, Service, Work, consume
@@ -84,6 +84,10 @@ def dicom_queues(config: GatewayConfig, topology: Topology) -> list[str]:
     return [topology.send_queue("dicom", dest.id) for _, dest in config.destinations() if dest.queue_kind == "dicom"]
 
 
+# A temporary copy up to this size goes to memory-backed /dev/shm (an inline body, a small S3 blob).
+SCRATCH_IN_MEMORY_BYTES = 16 * 1024 * 1024
+
+
 class DicomSenderService(Service[Links]):
     """Delivers the messages of the dicom send queues through per-destination links."""
 
@@ -118,9 +122,9 @@ class DicomSenderService(Service[Links]):
         started = time.perf_counter()
         held = self._held(destination)
         try:
+            if held is not None:
+                raise TransientDeliveryError(held)  # before fetching the blob (a download from S3)
             with _payload_file(message) as path:
-                if held is not None:
-                    raise TransientDeliveryError(held)
                 stored = link.store(path, envelope.sop_class_uid, envelope.sop_instance_uid, envelope.transfer_syntax)
         except DeliveryError as exc:
             if exc.transient and held is None and not link.is_open:
@@ -130,9 +134,8 @@ class DicomSenderService(Service[Links]):
         TRANSIT_SECONDS.labels(destination).observe(max(0.0, time.time() - envelope.received_at))
         SENT.labels(destination, "sent").inc()
         SENT_BYTES.labels(destination).inc(envelope.size)
-        transfer_event(
-            work, message, "sent", "stored with a warning status" if stored is StoreOutcome.WARNING else None
-        )
+        # A warning status (0xB0xx) is stored: `sent`, with the warning as its reason for the monitor.
+        transfer_event(work, message, "sent", stored.warning)
         log.debug("instance.sent", **envelope.log_fields())
         return Ack()
 
@@ -146,19 +149,44 @@ class DicomSenderService(Service[Links]):
 
 @contextmanager
 def _payload_file(message: InstanceMessage) -> Iterator[Path]:
-    """A file holding the instance: its blob, or a temporary copy of an inline body."""
+    """A file holding the instance: its blob's file, or a temporary copy (of an inline body, or streamed from
+    an object store's blob: on disk when it is large, never whole in memory)."""
     source = message.source()
     if isinstance(source, Path):
         yield source
         return
-    fd, name = tempfile.mkstemp(prefix="karnak-", suffix=".dcm", dir=_scratch_dir())
+    if isinstance(source, bytes):
+        name = _scratch_copy(len(source), lambda handle: handle.write(source))
+    else:
+        with source.open() as stream:
+            size = stream.seek(0, os.SEEK_END)
+            stream.seek(0)
+            name = _scratch_copy(size, lambda handle: _copy(stream, handle))
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(source)
         yield Path(name)
     finally:
         os.unlink(name)
 
 
-def _scratch_dir() -> str | None:
-    return "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
+def _scratch_copy(size: int, write: Callable[[BinaryIO], object]) -> str:
+    """A temporary file `write` fills: in /dev/shm up to `SCRATCH_IN_MEMORY_BYTES`, else on disk."""
+    shm = size <= SCRATCH_IN_MEMORY_BYTES and os.access("/dev/shm", os.W_OK)
+    fd, name = tempfile.mkstemp(prefix="karnak-", suffix=".dcm", dir="/dev/shm" if shm else None)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+    except BaseException:
+        os.unlink(name)
+        raise
+    return name
+
+
+def _copy(stream: BinaryIO, handle: BinaryIO) -> None:
+    """Copy an object store's blob by chunks; its read errors said as the blob store says them."""
+    try:
+        while chunk := stream.read(1024 * 1024):
+            handle.write(chunk)
+    except OSError as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise BlobMissing(str(exc.strerror)) from None
+        raise BlobStoreError(f"cannot copy the instance's blob to a temporary file: {exc.strerror}") from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass
 
 
 class Outcome(enum.Enum):
@@ -10,6 +11,19 @@ class Outcome(enum.Enum):
     WARNING = "warning"
     TRANSIENT = "transient"
     PERMANENT = "permanent"
+
+
+@dataclass(frozen=True)
+class Stored:
+    """A C-STORE the destination accepted: SUCCESS or WARNING, with the status it answered."""
+
+    outcome: Outcome
+    status: int
+
+    @property
+    def warning(self) -> str | None:
+        """What a warning status said (`sent` with this as its reason, DESIGN.md section 16), else None."""
+        return f"stored with warning status {describe(self.status)}" if self.outcome is Outcome.WARNING else None
 
 
 def classify(status: int) -> Outcome:

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from prometheus_client import Counter, Histogram
 
-from karnak_dicom.instance import Instance, read_instance
+from karnak_dicom.instance import Instance, Source, read_instance
 from karnak_processor.routing import Deliver, Fail, Later, Reject, Router, Skip
 from karnak_shared.config import GatewayConfig
 from karnak_shared.envelope import Envelope, TransferEvent
@@ -221,14 +221,19 @@ class ProcessorService(Service[Routes]):
         )
 
 
-def _read_received(source: bytes | Path) -> Instance:
-    """`read_instance`, with an unreadable blob file said as the blob store says it (`BlobMissing` when gone)."""
+def _read_received(source: Source) -> Instance:
+    """`read_instance`, with an unreadable blob said as the blob store says it (`BlobMissing` when gone)."""
     try:
         return read_instance(source)
     except OSError as exc:
-        if not isinstance(source, Path):
+        if isinstance(source, bytes):
             raise
-        reference = f"{source.parent.name}/{source.name}"  # as the blob store names it
+        if isinstance(source, Path):
+            reference = f"{source.parent.name}/{source.name}"  # as the blob store names it
+            if isinstance(exc, FileNotFoundError):
+                raise BlobMissing(f"blob {reference} is missing from {source.parent.parent}") from None
+            raise BlobStoreError(f"cannot read blob {reference}: {exc.strerror}") from None
+        # An object store's stream: its errors name the blob already.
         if isinstance(exc, FileNotFoundError):
-            raise BlobMissing(f"blob {reference} is missing from {source.parent.parent}") from None
-        raise BlobStoreError(f"cannot read blob {reference}: {exc.strerror}") from None
+            raise BlobMissing(str(exc.strerror)) from None
+        raise BlobStoreError(f"cannot read the instance's blob: {exc.strerror}") from None

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from prometheus_client import Counter, Histogram
 
-from karnak_shared.blobstore import BlobStore, UnsyncedBlob
+from karnak_shared.blobstore import BlobStore, PendingBlob
 from karnak_shared.broker import PendingConfirm
 from karnak_shared.envelope import Envelope
 from karnak_shared.errors import BlobStoreError, BrokerUnavailable, PublishOutcomeUnknown
@@ -65,7 +65,7 @@ class Intake:
     def take(self, instance: ReceivedInstance) -> int:
         """Store and publish one instance; return the DICOM status for its C-STORE response."""
         started = time.perf_counter()
-        blob: UnsyncedBlob | None = None
+        blob: PendingBlob | None = None
         confirm: PendingConfirm | None = None
         try:
             body = b""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import dataclasses
 import json
 import sys
 import urllib.error
@@ -128,6 +129,8 @@ def cmd_setup(args: argparse.Namespace) -> int:
     topology = Topology.from_config(
         config.model_copy(update={"broker": config.broker.model_copy(update={"declare_topology": True})})
     )
+    # The monitor's queue too: with per-service users the monitor may only check that it exists.
+    topology = dataclasses.replace(topology, monitor=True)
     try:
         connection = open_connection(url, name="karnak-broker-setup")
         try:

@@ -15,8 +15,7 @@ import hashlib
 import hmac
 import json
 from collections.abc import Iterable, Mapping
-from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from karnak_shared import header_names
 
@@ -47,10 +46,13 @@ def digest_of(parts: bytes | Iterable[bytes]) -> str:
     return sha.hexdigest()
 
 
-def file_digest(path: Path) -> str:
-    """SHA-256 (hex) of a file, read in chunks (a 300 MB instance is never held whole for this)."""
-    with path.open("rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
+def stream_digest(stream: BinaryIO) -> str:
+    """SHA-256 (hex) of a stream (a blob's file or object) from where it stands to its end, read in chunks:
+    a 300 MB instance is never held whole for this."""
+    digest = hashlib.sha256()
+    while chunk := stream.read(1024 * 1024):
+        digest.update(chunk)
+    return digest.hexdigest()
 
 
 class Signer:

@@ -1,9 +1,10 @@
-"""What both senders do with a transfer's result: its `transfer.*` event, and the outcome of a failure.
+"""What a sender does with a transfer's result: its `transfer.*` event, and the outcome of a failure.
 
 A transient failure waits in the next delay tier (`Retry`) and is reported by a `transfer.retried` event
-with its reason; a permanent one, or a transient one past the last tier, is parked with its reason and
-reported by a `transfer.failed` event. Every event is published (and confirmed by the runner) before the
-message is settled, and carries the instance's origin as the processor filled it (DESIGN.md section 16).
+with its reason, so the monitor shows an instance that is being retried (DESIGN.md section 16); a
+permanent one, or a transient one past the last tier, is parked with its reason and reported by a
+`transfer.failed` event. Either event is published (and confirmed by the runner) before the message is
+settled.
 """
 
 from __future__ import annotations

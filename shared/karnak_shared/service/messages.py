@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Protocol, TypeVar
+from typing import Any, BinaryIO, ClassVar, Protocol, TypeVar
 
-from karnak_shared.blobstore import BlobStore
+from karnak_dicom.instance import Source
+from karnak_shared.blobstore import BlobSource, BlobStore
 from karnak_shared.envelope import Envelope, ShareRequest, TransferEvent, attempt_of
 from karnak_shared.errors import (
     BlobDigestMismatch,
@@ -21,7 +22,7 @@ from karnak_shared.errors import (
     InvalidBlobReference,
     KarnakError,
 )
-from karnak_shared.service.authentication import file_digest
+from karnak_shared.service.authentication import stream_digest
 
 _PART10_MAGIC = slice(128, 132)
 
@@ -75,6 +76,9 @@ class InstanceMessage:
     body: bytes
     queue: str
     blobs: BlobStore = field(repr=False)
+    # The blob's file or object source, made once when the message is read: every open of one handling
+    # goes through it (an object store's source may keep a small blob between them).
+    blob_source: Path | BlobSource | None = field(default=None, repr=False, compare=False)
     kind: ClassVar[str] = "instance"
 
     @property
@@ -85,9 +89,11 @@ class InstanceMessage:
     def attempt(self) -> int:
         return self.envelope.attempt
 
-    def source(self) -> bytes | Path:
-        """Where the Part 10 bytes are: the body, or the blob's file (checked to exist when read)."""
-        return self.blobs.path(self.envelope.blob) if self.envelope.blob else self.body
+    def source(self) -> Source:
+        """Where the Part 10 bytes are: the body, or the blob's file or object (checked to exist when read)."""
+        if not self.envelope.blob:
+            return self.body
+        return self.blob_source if self.blob_source is not None else self.blobs.source(self.envelope.blob)
 
     def read_bytes(self) -> bytes:
         """The Part 10 bytes (`BlobStoreError` when the blob cannot be read)."""
@@ -102,35 +108,42 @@ class InstanceMessage:
         if envelope.blob is None:
             if not received.body:
                 raise Unreadable("invalid-instance", "message has neither a body nor a blob reference")
-            head = received.body[:132]
+            head, source = received.body[:132], None
         else:
-            head = _blob_head(envelope, reading)
+            head, source = _blob_head(envelope, reading)
         if head[_PART10_MAGIC] != b"DICM":
             raise Unreadable("not-dicom", "the bytes are not a DICOM Part 10 instance (no 'DICM' at offset 128)")
-        return cls(envelope, received.body, received.queue, reading.blobs)
+        return cls(envelope, received.body, received.queue, reading.blobs, source)
 
 
-def _blob_head(envelope: Envelope, reading: Reading) -> bytes:
-    """The first bytes of a message's blob, after checking its reference and (when asked) its digest."""
+def _blob_head(envelope: Envelope, reading: Reading) -> tuple[bytes, Path | BlobSource]:
+    """The first bytes of a message's blob and its source, after checking its reference and (when asked) its
+    digest."""
     reference = str(envelope.blob)
     try:
-        path = reading.blobs.path(reference)
-        if reading.check_digest:
-            if not envelope.digest:
-                raise Unreadable("unauthenticated", "the message names a blob but carries no digest of it")
-            if file_digest(path) != envelope.digest:
-                raise BlobDigestMismatch(f"blob {reference} does not have the digest the message was signed with")
-        with path.open("rb") as handle:
-            return handle.read(132)
+        if reading.check_digest and not envelope.digest:
+            raise Unreadable("unauthenticated", "the message names a blob but carries no digest of it")
+        source = reading.blobs.source(reference)
+        with _open(source) as handle:
+            head = handle.read(132)
+            if reading.check_digest:
+                handle.seek(0)
+                if stream_digest(handle) != envelope.digest:
+                    raise BlobDigestMismatch(f"blob {reference} does not have the digest the message was signed with")
+            return head, source
     except InvalidBlobReference as exc:
         raise Unreadable("invalid-blob-reference", str(exc)) from None
-    except FileNotFoundError:
+    except (BlobMissing, FileNotFoundError):
         raise Unreadable("missing-blob", str(BlobMissing(f"blob {reference} is missing from the blob store"))) from None
     except BlobDigestMismatch as exc:
         raise Unreadable("blob-digest-mismatch", str(exc)) from None
     except OSError as exc:
         # The store, not the message: an I/O error is tried again.
         raise BlobStoreError(f"cannot read blob {reference}: {exc.strerror}") from None
+
+
+def _open(source: Path | BlobSource) -> BinaryIO:
+    return source.open("rb") if isinstance(source, Path) else source.open()
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 from prometheus_client import Counter
 
 from karnak_shared import header_names
-from karnak_shared.blobstore import BlobStore
+from karnak_shared.blobstore import open_blob_store
 from karnak_shared.broker import Consumer, Delivery, Publisher, Settlement, open_connection, wait_until_settleable
 from karnak_shared.config import GatewayConfig
 from karnak_shared.errors import (
@@ -347,7 +347,7 @@ class ServiceRunner(Generic[S]):
         `start` calls it; the testing kit calls it alone to run handlers without a broker.
         """
         config, name = self.config, self.service.name
-        blobs = BlobStore(config.blob_store.path)
+        blobs = open_blob_store(config.blob_store)
         blobs.ensure()
         key = config.secrets.key_bytes()
         if key is None:

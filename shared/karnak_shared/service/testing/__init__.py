@@ -220,9 +220,7 @@ def _header_text(value: Any) -> str | None:
 
 
 def _blob_files(blobs: BlobStore) -> list[str]:
-    if not blobs.root.exists():
-        return []
-    return [str(p.relative_to(blobs.root)) for p in blobs.root.rglob("*.dcm")]
+    return [blob.reference for blob in blobs.blobs()]
 
 
 # --- message builders --------------------------------------------------------------------------------
