@@ -2,7 +2,7 @@
 
 Each module of this package with a `router` (an `APIRouter`) is one group of pages; `create_app` includes
 every such module it finds, so a new group of pages is a new module and a folder of templates, nothing
-else (docs/notes/console-pages-framework.md says how). What they share lives here:
+else (docs/console-pages.md says how). What they share lives here:
 
 - `PageGuard(permission)`: who is signed in (the API's one `Authenticator`, so the same session cookie,
   tokens and CSRF check); a browser that is not signed in is sent to the login page, a role that may not
