@@ -22,7 +22,7 @@ from sqlalchemy import text
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
 
-from karnak_console import pages, pages_monitoring
+from karnak_console import pages
 from karnak_console.api import accounts, configuration, monitoring, operations, projects, routing, session
 from karnak_console.api.common import BODY_SCHEMAS
 from karnak_console.context import Console
@@ -78,7 +78,6 @@ def create_app(console: Console) -> FastAPI:
         app.include_router(module.router)
     for page_router in pages.routers():
         app.include_router(page_router)
-    app.include_router(pages_monitoring.router)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     _add_docs(app)
     _add_ops(app, console)

@@ -168,6 +168,10 @@ def see_other(url: str) -> Response:
 
 async def sign_in_first(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, SignInFirst)
+    if request.headers.get("HX-Request") == "true":
+        # A polled fragment whose session ended: the whole page goes to the login page (htmx follows
+        # HX-Redirect), rather than the login page being swapped into a table cell.
+        return Response(status_code=401, headers={"HX-Redirect": "/login"})
     return RedirectResponse("/login", status_code=303)
 
 

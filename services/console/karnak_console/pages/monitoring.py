@@ -11,16 +11,17 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
 from pydantic import ValidationError
 
 from karnak_console.api.common import ConsoleDep
 from karnak_console.api.monitoring import may_see_originals
 from karnak_console.api.operations import _dead_letters
+from karnak_console.pages import PageGuard, render, see_other
 from karnak_console.roles import Permission, allows
 from karnak_console.security import Caller
 from karnak_monitor.queries import (
@@ -33,6 +34,10 @@ from karnak_monitor.queries import (
 )
 
 router = APIRouter(include_in_schema=False)
+
+# Every role reads the monitoring; the parked messages and their replay are for operators and admins.
+MonitoringReader = Annotated[Caller, Depends(PageGuard(Permission.STATUS))]
+MonitoringOperator = Annotated[Caller, Depends(PageGuard(Permission.OPERATE))]
 
 # Karnak's range presets (the default is the last 24 hours); "custom" takes the From and To fields.
 RANGES = {
@@ -182,42 +187,12 @@ def build_tree(rows: list[SeriesRow], operator: bool) -> list[DestinationNode]:
     return ordered
 
 
-async def _caller(request: Request, console: Any) -> Caller | None:
-    caller: Caller | None = await console.authenticator.caller(request)
-    return caller
-
-
-def _page(request: Request, name: str, caller: Caller, **values: Any) -> HTMLResponse:
-    templates = request.app.state.templates
-    response: HTMLResponse = templates.TemplateResponse(
-        request,
-        name,
-        {
-            "caller": caller,
-            "csrf_token": request.session.get("csrf"),
-            "current_path": request.url.path,
-            "allowed": {str(p) for p in Permission if allows(caller.principal.role, p)},
-            **values,
-        },
-    )
-    return response
-
-
-def _refused(request: Request) -> HTMLResponse:
-    return HTMLResponse("<!doctype html><title>Not authorized</title><p>Not authorized.</p>", status_code=403)
-
-
 @router.get("/monitoring")
-async def monitoring_page(request: Request, console: ConsoleDep) -> Response:
-    caller = await _caller(request, console)
-    if caller is None:
-        return RedirectResponse("/login", status_code=303)
-    if not allows(caller.principal.role, Permission.STATUS):
-        return _refused(request)
+async def monitoring_page(request: Request, caller: MonitoringReader, console: ConsoleDep) -> Response:
     originals = may_see_originals(caller)
     filters = read_filters(request.query_params, originals)
     view = "dashboard" if request.query_params.get("view") == "dashboard" else "activity"
-    return _page(
+    return render(
         request,
         "monitoring/page.html",
         caller,
@@ -231,13 +206,12 @@ async def monitoring_page(request: Request, console: ConsoleDep) -> Response:
 
 
 @router.get("/monitoring/{view}.part")
-async def monitoring_part(view: str, request: Request, console: ConsoleDep) -> Response:
+async def monitoring_part(view: str, request: Request, caller: MonitoringReader, console: ConsoleDep) -> Response:
     """The tree or the dashboard alone, for the page's polling."""
-    caller = await _caller(request, console)
-    if caller is None or not allows(caller.principal.role, Permission.STATUS) or view not in ("activity", "dashboard"):
-        return Response(status_code=401 if caller is None else 403)
+    if view not in ("activity", "dashboard"):
+        return Response(status_code=404)
     filters = read_filters(request.query_params, may_see_originals(caller))
-    return _page(
+    return render(
         request, f"monitoring/{view}.html", caller, filters=filters, **_content(console, filters, caller, view)
     )
 
@@ -270,13 +244,8 @@ def _now_text() -> str:
 
 
 @router.get("/monitoring/parked")
-async def parked_page(request: Request, console: ConsoleDep) -> Response:
+async def parked_page(request: Request, caller: MonitoringOperator, console: ConsoleDep) -> Response:
     """The parked messages of one failing series, with a replay button (operators and admins)."""
-    caller = await _caller(request, console)
-    if caller is None:
-        return RedirectResponse("/login", status_code=303)
-    if not allows(caller.principal.role, Permission.OPERATE):
-        return _refused(request)
     params = request.query_params
     key = {name: params.get(name, "") for name in ("forward_node", "destination", "series_uid")}
     uids = instance_uids(console.accounts.sessions, key["forward_node"], key["destination"], key["series_uid"])
@@ -294,7 +263,7 @@ async def parked_page(request: Request, console: ConsoleDep) -> Response:
                 ]
         except Exception as exc:  # noqa: BLE001 - ApiProblem (503) or a broker error: shown, not a crash
             problem = str(getattr(exc, "detail", exc))
-    return _page(
+    return render(
         request,
         "monitoring/parked.html",
         caller,
@@ -306,11 +275,8 @@ async def parked_page(request: Request, console: ConsoleDep) -> Response:
 
 
 @router.post("/monitoring/parked")
-async def replay_parked(request: Request, console: ConsoleDep) -> Response:
-    """Replay the selected parked messages of a series (the form carries the session's CSRF token)."""
-    caller = await _caller(request, console)  # checks the CSRF token of a browser session
-    if caller is None or not allows(caller.principal.role, Permission.OPERATE):
-        return _refused(request)
+async def replay_parked(request: Request, caller: MonitoringOperator, console: ConsoleDep) -> Response:
+    """Replay the selected parked messages of a series (the guard checks the form's CSRF token)."""
     form = await request.form()
     ids = {str(v) for v in form.getlist("instance_id") if isinstance(v, str)}
     key = {name: str(form.get(name) or "") for name in ("forward_node", "destination", "series_uid")}
@@ -327,4 +293,4 @@ async def replay_parked(request: Request, console: ConsoleDep) -> Response:
             diff=[{"path": "dead-letters", "kind": "changed", "before": None,
                    "after": {"instance_ids": sorted(ids), "count": count}}],
         )  # fmt: skip
-    return RedirectResponse("/monitoring/parked?" + urlencode({**key, "replayed": str(count)}), status_code=303)
+    return see_other("/monitoring/parked?" + urlencode({**key, "replayed": str(count)}))
