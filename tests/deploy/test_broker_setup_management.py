@@ -59,6 +59,8 @@ def vhost(amqp_url: str, prefix: str) -> Iterator[str]:
         )
     name = f"{prefix}-vhost"
     assert _ctl(amqp_url, "add_vhost", name).returncode == 0
+    admin = urlsplit(amqp_url).username or "guest"
+    assert _ctl(amqp_url, "set_permissions", "-p", name, admin, ".*", ".*", ".*").returncode == 0
     try:
         yield name
     finally:
@@ -135,7 +137,11 @@ def test_setup_names_the_missing_password_files_and_creates_nobody(
     passwords.mkdir()
     (passwords / username("receiver")).write_text("only-this-one\n")
     config = tmp_path / "karnak.yml"
-    config.write_text(f"broker: {{url: '{amqp_url}', prefix: {prefix}}}\nforward_nodes: []\n")
+    config.write_text(
+        f"broker: {{url: '{amqp_url}', prefix: {prefix}}}\n"
+        "forward_nodes:\n  - ae_title: GW\n    destinations:\n"
+        "      - {id: pacs, type: dicom, ae_title: PACS, hostname: localhost, port: 104}\n"
+    )
     karnak = str(Path(sys.executable).with_name("karnak"))
     done = subprocess.run(
         [karnak, "broker", "setup", "--config", str(config), "--users", str(passwords)],

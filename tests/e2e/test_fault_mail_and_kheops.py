@@ -58,7 +58,8 @@ def test_with_the_smtp_server_down_the_notifier_says_so_retries_and_sends_one_em
     raw["broker"]["retry_delays"] = [1, 2, 4]
     raw["smtp"] = {"host": "127.0.0.1", "port": mail_port, "sender": "karnak@hospital.org"}
     raw["metrics"]["ports"] = {"notifier": free_port()}
-    topology = register_topology(amqp_url, parse_config(json.dumps(raw)))
+    config = parse_config(json.dumps(raw))
+    topology = register_topology(amqp_url, config)
     gateway = Gateway(raw, tmp_path)
     gateways.append(gateway)
     gateway.start("--only", "notifier")
@@ -67,7 +68,7 @@ def test_with_the_smtp_server_down_the_notifier_says_so_retries_and_sends_one_em
         return metric_value(gateway.metrics("notifier"), name, destination="research-pacs", **labels)
 
     events = study_events("2.25.7001", THREE_SERIES)
-    EventBus(amqp_url, topology).publish(events)
+    EventBus(amqp_url, topology, Signer(config.secrets.key_bytes())).publish(events)
     wait_until(lambda: metric("karnak_notifications_sent_total", outcome="retried") >= 2, 30, "two SMTP attempts")
     assert metric("karnak_notification_events_held") == len(events)
     retry_lines = [line for line in gateway.log().splitlines() if "event=notification.retry-scheduled" in line]

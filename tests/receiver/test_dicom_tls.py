@@ -332,7 +332,7 @@ def _link(pki: Pki, port: int, host: str = "127.0.0.1", **tls: Any) -> Destinati
 
 def _send(link: DestinationLink, path: Path) -> Outcome:
     meta = dcmread(path, stop_before_pixels=True)
-    return link.store(path, meta.SOPClassUID, meta.SOPInstanceUID, meta.file_meta.TransferSyntaxUID)
+    return link.store(path, meta.SOPClassUID, meta.SOPInstanceUID, meta.file_meta.TransferSyntaxUID).outcome
 
 
 def test_the_dicom_sender_delivers_over_tls_to_a_dcmtk_storescp(

@@ -404,3 +404,13 @@ def start_bounded_server(
     thread.start()
     ae._servers.append(server)  # as start_server does: `shutdown` removes it from there
     return server
+
+
+def uid_dictionary() -> dict[str, tuple[str, str, str, str, str]]:
+    """pydicom's table of known UIDs: UID -> (name, type, info, retired, keyword).
+
+    `pydicom._uid_dict` is private; the console lists the storage SOP classes from it.
+    """
+    from pydicom._uid_dict import UID_dictionary
+
+    return UID_dictionary

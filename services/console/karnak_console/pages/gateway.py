@@ -56,11 +56,11 @@ SUBJECT_VALUES: tuple[str, ...] = get_args(get_args(Notifications.model_fields["
 @functools.cache
 def storage_sop_classes() -> tuple[tuple[str, str], ...]:
     """(UID, name) of every storage SOP class pydicom knows, by name: the "Authorized SOPs" choices."""
-    from pydicom._uid_dict import UID_dictionary
+    from karnak_dicom._internals import uid_dictionary
 
     found = [
         (uid, entry[0])
-        for uid, entry in UID_dictionary.items()
+        for uid, entry in uid_dictionary().items()
         if entry[1] == "SOP Class" and entry[0].endswith("Storage") and not entry[3]
     ]
     return tuple(sorted(found, key=lambda item: item[1]))
