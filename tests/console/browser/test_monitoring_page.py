@@ -1,6 +1,7 @@
 """The Monitoring page in a real browser: Debian's Chromium (/usr/bin/chromium) driven by Playwright.
 
-The console serves on a free port (uvicorn in a thread) with the rows of test_monitoring_api's `filled`;
+The console serves on a free port (uvicorn in a thread; the browser is the session's, from
+tests/console/browser/conftest.py) with the rows of test_monitoring_api's `filled`;
 a person signs in through the login form, opens the page, reads the tree by its labels and badges, sees
 times in the browser's zone (the page's own script), then a new failing series appears without a reload
 (htmx polling). No script error and no Content-Security-Policy violation is allowed.
@@ -10,11 +11,10 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import uvicorn
-from playwright.sync_api import Page, sync_playwright
+from playwright.sync_api import Browser, Page
 
 from karnak_monitor.recorder import SeriesRecorder
 from karnak_shared.service.testing.servers import free_port, wait_for_port
@@ -24,7 +24,6 @@ from tests.console.test_monitoring_api import T0, event, filled
 pytestmark = pytest.mark.browser
 __all__ = ["filled"]
 
-CHROMIUM = Path("/usr/bin/chromium")
 PASSWORD = "victor-monitoring-password"
 
 
@@ -42,31 +41,28 @@ def served(filled: ConsoleUnderTest) -> Iterator[str]:
 
 
 @pytest.fixture
-def page(served: str) -> Iterator[tuple[Page, list[str]]]:
-    if not CHROMIUM.exists():
-        pytest.fail("Debian's chromium is needed: apt-get install chromium", pytrace=False)
-    with sync_playwright() as driver:
-        browser = driver.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-gpu"])
-        context = browser.new_context(base_url=served, timezone_id="Europe/Zurich", locale="en-GB")
-        context.set_default_timeout(15_000)
-        opened = context.new_page()
-        problems: list[str] = []
-        opened.on("pageerror", lambda error: problems.append(f"script error: {error}"))
-        # Every answer the page asked for (the favicon aside: the console has none) must have succeeded.
-        opened.on(
-            "response",
-            lambda r: problems.append(f"{r.status} {r.url}") if r.status >= 400 and "favicon" not in r.url else None,
-        )
-        opened.on("console", lambda m: problems.append(m.text) if m.type == "error" and "404" not in m.text else None)
-        yield opened, problems
-        browser.close()
+def monitoring_page(served: str, browser: Browser) -> Iterator[tuple[Page, list[str]]]:
+    """A page of the run's browser (the framework's session fixture) on the console serving `filled`."""
+    context = browser.new_context(base_url=served, timezone_id="Europe/Zurich", locale="en-GB")
+    context.set_default_timeout(15_000)
+    opened = context.new_page()
+    problems: list[str] = []
+    opened.on("pageerror", lambda error: problems.append(f"script error: {error}"))
+    # Every answer the page asked for (the favicon aside: the console has none) must have succeeded.
+    opened.on(
+        "response",
+        lambda r: problems.append(f"{r.status} {r.url}") if r.status >= 400 and "favicon" not in r.url else None,
+    )
+    opened.on("console", lambda m: problems.append(m.text) if m.type == "error" and "404" not in m.text else None)
+    yield opened, problems
+    context.close()
 
 
 def test_a_viewer_reads_the_tree_in_local_time_and_sees_a_new_failure_appear_by_itself(
-    page: tuple[Page, list[str]],
+    monitoring_page: tuple[Page, list[str]],
     filled: ConsoleUnderTest,
 ) -> None:
-    browser, problems = page
+    browser, problems = monitoring_page
     browser.goto("/login")
     browser.get_by_label("User name").fill("victor")
     browser.get_by_label("Password").fill(PASSWORD)
