@@ -31,6 +31,7 @@ from karnak_shared.config import GatewayConfig, parse_config
 from karnak_shared.envelope import Envelope
 from karnak_shared.headers import basic_authorization, karnak_form
 from karnak_shared.payload import store_payload
+from karnak_shared.service.authentication import Signer, digest_of
 from karnak_shared.topology import Topology
 from tests.conftest import gateway_config, register_topology
 from tests.e2e.test_backbone import EventTap
@@ -254,8 +255,10 @@ def test_through_the_gateway_series_are_shared_with_their_uids_as_sent_into_albu
 
 
 def _publish(run: Run, paths: list[Path], albums: list[int]) -> None:
-    """Send messages to the kheops destination's queue, as the processor writes them (album indexes matched)."""
+    """Send messages to the kheops destination's queue, as the processor writes them (album indexes matched),
+    signed with the gateway's key (the stow-sender parks an unsigned message as `unauthenticated`)."""
     blobs = DirectoryBlobStore(run.config.blob_store.path)
+    signer = Signer(run.config.secrets.key_bytes())
     publisher = Publisher(run.amqp_url, run.topology, confirm_timeout=10).start()
     try:
         for path in paths:
@@ -271,11 +274,12 @@ def _publish(run: Run, paths: list[Path], albums: list[int]) -> None:
                 series_instance_uid=str(ds.SeriesInstanceUID),
                 transfer_syntax=str(ds.file_meta.TransferSyntaxUID),
                 blob=blob,
+                digest=digest_of(data) if blob else None,
                 size=len(data),
                 kheops_albums=albums,
             )
             queue = run.topology.send_queue("stow", "kheops")
-            publisher.publish(run.topology.send_exchange, queue, body, envelope.to_headers())
+            publisher.publish(run.topology.send_exchange, queue, body, signer.sign(envelope.to_headers(), body))
     finally:
         publisher.stop()
 
