@@ -43,7 +43,6 @@ CONSUMES = {
     "monitor": {"monitor"},
 }
 EXCHANGES = ("ingest", "send", "retry", "events", "dead")
-MONITOR_QUEUE = "{prefix}.monitor"
 
 
 @pytest.fixture
@@ -56,18 +55,18 @@ def topology(prefix: str, amqp_url: str) -> Iterator[Topology]:
         send_queues=(f"{prefix}.send.dicom.pacs", f"{prefix}.send.stow.web"),
         notifier=True,
         kheops=True,
+        # The monitor's queue, declared (with its dead-lettering) and bound as `karnak broker setup` does.
         monitor=True,
     )
     connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
     try:
-        channel = connection.channel()
-        declared.declare(channel)
-        # The monitor's queue (services/monitor declares it with the topology), bound as design card 16 says.
-        channel.queue_declare(MONITOR_QUEUE.format(prefix=prefix), durable=True, arguments={"x-queue-type": "quorum"})
-        channel.queue_bind(MONITOR_QUEUE.format(prefix=prefix), declared.events_exchange, routing_key="transfer.#")
-        yield dataclasses.replace(declared, declare_topology=False)
-        channel.queue_delete(MONITOR_QUEUE.format(prefix=prefix))
-        declared.delete(channel)
+        try:
+            declared.declare(connection.channel())
+            yield dataclasses.replace(declared, declare_topology=False)
+        finally:
+            # On a fresh channel: a declaration the broker refused closed the first one, and what it had
+            # declared before must not stay on the shared broker.
+            declared.delete(connection.channel())
     finally:
         connection.close()
 
