@@ -195,6 +195,23 @@ def test_message_whose_blob_is_missing_is_parked_missing_blob_even_when_redelive
     assert gone in call.headers[header_names.REASON]
 
 
+def test_a_redelivery_whose_ack_was_lost_is_acked_as_done_not_parked_missing_blob(
+    harness: Harness[Routes], publisher: RecordingPublisher, part10: Callable[..., bytes]
+) -> None:
+    # An ack is not confirmed by RabbitMQ: one lost with its connection brings the message back after
+    # its blob was deleted. The process that acked it knows, and acks it again instead of parking it.
+    message = received(harness, part10(pixel_bytes=MAX_INLINE * 2), as_blob=True)
+    first = harness.deliver(message)
+    assert first.settlement is Settlement.ACK and first.deleted_blob is not None
+    routed = len(publisher.calls)
+
+    again = harness.deliver(message, delivery_count=1)
+
+    assert again.settlement is Settlement.ACK
+    assert again.cause is None  # not parked
+    assert len(publisher.calls) == routed  # nothing published again: neither copies nor a park
+
+
 def test_message_whose_blob_cannot_be_read_is_requeued_not_parked(
     harness: Harness[Routes], publisher: RecordingPublisher, part10: Callable[..., bytes]
 ) -> None:

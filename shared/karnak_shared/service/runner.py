@@ -28,6 +28,7 @@ import re
 import signal
 import threading
 import traceback
+from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -65,6 +66,9 @@ S = TypeVar("S")
 
 PARKED = Counter("karnak_instances_parked_total", "Messages parked in the dead-letter queue", ["service", "cause"])
 
+# How many acked messages' blobs a process remembers (a few MB) to recognise a redelivery whose ack was
+# lost with its connection: far more than a prefetch window and the in-flight work of an outage.
+_ACKED_BLOBS_KEPT = 100_000
 # How often an idle batching worker looks again (it also wakes at once for a message or the stop mark).
 _BATCH_IDLE_POLL_SECONDS = 5.0
 _QUOTED = re.compile(r"""'[^']*'|"[^"]*"|b'[^']*'""")
@@ -311,6 +315,11 @@ class ServiceRunner(Generic[S]):
         self._consumptions = [_Consumption(self, name, spec) for name, spec in declared_consumers(service)]
         self._timers: list[threading.Thread] = []
         self._cleanup = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{service.name}-cleanup")
+        # The blobs of the messages this process acked (and so deleted): an ack is not confirmed by
+        # RabbitMQ, so one lost with its connection brings the message back with its blob gone. Found
+        # here, that redelivery is acked as already done instead of parked `missing-blob`.
+        self._acked_blobs: OrderedDict[str, None] = OrderedDict()
+        self._acked_lock = threading.Lock()
         self.consumer: Consumer | None = None
         self.ops: OpsServer | None = None
         self.providers: Providers
@@ -557,6 +566,14 @@ class ServiceRunner(Generic[S]):
         try:
             handling.message = consumption.spec.message.read(received, Reading(self.providers.blobs, signer.enabled))
         except Unreadable as exc:
+            if exc.cause == "missing-blob" and self._acked_before(delivery, received):
+                log.info(
+                    "message.ack-lost",
+                    queue=delivery.queue,
+                    reason="acked before; its ack was lost with the connection",
+                )
+                self._finish(consumption, handling, Ack())
+                return None
             self._finish(consumption, handling, Park(exc.reason, exc.cause))
             return None
         except (BlobStoreError, BrokerUnavailable) as exc:
@@ -669,6 +686,7 @@ class ServiceRunner(Generic[S]):
             if blob is not None:
 
                 def then() -> None:
+                    self._remember_acked(blob)
                     self._cleanup.submit(self._delete_blob, blob)
 
         self.settle_delivery(handling.delivery, settlement, then)
@@ -696,6 +714,20 @@ class ServiceRunner(Generic[S]):
                 queue=handling.delivery.queue,
                 instance_id=_header(handling.received, "karnak-instance-id"),
             )
+
+    def _remember_acked(self, blob: str) -> None:
+        with self._acked_lock:
+            self._acked_blobs[blob] = None
+            while len(self._acked_blobs) > _ACKED_BLOBS_KEPT:
+                self._acked_blobs.popitem(last=False)
+
+    def _acked_before(self, delivery: Delivery, received: Received) -> bool:
+        """Whether a redelivered message's blob is gone because this process acked the message before."""
+        blob = _blob_of(received)
+        if blob is None or not (delivery.redelivered or delivery.delivery_count > 0):
+            return False
+        with self._acked_lock:
+            return blob in self._acked_blobs
 
     def _delete_blob(self, reference: str) -> None:
         try:
