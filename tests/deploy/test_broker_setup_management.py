@@ -92,6 +92,23 @@ def _publish_refused(url: str, exchange: str, routing_key: str) -> bool:
         connection.close()
 
 
+def _setup(url: str, prefix: str, passwords: Path, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """`karnak broker setup --users PASSWORDS` on a configuration with one DICOM destination."""
+    config = tmp_path / "karnak.yml"
+    config.write_text(
+        f"broker: {{url: '{url}', prefix: {prefix}}}\n"
+        "forward_nodes:\n  - ae_title: GW\n    destinations:\n"
+        "      - {id: pacs, type: dicom, ae_title: PACS, hostname: localhost, port: 104}\n"
+    )
+    karnak = str(Path(sys.executable).with_name("karnak"))
+    return subprocess.run(
+        [karnak, "broker", "setup", "--config", str(config), "--users", str(passwords)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
 def test_setup_creates_each_user_through_the_management_api_with_only_its_own_rights(
     amqp_url: str, prefix: str, vhost: str, tmp_path: Path
 ) -> None:
@@ -100,19 +117,7 @@ def test_setup_creates_each_user_through_the_management_api_with_only_its_own_ri
     for user in ALL_USERS:
         (passwords / username(user)).write_text(secrets.token_hex(16) + "\n")
     admin = _url(amqp_url, vhost, urlsplit(amqp_url).username or "guest", urlsplit(amqp_url).password or "guest")
-    config = tmp_path / "karnak.yml"
-    config.write_text(
-        f"broker: {{url: '{admin}', prefix: {prefix}}}\n"
-        "forward_nodes:\n  - ae_title: GW\n    destinations:\n"
-        "      - {id: pacs, type: dicom, ae_title: PACS, hostname: localhost, port: 104}\n"
-    )
-    karnak = str(Path(sys.executable).with_name("karnak"))
-    done = subprocess.run(
-        [karnak, "broker", "setup", "--config", str(config), "--users", str(passwords)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = _setup(admin, prefix, passwords, tmp_path)
     assert done.returncode == 0, done.stderr
     assert f"users on vhost {vhost}: " in done.stdout
     for user in ALL_USERS:
@@ -136,19 +141,7 @@ def test_setup_names_the_missing_password_files_and_creates_nobody(
     passwords = tmp_path / "passwords"
     passwords.mkdir()
     (passwords / username("receiver")).write_text("only-this-one\n")
-    config = tmp_path / "karnak.yml"
-    config.write_text(
-        f"broker: {{url: '{amqp_url}', prefix: {prefix}}}\n"
-        "forward_nodes:\n  - ae_title: GW\n    destinations:\n"
-        "      - {id: pacs, type: dicom, ae_title: PACS, hostname: localhost, port: 104}\n"
-    )
-    karnak = str(Path(sys.executable).with_name("karnak"))
-    done = subprocess.run(
-        [karnak, "broker", "setup", "--config", str(config), "--users", str(passwords)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = _setup(amqp_url, prefix, passwords, tmp_path)
     assert done.returncode == 2, done.stdout + done.stderr
     assert str(passwords / username("processor")) in done.stderr
     listed = _ctl(amqp_url, "list_users").stdout

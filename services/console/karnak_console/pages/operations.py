@@ -187,22 +187,28 @@ def _back(form: FormReader) -> str:
     return "/dead-letters" + (f"?{query}" if query else "")
 
 
+def _selection_refused(
+    request: Request, caller: Caller, console: Console, form: FormReader, problem: ApiProblem
+) -> Response:
+    """The dead letters page again, as it was filtered, with the API's refusal next to its field."""
+    return _dead_letters_page(
+        request,
+        caller,
+        console,
+        form.text("filter_destination"),
+        form.text("filter_reason"),
+        status=422,
+        errors=FormErrors.from_problem(problem),
+    )
+
+
 @router.post("/dead-letters/replay")
 async def replay(request: Request, caller: PageOperator, console: ConsoleDep) -> Response:
     form = FormReader(await request.form())
     try:
         count = api.replay_dead_letters(_selection(form), caller, console)
     except ApiProblem as problem:
-        errors = FormErrors.from_problem(problem)
-        return _dead_letters_page(
-            request,
-            caller,
-            console,
-            form.text("filter_destination"),
-            form.text("filter_reason"),
-            status=422,
-            errors=errors,
-        )
+        return _selection_refused(request, caller, console, form, problem)
     request.session[NOTICE] = f"{count.count} message(s) sent back where they came from."
     return see_other(_back(form))
 
@@ -214,16 +220,7 @@ async def delete(request: Request, caller: PageOperator, console: ConsoleDep) ->
         # The button asked before the form was sent (data-confirm); `confirm` says it was answered yes.
         count = api.delete_dead_letters(_selection(form), caller, console, confirm=form.checked("confirm"))
     except ApiProblem as problem:
-        errors = FormErrors.from_problem(problem)
-        return _dead_letters_page(
-            request,
-            caller,
-            console,
-            form.text("filter_destination"),
-            form.text("filter_reason"),
-            status=422,
-            errors=errors,
-        )
+        return _selection_refused(request, caller, console, form, problem)
     request.session[NOTICE] = f"{count.count} message(s) deleted."
     return see_other(_back(form))
 
