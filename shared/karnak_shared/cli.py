@@ -107,7 +107,8 @@ def _plan(config: GatewayConfig, names: Sequence[str], replicas: int) -> list[_C
 
     children = []
     for name in names:
-        base = config.metrics.ports.get(name, 0)
+        # The console serves its pages, API and ops endpoints on one port: console.port unless metrics says.
+        base = config.metrics.ports.get(name, 0) or (config.console.port if name == "console" else 0)
         count = replicas if name in SCALABLE else 1
         for replica in range(count):
             # A service the configuration gives no ops port still gets one, so `up` can ask it whether it is ready.
@@ -189,8 +190,13 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     for child in children:
         spawn(child)
+        pid = child.process.pid if child.process else "?"
+        if child.service == "console":
+            where = f"http://{_display_host(config.console.host)}:{child.metrics_port}/"
+            emit(f"karnak up: starting console (pid {pid}): pages {where}, API {where}api/v1, metrics {where}metrics")
+            continue
         where = f"http://{_display_host(config.metrics.host)}:{child.metrics_port}/metrics"
-        emit(f"karnak up: starting {child.label} (pid {child.process.pid if child.process else '?'}), metrics {where}")
+        emit(f"karnak up: starting {child.label} (pid {pid}), metrics {where}")
     sys.stdout.flush()
     exit_code = 0
     started = time.monotonic()
